@@ -486,9 +486,9 @@ def clip_config(state_dict):
                          f"(it has {len(state_dict)} entries, e.g. {list(state_dict)[:5]})") from None
 
 
-def check_state_dict(model, state_dict):
-    """Raise one ValueError listing every missing key, unexpected key and shape mismatch."""
-    expected = model.state_dict()
+def load_checked(module, state_dict, source="the state dict"):
+    """load_state_dict(strict=True), or one ValueError naming every missing key, unexpected key and bad shape."""
+    expected = module.state_dict()
     missing = [k for k in expected if k not in state_dict]
     unexpected = [k for k in state_dict if k not in expected]
     wrong = [f"{k}: checkpoint {tuple(state_dict[k].shape)}, model {tuple(v.shape)}"
@@ -497,15 +497,15 @@ def check_state_dict(model, state_dict):
                 for title, keys in (("missing keys", missing), ("unexpected keys", unexpected),
                                     ("wrong shapes", wrong)) if keys]
     if problems:
-        raise ValueError("the state dict does not fit CLIP: " + "; ".join(problems))
+        raise ValueError(f"{source} does not fit {type(module).__name__}: " + "; ".join(problems))
+    module.load_state_dict(state_dict, strict=True)  # copies fp16 official tensors into the fp32 parameters
 
 
 def build_model(state_dict):
     """A CLIP with every size read from `state_dict`'s shapes, its weights loaded, in fp32 and eval mode."""
     state_dict = {k: v for k, v in state_dict.items() if k not in METADATA_KEYS}
     model = CLIP(**clip_config(state_dict))
-    check_state_dict(model, state_dict)
-    model.load_state_dict(state_dict, strict=True)  # copies fp16 official tensors into the fp32 parameters
+    load_checked(model, state_dict)
     return model.eval()
 
 
