@@ -1,0 +1,713 @@
+"""video_data.py as a specification: exact frames out of the decoder and the sampler, each dataset's
+own files parsed right, one augmentation draw per clip, and no bad file that can stop a long job.
+
+Fixture videos show their own frame index as 8 black/white stripes (bit b of the index in stripe b),
+so every decoded frame says which frame it is. They are written with PyAV in the containers and
+codecs real dataset copies use: MPEG-4 Part 2 in AVI (UCF101, HMDB51), H.264 with B-frames in MP4
+and MKV, VP9 in WebM (some Kinetics copies).
+"""
+
+import dataclasses
+import logging
+import os
+import pickle
+import shutil
+import warnings
+
+import av
+import numpy as np
+import pytest
+import torch
+import torchvision.io
+from torch.utils.data import DataLoader, DistributedSampler
+
+import dataset_fixtures
+import video_data
+
+NUM_FRAMES, W, H, BITS = 90, 64, 48, 8
+FORMATS = {  # name: (file, codec, keyframe interval, max B-frames)
+    "avi-mpeg4": ("clip.avi", "mpeg4", 12, 2),
+    "mp4-h264-bframes": ("clip.mp4", "libx264", 24, 3),
+    "mkv-h264-bframes": ("clip.mkv", "libx264", 16, 3),
+    "webm-vp9": ("clip.webm", "libvpx-vp9", 12, None),
+}
+
+
+def index_frame(i):
+    """(H, W, 3) uint8 frame whose stripe b is white when bit b of i is set."""
+    frame = np.zeros((H, W, 3), np.uint8)
+    for b in range(BITS):
+        if (i >> b) & 1:
+            frame[:, b * W // BITS:(b + 1) * W // BITS] = 255
+    return frame
+
+
+def frame_number(frame):
+    """The index an index_frame shows, read back from a decoded (H, W, 3) frame (stripe centres)."""
+    stripe = W // BITS
+    return sum(1 << b for b in range(BITS) if frame[:, b * stripe + 2:(b + 1) * stripe - 2].float().mean() > 127)
+
+
+def write_with_audio_first(path, frames):
+    """An MP4 whose stream 0 is AAC audio and stream 1 H.264 video with B-frames (as many downloads)."""
+    with av.open(path, "w") as container:
+        audio = container.add_stream("aac", rate=16000)
+        video = container.add_stream("libx264", rate=30)
+        video.width, video.height, video.pix_fmt = W, H, "yuv420p"
+        video.codec_context.gop_size, video.codec_context.max_b_frames = 24, 3
+        for i, frame in enumerate(frames):
+            container.mux(video.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+            sound = av.AudioFrame.from_ndarray(np.zeros((1, 534), np.float32), format="fltp", layout="mono")
+            sound.sample_rate, sound.pts = 16000, i * 534
+            container.mux(audio.encode(sound))
+        container.mux(video.encode(None))
+        container.mux(audio.encode(None))
+    return path
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    """{format name: path} of NUM_FRAMES-frame index videos, plus a frame folder under 'frames'."""
+    folder = tmp_path_factory.mktemp("index_videos")
+    frames = [index_frame(i) for i in range(NUM_FRAMES)]
+    out = {}
+    for name, (file, codec, gop, bframes) in FORMATS.items():
+        out[name] = video_data.write_video(str(folder / file), frames, codec=codec, gop=gop, bframes=bframes)
+    out["mp4-audio-first"] = write_with_audio_first(str(folder / "with_audio.mp4"), frames)
+    out["frames"] = str(folder / "frame_folder")
+    os.makedirs(out["frames"])
+    for i, frame in enumerate(frames):
+        with warnings.catch_warnings():  # torchvision 0.29 deprecates its JPEG codec
+            warnings.simplefilter("ignore", DeprecationWarning)
+            jpeg = torchvision.io.encode_jpeg(torch.from_numpy(frame).permute(2, 0, 1), quality=95)
+        (folder / "frame_folder" / video_data.FRAME_NAME.format(i + 1)).write_bytes(jpeg.numpy().tobytes())
+    return out
+
+
+ALL_FORMATS = [*FORMATS, "mp4-audio-first", "frames"]
+REQUESTS = {
+    "first": [0],
+    "last": [NUM_FRAMES - 1],
+    "spread": [3, 17, 30, 44, 55, 67, 80, 89],
+    "out of order, repeated": [50, 3, 77, 3, 0, 89, 50, 24],
+    "inside one keyframe interval": [25, 26, 27, 40],
+    "every frame": list(range(NUM_FRAMES)),
+}
+
+
+# ----------------------------------------------------------------------------------------------- decoding
+
+
+@pytest.mark.parametrize("fmt", ALL_FORMATS)
+@pytest.mark.parametrize("request_name", REQUESTS)
+def test_read_frames_returns_exactly_the_asked_frames(videos, fmt, request_name):
+    indices = REQUESTS[request_name]
+    clip = video_data.read_frames(videos[fmt], indices)
+    assert clip.dtype == torch.uint8 and clip.shape == (len(indices), H, W, 3)
+    assert [frame_number(f) for f in clip] == indices
+
+
+@pytest.mark.parametrize("fmt", ALL_FORMATS)
+def test_read_frames_exact_for_random_train_samples(videos, fmt):
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(10):
+        indices = video_data.sample_indices(NUM_FRAMES, 8, "train", generator=generator)
+        assert [frame_number(f) for f in video_data.read_frames(videos[fmt], indices)] == indices
+
+
+@pytest.mark.parametrize("fmt", [*FORMATS, "mp4-audio-first"])
+def test_frames_are_pixel_identical_to_a_full_decode(videos, fmt):
+    """Skipped non-reference frames, seeks and drains change nothing: every pixel equals what
+    decoding the whole file in order gives, with one decoder thread and with several."""
+    with av.open(videos[fmt]) as container:
+        full = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])  # (N, H, W, 3)
+    generator = torch.Generator().manual_seed(2)
+    for threads in (1, 0):
+        for _ in range(3):
+            indices = video_data.sample_indices(NUM_FRAMES, 8, "train", generator=generator)
+            assert np.array_equal(video_data.read_frames(videos[fmt], indices, threads).numpy(), full[indices])
+
+
+@pytest.mark.parametrize("fmt", ALL_FORMATS)
+def test_count_frames(videos, fmt):
+    assert video_data.count_frames(videos[fmt]) == NUM_FRAMES
+
+
+def test_fixture_formats_are_the_real_ones(videos):
+    """The fixtures must exercise B-frames and a keyframe interval >= 12, as the issue asks."""
+    with av.open(videos["mp4-h264-bframes"]) as container:
+        stream = container.streams.video[0]
+        packets = [p for p in container.demux(stream) if p.size]
+        assert stream.codec_context.name == "h264"
+        assert any(p.pts != p.dts for p in packets)  # reordered: B-frames
+        keys = [i for i, p in enumerate(packets) if p.is_keyframe]
+        assert len(keys) > 1 and min(np.diff(keys)) >= 12
+    with av.open(videos["avi-mpeg4"]) as container:
+        stream = container.streams.video[0]
+        assert container.format.name == "avi" and stream.codec_context.name == "mpeg4"
+        assert any(video_data._mpeg4_is_nonref(p) for p in container.demux(stream) if p.size)  # B-VOPs
+    with av.open(videos["webm-vp9"]) as container:
+        assert container.streams.video[0].codec_context.name == "vp9"
+
+
+def test_read_frames_seeks_instead_of_decoding_everything(videos, monkeypatch):
+    """The last frames of a clip with a keyframe every <= 24 frames: decode from the keyframe before
+    them, not from 0."""
+    decoded = []
+    run_frames = video_data._run_frames
+
+    def counting(*args):
+        for frame in run_frames(*args):
+            decoded.append(frame)
+            yield frame
+
+    monkeypatch.setattr(video_data, "_run_frames", counting)
+    assert frame_number(video_data.read_frames(videos["mp4-h264-bframes"], [85])[0]) == 85
+    key = max(k for k in video_data._video_index(videos["mp4-h264-bframes"]).keyframes if k <= 85)
+    assert 0 < key and len(decoded) <= 85 - key + 1
+    decoded.clear()
+    video_data.read_frames(videos["mp4-h264-bframes"], [5, 30, 60, 85])  # 4 runs, one per interval
+    assert len(decoded) < NUM_FRAMES // 2
+
+
+def test_a_seek_that_lands_late_falls_back_to_decoding_in_order(videos, monkeypatch):
+    """If a demuxer seeks past the keyframe asked for, the reader notices (the first frame comes
+    after the keyframe) and decodes from the start, counting frames: still exact."""
+    path = videos["mp4-h264-bframes"]
+    true = video_data._build_index(path)
+    assert len(true.keyframes) >= 3
+    early = (0,) + tuple(k - 4 for k in true.keyframes[1:])  # each keyframe claimed 4 frames too early
+    monkeypatch.setattr(video_data, "_build_index", lambda p: dataclasses.replace(true, keyframes=early))
+    video_data._INDEX_CACHE.clear()
+    wanted = [early[1] + 1, early[2] + 2, 2]  # each after a claimed keyframe, before the real one
+    assert [frame_number(f) for f in video_data.read_frames(path, wanted)] == wanted
+    assert video_data._video_index(path) == NUM_FRAMES  # remembered: this video is decoded in order
+    assert [frame_number(f) for f in video_data.read_frames(path, [89, 50])] == [89, 50]
+    video_data._INDEX_CACHE.clear()
+
+
+def test_read_frames_rejects_bad_indices(videos):
+    with pytest.raises(ValueError, match="indices"):
+        video_data.read_frames(videos["mp4-h264-bframes"], [])
+    with pytest.raises(ValueError, match="indices"):
+        video_data.read_frames(videos["mp4-h264-bframes"], [-1])
+
+
+# ----------------------------------------------------------------------------------------------- sampling
+
+
+@pytest.mark.parametrize("num_frames", [8, 9, 90, 301])
+def test_train_sampling_one_random_frame_per_segment(num_frames):
+    T, generator = 8, torch.Generator().manual_seed(1)
+    seen = set()
+    for _ in range(200):
+        indices = video_data.sample_indices(num_frames, T, "train", generator=generator)
+        assert len(indices) == T and indices == sorted(indices)
+        for s, i in enumerate(indices):
+            assert s * num_frames // T <= i < (s + 1) * num_frames // T  # inside its own segment
+        seen.update(indices)
+    assert seen == set(range(num_frames))  # every frame can be drawn
+
+
+def test_train_sampling_follows_the_generator():
+    a = video_data.sample_indices(300, 8, "train", generator=torch.Generator().manual_seed(5))
+    b = video_data.sample_indices(300, 8, "train", generator=torch.Generator().manual_seed(5))
+    assert a == b
+
+
+def test_test_sampling_takes_segment_centres():
+    assert video_data.sample_indices(80, 8, "test") == [5, 15, 25, 35, 45, 55, 65, 75]
+    assert video_data.sample_indices(300, 8, "test") == video_data.sample_indices(300, 8, "test")
+    assert video_data.sample_indices(1, 4, "test") == [0, 0, 0, 0]
+
+
+@pytest.mark.parametrize("mode", ["train", "test"])
+def test_short_videos_repeat_frames_in_order(mode):
+    assert video_data.sample_indices(3, 8, mode) == [0, 0, 0, 1, 1, 1, 2, 2]
+    assert video_data.sample_indices(3, 8, mode) == video_data.sample_indices(3, 8, mode)  # no randomness
+    assert sorted(set(video_data.sample_indices(5, 8, mode))) == [0, 1, 2, 3, 4]
+
+
+def test_multi_clip_test_sampling_is_evenly_spread():
+    N, T, n = 4, 8, 320
+    indices = video_data.sample_indices(n, T, "test", num_clips=N)
+    clips = [indices[c * T:(c + 1) * T] for c in range(N)]  # clip-major
+    assert len(indices) == N * T
+    segment = n // T
+    for c, clip in enumerate(clips):
+        assert clip == [s * segment + (2 * c + 1) * segment // (2 * N) for s in range(T)]
+    assert video_data.sample_indices(n, T, "test", num_clips=1) == [s * segment + segment // 2 for s in range(T)]
+    ten = video_data.sample_indices(30, 8, "test", num_clips=10)  # the paper's 10 clips, short video
+    assert len(ten) == 80 and max(ten) < 30
+
+
+def test_sampling_rejects_nonsense():
+    with pytest.raises(ValueError, match="mode"):
+        video_data.sample_indices(10, 8, "val")
+    with pytest.raises(ValueError, match="num_frames"):
+        video_data.sample_indices(0, 8, "train")
+
+
+# --------------------------------------------------------------------------------------------- transforms
+
+
+def still_clip(T=4, h=120, w=160, seed=0):
+    """T identical frames of random colours: any difference between output frames is a per-frame draw."""
+    frame = torch.randint(0, 256, (h, w, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
+    return frame.expand(T, h, w, 3).contiguous()
+
+
+@pytest.mark.parametrize("randaugment", [False, True])
+def test_train_transform_draws_once_per_clip(randaugment):
+    transform = video_data.train_transform(64, randaugment=randaugment)
+    torch.manual_seed(0)
+    for seed in range(20):
+        out = transform(still_clip(seed=seed))
+        assert out.shape == (4, 3, 64, 64) and out.dtype == torch.float32
+        for t in range(1, 4):
+            torch.testing.assert_close(out[t], out[0], rtol=0, atol=1e-6)
+
+
+def test_train_transform_varies_between_clips():
+    transform = video_data.train_transform(64)
+    torch.manual_seed(0)
+    outs = [transform(still_clip()) for _ in range(10)]
+    assert any(not torch.equal(outs[0], o) for o in outs[1:])
+
+
+def test_train_transform_normalises_with_clip_mean_and_std():
+    transform = video_data.train_transform(32, flip=False, color_jitter=False, grayscale=False)
+    clip = torch.full((2, 40, 50, 3), 200, dtype=torch.uint8)
+    out = transform(clip)
+    expected = (200 / 255 - torch.tensor(video_data.CLIP_MEAN)) / torch.tensor(video_data.CLIP_STD)
+    torch.testing.assert_close(out.mean(dim=(0, 2, 3)), expected, rtol=0, atol=1e-4)
+
+
+def test_multi_scale_crop_uses_tsn_scales_and_offsets():
+    torch.manual_seed(0)
+    for _ in range(200):
+        left, top, w, h = video_data._msc_box(340, 256, 224, video_data.MSC_SCALES)
+        sides = {256, 224, 192, 168}  # 256 x (1, .875, .75, .66)
+        assert w in sides and h in sides and left + w <= 340 and top + h <= 256
+        assert (left, top) in video_data._tsn_offsets(340, 256, w, h)
+
+
+def test_test_transform_is_deterministic_centre_crop():
+    transform = video_data.test_transform(32)
+    clip = still_clip(T=3, h=60, w=90)
+    out = transform(clip)
+    assert out.shape == (3, 3, 32, 32)
+    assert torch.equal(out, transform(clip))
+    assert transform.scale_size == 37 and video_data.test_transform(224).scale_size == 256
+    assert video_data.test_transform(336).scale_size == 384
+
+
+def test_three_crops_run_along_the_long_side():
+    ramp = torch.linspace(0, 255, 160).to(torch.uint8)  # brighter to the right
+    clip = ramp.view(1, 1, 160, 1).expand(2, 100, 160, 3).contiguous()
+    out = video_data.test_transform(64, num_crops=3)(clip)
+    assert out.shape == (3, 2, 3, 64, 64)
+    left, centre, right = out.mean(dim=(1, 2, 3, 4))
+    assert left < centre < right
+    portrait = clip.transpose(1, 2).contiguous()  # (T, 160, 100, 3): brighter towards the bottom
+    top, middle, bottom = video_data.test_transform(64, num_crops=3)(portrait).mean(dim=(1, 2, 3, 4))
+    assert top < middle < bottom
+
+
+def test_transforms_reject_the_wrong_layout():
+    with pytest.raises(ValueError, match=r"\(T, H, W, 3\)"):
+        video_data.test_transform(32)(torch.zeros(2, 3, 40, 40, dtype=torch.uint8))
+
+
+# ----------------------------------------------------------------------------------------------- parsers
+
+
+def pairs(split):
+    return [(r.path, r.label) for r in split.records]
+
+
+@pytest.fixture(scope="module")
+def ucf101(tmp_path_factory):
+    return dataset_fixtures.make_ucf101(tmp_path_factory.mktemp("ucf101"))
+
+
+@pytest.mark.parametrize("fold", [1, 2, 3])
+def test_ucf101(ucf101, fold):
+    for split in ("train", "test"):
+        got = video_data.load_split("ucf101", ucf101["root"], split, fold)
+        assert pairs(got) == ucf101[split][fold]
+        assert got.classnames == ["apply eye makeup", "basketball", "yo yo"] == ucf101["classnames"]
+        assert all(os.path.isfile(r.path) for r in got.records)
+    assert pairs(video_data.load_split("ucf101", ucf101["root"], "val", fold)) == ucf101["test"][fold]
+
+
+def test_camel_case_names():
+    assert video_data.camel_to_words("ApplyEyeMakeup") == "apply eye makeup"
+    assert video_data.camel_to_words("YoYo") == "yo yo"
+    assert video_data.camel_to_words("PlayingDaf") == "playing daf"
+
+
+def test_ucf101_wrong_label_names_file_and_line(ucf101, tmp_path):
+    root = tmp_path / "ucf"
+    shutil.copytree(os.path.join(ucf101["root"], "ucfTrainTestlist"), root / "ucfTrainTestlist")
+    (root / "UCF-101").mkdir()
+    lines = (root / "ucfTrainTestlist" / "trainlist01.txt").read_text().splitlines()
+    lines[1] = lines[1].rsplit(" ", 1)[0] + " 3"  # a Basketball video labelled YoYo
+    (root / "ucfTrainTestlist" / "trainlist01.txt").write_text("\n".join(lines))
+    with pytest.raises(ValueError, match=r"trainlist01.txt, line 2"):
+        video_data.load_split("ucf101", str(root), "train", 1)
+
+
+@pytest.fixture(scope="module")
+def hmdb51(tmp_path_factory):
+    return dataset_fixtures.make_hmdb51(tmp_path_factory.mktemp("hmdb51"), videos_per_class=4)
+
+
+@pytest.mark.parametrize("fold", [1, 2, 3])
+def test_hmdb51(hmdb51, fold):
+    for split in ("train", "test"):
+        assert pairs(video_data.load_split("hmdb51", hmdb51["root"], split, fold)) == hmdb51[split][fold]
+    names = video_data.load_split("hmdb51", hmdb51["root"], "train", fold).classnames
+    # sorted class-name order: kick before kick_ball, sword before sword_exercise (unlike the shared CSV)
+    assert names == ["brush hair", "kick", "kick ball", "sword", "sword exercise"] == hmdb51["classnames"]
+
+
+@pytest.mark.parametrize("layout", ["per_class", "flat"])
+def test_kinetics(tmp_path, layout, caplog):
+    expected = dataset_fixtures.make_kinetics(tmp_path / layout, layout=layout, missing=2, ext=".mkv")
+    with caplog.at_level(logging.WARNING, logger="video_data"):
+        for split in ("train", "val", "test"):
+            got = video_data.load_split("kinetics400", expected["root"], split)
+            assert pairs(got) == expected[split]
+            assert got.missing == 2 and got.classnames == ["abseiling", "playing guitar", "zumba"]
+    assert sum("2 of 8 listed videos are missing" in r.message for r in caplog.records) == 3  # once per split
+
+
+def test_charades_multi_hot(tmp_path):
+    expected = dataset_fixtures.make_charades(tmp_path / "charades")
+    for split in ("train", "test"):
+        got = video_data.load_split("charades", expected["root"], split)
+        assert got.multilabel and pairs(got) == expected[split]
+        assert got.classnames[0] == "holding some clothes" and len(got.classnames) == 5
+    dataset = video_data.VideoDataset(got, 4, "test", video_data.test_transform(32))
+    for i, (path, labels) in enumerate(expected["test"]):
+        video, target, index, ok = dataset[i]
+        assert ok and index == i and target.dtype == torch.float32
+        assert target.tolist() == [1.0 if c in labels else 0.0 for c in range(5)]
+    assert dataset[len(expected["test"]) - 1][1].sum() == 0  # a video with no action
+
+
+def test_charades_bad_actions_name_file_and_line(tmp_path):
+    expected = dataset_fixtures.make_charades(tmp_path / "charades")
+    csv_path = os.path.join(expected["root"], "Charades_v1_train.csv")
+    text = open(csv_path).read().replace("c000 0.00 4.00", "c000 oops", 1)
+    open(csv_path, "w").write(text)
+    with pytest.raises(ValueError, match=r"Charades_v1_train.csv, line \d"):
+        video_data.load_split("charades", expected["root"], "train")
+
+
+def test_generic_list_files(tmp_path, videos):
+    root = tmp_path
+    shutil.copy(videos["mp4-h264-bframes"], root / "a.mp4")
+    shutil.copytree(videos["frames"], root / "a_frames")
+    (root / "videos.txt").write_text("a.mp4 1\n\na.mp4 0\n")
+    (root / "frames.txt").write_text(f"a_frames {NUM_FRAMES} 1\n")
+    (root / "names.txt").write_text("walking\nplaying guitar\n")
+    (root / "names.csv").write_text('id,name\n0,walking\n1,"playing guitar, badly"\n')
+    got = video_data.load_split("list", str(root), list_file="videos.txt", classnames_file="names.txt")
+    assert pairs(got) == [(str(root / "a.mp4"), 1), (str(root / "a.mp4"), 0)]
+    assert got.classnames == ["walking", "playing guitar"]
+    got = video_data.load_split("list", str(root), list_file="frames.txt", classnames_file="names.csv")
+    assert got.records == [video_data.VideoRecord(str(root / "a_frames"), 1, NUM_FRAMES)]
+    assert got.classnames == ["walking", "playing guitar, badly"]
+    (root / "bad.txt").write_text("a.mp4 1\na.mp4 one\n")
+    with pytest.raises(ValueError, match=r"bad.txt, line 2"):
+        video_data.load_split("list", str(root), list_file="bad.txt", classnames_file="names.txt")
+    (root / "range.txt").write_text("a.mp4 7\n")
+    with pytest.raises(ValueError, match="label 7"):
+        video_data.load_split("list", str(root), list_file="range.txt", classnames_file="names.txt")
+
+
+@pytest.mark.parametrize("dataset, name", [("ucf101", "ucfTrainTestlist"), ("hmdb51", "_test_split1.txt"),
+                                           ("kinetics400", "train.csv"), ("charades", "Charades_v1_classes.txt"),
+                                           ("synthetic", "train.txt")])
+def test_missing_annotations_name_the_expected_file(tmp_path, dataset, name):
+    with pytest.raises(FileNotFoundError, match=name):
+        video_data.load_split(dataset, str(tmp_path), "train")
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        video_data.load_split(dataset, str(tmp_path / "nowhere"), "train")
+
+
+def test_unknown_dataset_and_split(tmp_path):
+    with pytest.raises(ValueError, match="unknown dataset"):
+        video_data.load_split("ucf", str(tmp_path))
+    with pytest.raises(ValueError, match="split"):
+        video_data.load_split("ucf101", str(tmp_path), "validation")
+
+
+# -------------------------------------------------------------------------------------- Dataset, loading
+
+
+def test_dataset_items_train_and_test(ucf101):
+    split = video_data.load_split("ucf101", ucf101["root"], "train", 1)
+    train = video_data.VideoDataset(split, 8, "train", video_data.train_transform(32))
+    video, target, index, ok = train[0]
+    assert video.shape == (8, 3, 32, 32) and target.dtype == torch.int64 and index == 0 and ok
+    test = video_data.VideoDataset(split, 8, "test", video_data.test_transform(32, 3), num_clips=2, num_crops=3)
+    video, target, index, ok = test[1]
+    assert video.shape == (6, 8, 3, 32, 32) and int(target) == split.records[1].label and ok
+    single = video_data.VideoDataset(split, 8, "test", video_data.test_transform(32))
+    assert single[0][0].shape == (1, 8, 3, 32, 32)
+
+
+def test_dataset_views_match_the_sampled_frames(videos):
+    """Test item = transform of the frames sample_indices names, clip by clip (clip-major order)."""
+    records = [video_data.VideoRecord(videos["mp4-h264-bframes"], 0)]
+    transform = video_data.test_transform(32)
+    dataset = video_data.VideoDataset(records, 4, "test", transform, num_clips=3)
+    indices = video_data.sample_indices(NUM_FRAMES, 4, "test", num_clips=3)
+    frames = video_data.read_frames(videos["mp4-h264-bframes"], indices)
+    expected = torch.stack([transform(frames[c * 4:(c + 1) * 4]) for c in range(3)])
+    assert torch.equal(dataset[0][0], expected)
+
+
+def test_in_memory_cache_gives_the_same_items(ucf101):
+    split = video_data.load_split("ucf101", ucf101["root"], "test", 1)
+    plain = video_data.VideoDataset(split, 8, "test", video_data.test_transform(32))
+    cached = video_data.VideoDataset(split, 8, "test", video_data.test_transform(32), in_memory=True)
+    assert torch.equal(plain[0][0], cached[0][0]) and torch.equal(cached[0][0], cached[0][0])
+    assert len(cached.read._frames) == 1
+
+
+def test_dataloader_workers_pinned_persistent_distributed(ucf101, tmp_path):
+    root = tmp_path / "ucf"
+    shutil.copytree(ucf101["root"], root)
+    split = video_data.load_split("ucf101", str(root), "train", 1)
+    dataset = video_data.VideoDataset(split, 4, "train", video_data.train_transform(32))
+    pickle.loads(pickle.dumps(dataset))
+    shutil.rmtree(root / "ucfTrainTestlist")  # items never re-read annotation files
+    sampler = DistributedSampler(dataset, num_replicas=2, rank=1, shuffle=True, seed=0)
+    loader = DataLoader(dataset, batch_size=2, sampler=sampler, num_workers=2, persistent_workers=True,
+                        pin_memory=torch.cuda.is_available())
+    for epoch in range(2):
+        sampler.set_epoch(epoch)
+        seen = []
+        for video, target, index, ok in loader:
+            assert video.shape[1:] == (4, 3, 32, 32) and ok.all()
+            seen += index.tolist()
+        assert sorted(seen) == sorted(list(sampler))
+
+
+# ------------------------------------------------------------------------------------------- bad input
+
+
+@pytest.fixture(scope="module")
+def bad_files(tmp_path_factory, videos):
+    """{case: path} for every kind of bad input of the issue's item 6."""
+    folder = tmp_path_factory.mktemp("bad")
+    out = {"missing": str(folder / "missing.mp4"), "empty": str(folder / "empty.mp4")}
+    open(out["empty"], "wb").close()
+    out["random bytes"] = str(folder / "random.avi")
+    open(out["random bytes"], "wb").write(np.random.default_rng(0).bytes(50_000))
+    data = open(videos["mp4-h264-bframes"], "rb").read()
+    out["truncated"] = str(folder / "truncated.mp4")  # the index (moov) is at the end: cut off
+    open(out["truncated"], "wb").write(data[: len(data) // 2])
+    faststart = video_data.write_video(str(folder / "faststart.mp4"), [index_frame(i) for i in range(NUM_FRAMES)],
+                                       options={"crf": "0"}, container_options={"movflags": "+faststart"})
+    data = open(faststart, "rb").read()
+    out["truncated, index first"] = str(folder / "truncated_faststart.mp4")  # packets promised, bytes gone
+    open(out["truncated, index first"], "wb").write(data[: len(data) * 2 // 5])
+    out["audio only"] = str(folder / "audio.m4a")
+    with av.open(out["audio only"], "w") as container:
+        stream = container.add_stream("aac", rate=16000)
+        for k in range(5):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = 16000, k * 1024
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    return out
+
+
+@pytest.mark.parametrize("case", ["missing", "empty", "random bytes", "truncated", "audio only"])
+def test_bad_files_raise_video_read_error_naming_the_path(bad_files, case):
+    with pytest.raises(video_data.VideoReadError) as error:
+        video_data.read_frames(bad_files[case], [0, 1])
+    assert bad_files[case] in str(error.value) and error.value.path == bad_files[case]
+
+
+def test_truncated_with_index_first_reads_what_is_there(bad_files):
+    """The sample table promises every frame, but only the packets still on disk are counted (the
+    last one cut short: it decodes to nothing, which VideoTooShortError reports)."""
+    path = bad_files["truncated, index first"]
+    count = video_data.count_frames(path)
+    assert 1 < count < NUM_FRAMES
+    assert [frame_number(f) for f in video_data.read_frames(path, [1, 0])] == [1, 0]
+    with pytest.raises(video_data.VideoTooShortError, match=f"has {count - 1} frames, frame {count - 1}"):
+        video_data.read_frames(path, [count - 1])
+
+
+def test_too_few_frames(videos):
+    with pytest.raises(video_data.VideoTooShortError, match="has 90 frames"):
+        video_data.read_frames(videos["webm-vp9"], [NUM_FRAMES])
+    with pytest.raises(video_data.VideoTooShortError):
+        video_data.read_frames(videos["frames"], [NUM_FRAMES + 5])
+
+
+def test_short_video_gives_a_full_clip(tmp_path):
+    path = video_data.write_video(str(tmp_path / "three.mp4"), [index_frame(i) for i in range(3)])
+    dataset = video_data.VideoDataset([video_data.VideoRecord(path, 0)], 8, "test", video_data.test_transform(32))
+    video, _, _, ok = dataset[0]
+    assert ok and video.shape == (1, 8, 3, 32, 32)
+
+
+def bad_records(bad_files, good):
+    return [video_data.VideoRecord(bad_files[c], 0) for c in
+            ("missing", "empty", "random bytes", "truncated", "audio only")] + [video_data.VideoRecord(good, 1)]
+
+
+def test_training_replaces_bad_videos_and_logs_each_once(bad_files, videos, caplog):
+    records = bad_records(bad_files, videos["mp4-h264-bframes"])
+    dataset = video_data.VideoDataset(records, 4, "train", video_data.train_transform(32), seed=3)
+    with caplog.at_level(logging.WARNING, logger="video_data"):
+        for _ in range(2):
+            for i in range(len(records)):
+                video, target, index, ok = dataset[i]
+                assert ok and index == len(records) - 1 and int(target) == 1 and video.shape == (4, 3, 32, 32)
+    for case in ("missing", "empty", "random bytes", "truncated", "audio only"):
+        assert sum(bad_files[case] in r.getMessage() for r in caplog.records) == 1
+
+
+def test_training_replacement_is_deterministic(bad_files, videos):
+    records = [video_data.VideoRecord(bad_files["missing"], 0)] + [
+        video_data.VideoRecord(videos[f], k) for k, f in enumerate(FORMATS, 1)]
+    picks = [video_data.VideoDataset(records, 4, "train", video_data.train_transform(32), seed=7)[0][2]
+             for _ in range(2)]
+    assert picks[0] == picks[1] != 0
+
+
+def test_training_survives_a_frame_count_that_lies(bad_files, videos, tmp_path):
+    """A truncated file, and a TSN list that overstates a frame folder: the frames on disk are
+    trusted, the clip resampled, the video kept."""
+    folder = tmp_path / "ten"
+    shutil.copytree(videos["frames"], folder)
+    for i in range(11, NUM_FRAMES + 1):
+        os.remove(folder / video_data.FRAME_NAME.format(i))
+    records = [video_data.VideoRecord(bad_files["truncated, index first"], 0),
+               video_data.VideoRecord(str(folder), 1, num_frames=NUM_FRAMES)]
+    dataset = video_data.VideoDataset(records, 8, "train", video_data.train_transform(32))
+    torch.manual_seed(0)
+    for i in (0, 1):
+        assert dataset[i][2] == i and dataset[i][3]
+
+
+def test_evaluation_counts_failures_and_strict_raises(bad_files, videos):
+    records = bad_records(bad_files, videos["mp4-h264-bframes"])
+    dataset = video_data.VideoDataset(records, 4, "test", video_data.test_transform(32, 3), num_clips=2, num_crops=3)
+    results = [dataset[i] for i in range(len(records))]
+    assert [ok for *_, ok in results] == [False] * 5 + [True]
+    for video, target, index, ok in results:
+        assert video.shape == (6, 4, 3, 32, 32)
+        if not ok:
+            assert not video.any()
+    assert video_data.unreadable_report(5, 6) == "5 of 6 videos could not be read"
+    strict = video_data.VideoDataset(records, 4, "test", video_data.test_transform(32), strict=True)
+    with pytest.raises(video_data.VideoReadError, match="missing.mp4"):
+        strict[0]
+
+
+# ----------------------------------------------------------------------------------- synthetic videos
+
+
+def test_synthetic_classnames_and_composition():
+    assert video_data.synthetic_classname("red", "circle", "moving left") == "red circle moving left"
+    assert {"moving left", "moving right", "growing", "shrinking"} <= set(video_data.MOTIONS)
+
+
+@pytest.mark.parametrize("motion, opposite", [("moving left", "moving right"), ("growing", "shrinking")])
+def test_direction_only_orders_the_same_frames(motion, opposite):
+    """Same draws, opposite motion = the same frames in reverse: no single frame and no frame average
+    can tell the two apart; only their order can."""
+    for seed in range(5):
+        a = video_data.render_action("red", "triangle", motion, np.random.default_rng(seed))
+        b = video_data.render_action("red", "triangle", opposite, np.random.default_rng(seed))
+        assert np.array_equal(a, b[::-1]) and not np.array_equal(a, b)
+
+
+def test_synthetic_shapes_move_and_colours_survive_h264(tmp_path):
+    frames = video_data.render_action("blue", "square", "moving right", np.random.default_rng(0), 16, 32)
+    path = video_data.write_video(str(tmp_path / "blue.mp4"), frames)
+    decoded = video_data.read_frames(path, range(16)).numpy().astype(int)
+    mask = (frames != video_data._BACKGROUND).any(-1)
+    assert mask.any(axis=(1, 2)).all()
+    assert np.abs(decoded - frames).mean() < 6
+    r, g, b = decoded[mask].mean(0)
+    assert b > 180 and r < 110 and g < 140  # still clearly blue at 32 px after 4:2:0 chroma
+    xs = [np.nonzero(m.any(0))[0].mean() for m in mask]
+    assert xs[-1] > xs[0] + 5  # it moved right
+
+
+def test_make_synthetic_dataset(tmp_path):
+    classes = [("red", "circle", "moving left"), ("green", "square", "growing"), ("yellow", "triangle", "shrinking")]
+    list_file = video_data.make_synthetic_dataset(str(tmp_path), classes, 2, num_frames=8, split="train")
+    video_data.make_synthetic_dataset(str(tmp_path), classes[:1], 1, num_frames=8, split="unseen")
+    assert list_file == str(tmp_path / "train.txt")
+    split = video_data.load_split("synthetic", str(tmp_path), "train")
+    assert [r.label for r in split.records] == [0, 0, 1, 1, 2, 2]
+    assert split.classnames == ["red circle moving left", "green square growing", "yellow triangle shrinking"]
+    assert video_data.count_frames(split.records[0].path) == 8
+    same = video_data.load_split("list", str(tmp_path), list_file="train.txt", classnames_file="train_classnames.txt")
+    assert pairs(same) == pairs(split)
+    assert video_data.load_split("synthetic", str(tmp_path), "unseen").classnames == ["red circle moving left"]
+    with pytest.raises(ValueError, match="purple"):
+        video_data.make_synthetic_dataset(str(tmp_path), [("purple", "circle", "growing")], 1)
+
+
+def test_write_video_needs_even_sizes(tmp_path):
+    with pytest.raises(ValueError, match="even"):
+        video_data.write_video(str(tmp_path / "odd.mp4"), np.zeros((2, 31, 32, 3), np.uint8))
+
+
+# ------------------------------------------------------------------------------------------------ prepare
+
+
+@pytest.mark.parametrize("form", ["frames", "video"])
+def test_prepare_then_read_the_prepared_form(ucf101, tmp_path, form):
+    out = str(tmp_path / "prepared")
+    converted, skipped, failed = video_data.prepare("ucf101", ucf101["root"], out, form, short_side=24, workers=1)
+    assert (converted, skipped, failed) == (9, 0, [])
+    split = video_data.load_split("ucf101", ucf101["root"], "train", 2, prepared=out)
+    original = video_data.load_split("ucf101", ucf101["root"], "train", 2)
+    assert [r.label for r in split.records] == [r.label for r in original.records]
+    for r, o in zip(split.records, original.records):
+        assert r.path.startswith(out) and (os.path.isdir(r.path) if form == "frames" else r.path.endswith(".mp4"))
+        assert video_data.count_frames(r.path) == video_data.count_frames(o.path) == dataset_fixtures.FRAMES
+        assert video_data.read_frames(r.path, [0]).shape == (1, 24, 24, 3)  # 32 -> short side 24
+    video, _, _, ok = video_data.VideoDataset(split, 8, "test", video_data.test_transform(32))[0]
+    assert ok and video.shape == (1, 8, 3, 32, 32)
+    assert video_data.prepare("ucf101", ucf101["root"], out, form, short_side=24, workers=1) == (0, 9, [])
+
+
+def test_prepared_video_has_a_short_keyframe_interval(tmp_path, videos):
+    dst = str(tmp_path / "short_gop.mp4")
+    src, error = video_data._prepare_one((videos["mp4-h264-bframes"], dst, "video", 256, 90, 8))
+    assert error is None and src == videos["mp4-h264-bframes"]
+    index = video_data._video_index(dst)
+    assert max(np.diff(index.keyframes)) <= 8 and index.num_frames == NUM_FRAMES
+    assert [frame_number(f) for f in video_data.read_frames(dst, [0, 33, 89])] == [0, 33, 89]
+
+
+def test_prepare_cli_resumes_and_survives_bad_videos(ucf101, tmp_path, capsys):
+    root = tmp_path / "ucf"
+    shutil.copytree(ucf101["root"], root)
+    victim = ucf101["train"][1][0][0].replace(ucf101["root"], str(root))
+    open(victim, "wb").write(b"not a video")
+    out = tmp_path / "frames"
+    stale = out / os.path.relpath(os.path.splitext(victim)[0], root)
+    os.makedirs(str(stale) + ".tmp999")  # left behind by a killed run
+    args = ["prepare", "--dataset", "ucf101", "--root", str(root), "--out", str(out), "--workers", "2",
+            "--short-side", "32"]
+    assert video_data.main(args) == 0
+    assert "prepared 8 videos" in capsys.readouterr().out
+    assert not os.path.exists(str(stale) + ".tmp999") and not os.path.exists(stale)
+    assert video_data.main(args) == 0
+    assert "prepared 0 videos" in capsys.readouterr().out  # the 8 finished ones are skipped

@@ -1,0 +1,1420 @@
+"""Videos on disk -> normalised (T, 3, H, W) clips, for every dataset ActionCLIP uses.
+
+Sections, in order:
+  constants      CLIP's normalisation, file extensions, the TSN frame-folder naming
+  decoding       read_frames / count_frames: frame-exact PyAV decoding with keyframe seeks, frame folders
+  sampling       sample_indices: segment-based sampling [Sec. 4.1], multi-clip test views
+  transforms     train_transform / test_transform on whole clips (one random draw per video)
+  parsers        load_split: UCF101, HMDB51, Kinetics-400/600/700, Charades, generic list files
+  Dataset        VideoDataset: DataLoader-ready, survives bad files
+  synthetic      coloured shapes that move, written as real .mp4 files (demo and tests)
+  prepare        convert a dataset once into frame folders or short-GOP videos (decoding is the bottleneck)
+  CLI            python video_data.py prepare ...
+
+Frame indices are 0-based everywhere; frame folders hold `img_00001.jpg` (1-based, the TSN/official format).
+
+Prepare a dataset once, then read the prepared form transparently:
+    python video_data.py prepare --dataset ucf101 --root data/ucf101 --out data/ucf101_frames \\
+        --form frames --short-side 256 --workers 16
+    split = load_split("ucf101", "data/ucf101", "train", fold=1, prepared="data/ucf101_frames")
+
+This file depends on no sibling file of the project.
+"""
+
+import argparse
+import bisect
+import collections
+import csv
+import glob
+import itertools
+import json
+import logging
+import multiprocessing
+import os
+import random
+import re
+import shutil
+import sys
+import time
+import warnings
+import zlib
+from dataclasses import dataclass
+from fractions import Fraction
+
+import av
+import numpy as np
+import torch
+import torchvision.io
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as TF
+
+log = logging.getLogger("video_data")
+
+# ----------------------------------------------------------------------------------------------------
+# Constants
+# ----------------------------------------------------------------------------------------------------
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # video_data depends on no sibling: its own copy
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+VIDEO_EXTS = (".avi", ".mp4", ".mkv", ".webm", ".mov", ".m4v")
+FRAME_NAME = "img_{:05d}.jpg"  # TSN / official ActionCLIP frame folders, 1-based
+FRAME_GLOB = "img_*.jpg"
+TEST_SCALE = 256 / 224  # test: short side resized to 256 for a 224 crop (384 for 336) [Sec. 4.1]
+MSC_SCALES = (1, 0.875, 0.75, 0.66)  # TSN multi-scale crop scales, as in the official code
+DATASETS = ("ucf101", "hmdb51", "kinetics400", "kinetics600", "kinetics700", "charades", "list", "synthetic")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Decoding
+# ----------------------------------------------------------------------------------------------------
+
+
+class VideoReadError(RuntimeError):
+    """A video (or frame folder) that cannot give the frames asked for; `path` names it."""
+
+    def __init__(self, path, reason):
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+
+
+class VideoTooShortError(VideoReadError):
+    """The video has fewer frames than asked for; `available` is how many it has."""
+
+    def __init__(self, path, available, wanted):
+        super().__init__(path, f"has {available} frames, frame {wanted} was asked for")
+        self.available = available
+
+
+@dataclass(frozen=True)
+class _VideoIndex:
+    """Where the frames and keyframes of one video stream are, read once from its packets.
+
+    Frame i is the i-th frame in presentation order. For constant frame rate video (nearly all),
+    frame i has pts `start + i * step`; otherwise `pts` keeps every frame's pts (sorted).
+    """
+
+    num_frames: int
+    start: int  # pts of frame 0
+    step: float  # pts units per frame
+    pts: tuple | None  # sorted pts of all frames, only when the frame rate is not constant
+    keyframes: tuple  # frame indices of keyframes, ascending
+    key_pts: tuple  # pts of each keyframe: what container.seek(backward=True) finds it by
+
+    def frame_index(self, pts):
+        if self.pts is None:
+            return round((pts - self.start) / self.step)
+        return bisect.bisect_left(self.pts, pts)
+
+    def keyframe_at_or_before(self, i):
+        """Position in `keyframes` of the last keyframe at or before frame i."""
+        return max(bisect.bisect_right(self.keyframes, i) - 1, 0)
+
+
+# (path, size, mtime) -> _VideoIndex, or a frame count (frame folders, videos decoded in order); per
+# process and DataLoader worker. Bounded (~1 KB an entry): rebuilding an index costs ~2 ms, a decode 30+.
+_INDEX_CACHE = collections.OrderedDict()
+INDEX_CACHE_SIZE = 20_000
+
+
+def _cache_key(path):
+    """Cache entries die with the file: a rewritten video gets a new key."""
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise VideoReadError(path, f"cannot access ({e.strerror})") from e
+    return path, st.st_size, st.st_mtime_ns
+
+
+def _cached(key, build):
+    """_INDEX_CACHE[key], built by build() on a miss; least recently used entries leave first."""
+    if key in _INDEX_CACHE:
+        _INDEX_CACHE.move_to_end(key)
+    else:
+        _INDEX_CACHE[key] = build()
+        if len(_INDEX_CACHE) > INDEX_CACHE_SIZE:
+            _INDEX_CACHE.popitem(last=False)
+    return _INDEX_CACHE[key]
+
+
+def _open_video(path, threads=0):
+    """Open `path` and return (container, its first video stream) set up for threaded decoding."""
+    if not os.path.isfile(path):
+        raise VideoReadError(path, "no such file")
+    if os.path.getsize(path) == 0:
+        raise VideoReadError(path, "empty file")
+    try:
+        # skip_frame=all: FFmpeg's stream probing need not decode a frame (saves ~2 ms per open); our
+        # own decoder is unaffected. Frames are matched by pts, so a reorder delay found late is harmless.
+        container = av.open(path, metadata_errors="ignore", options={"skip_frame": "all"})
+    except (av.FFmpegError, UnicodeDecodeError) as e:
+        raise VideoReadError(path, f"cannot open ({e})") from e
+    if not container.streams.video:
+        container.close()
+        raise VideoReadError(path, "has no video stream (audio-only?)")
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"  # frame + slice threads
+    stream.codec_context.thread_count = threads  # 0 = one per core
+    return container, stream
+
+
+def _packet_table(container, stream):
+    """(pts, is_keyframe) of every frame-carrying packet, demuxed without decoding."""
+    rows = []
+    for p in container.demux(stream):
+        if p.size == 0 or p.is_discard:  # the final flush packet; packets an edit list cuts
+            continue
+        rows.append((p.pts, p.is_keyframe))
+    return rows
+
+
+def _index_from_packets(rows):
+    """Build a _VideoIndex from packet rows, or None when the pts are unusable (decode in order)."""
+    if not rows or any(pts is None for pts, _ in rows):
+        return None
+    pts = np.sort(np.array([r[0] for r in rows], dtype=np.int64))
+    if len(np.unique(pts)) != len(pts):
+        return None
+    n, start = len(pts), int(pts[0])
+    step = (int(pts[-1]) - start) / (n - 1) if n > 1 else 1.0  # measured, not the container's claim
+    cfr = n == 1 or np.array_equal(np.round((pts - start) / step), np.arange(n))
+    index = _VideoIndex(n, start, step, None if cfr else tuple(pts.tolist()), (), ())
+    keys = sorted((index.frame_index(p), p) for p, k in rows if k)
+    if not keys or keys[0][0] != 0:
+        keys.insert(0, (0, start))
+    return _VideoIndex(n, start, step, index.pts, tuple(k for k, _ in keys), tuple(t for _, t in keys))
+
+
+def _build_index(path):
+    """One demux pass over `path` -> _VideoIndex, or the frame count when pts are unusable."""
+    container, stream = _open_video(path)
+    try:
+        rows = _packet_table(container, stream)
+    except av.FFmpegError as e:
+        raise VideoReadError(path, f"cannot demux ({e})") from e
+    finally:
+        container.close()
+    if not rows:
+        raise VideoReadError(path, "has no video frames (empty or truncated)")
+    index = _index_from_packets(rows)
+    return index if index is not None else len(rows)
+
+
+def _video_index(path):
+    """The cached _VideoIndex of a video file (an int frame count: decode it in order)."""
+    return _cached(_cache_key(path), lambda: _build_index(path))
+
+
+def _frame_folder_count(path):
+    return _cached(_cache_key(path), lambda: len(glob.glob(os.path.join(glob.escape(path), FRAME_GLOB))))
+
+
+def count_frames(path):
+    """Number of frames in a video file or TSN frame folder, counted once per process and cached.
+
+    Container metadata is not trusted (AVI headers count dropped frames, Matroska has none): the
+    count is the number of frame packets, read by demuxing without decoding (a few ms).
+    """
+    if os.path.isdir(path):
+        return _frame_folder_count(path)
+    index = _video_index(path)
+    return index if isinstance(index, int) else index.num_frames
+
+
+def _to_rgb(frame):
+    return frame.to_ndarray(format="rgb24")  # (H, W, 3) uint8
+
+
+class _NeedInOrder(Exception):
+    """The pts cannot be trusted for seeking (a seek landed past its keyframe, a frame without pts)."""
+
+
+def _h264_length_size(stream):
+    """NAL length-prefix size of an H.264 stream stored AVCC-style (MP4, MKV), else None."""
+    extra = stream.codec_context.extradata
+    if stream.codec_context.name != "h264" or not extra or len(extra) < 5 or extra[0] != 1:
+        return None
+    return (extra[4] & 3) + 1
+
+
+def _h264_is_nonref(packet, length_size):
+    """True when every slice in the packet has nal_ref_idc == 0: no other frame is predicted from
+    it, so it need not be decoded unless wanted (x264's default B-frames are mostly such)."""
+    data, pos, slices = memoryview(packet), 0, 0
+    while pos + length_size < len(data):
+        size = int.from_bytes(data[pos:pos + length_size], "big")
+        header = data[pos + length_size]
+        if header & 0x1F in (1, 5):  # coded slice (non-IDR / IDR); both fields of a field pair count
+            if header >> 5:
+                return False
+            slices += 1
+        pos += length_size + size
+    return slices > 0
+
+
+def _mpeg4_is_nonref(packet):
+    """True when the packet's first VOP is a B-VOP: MPEG-4 Part 2 (Xvid, DivX) never predicts from
+    B-VOPs. A packed-bitstream packet (P- and B-VOP together) starts with its P-VOP: kept."""
+    data = bytes(packet)
+    vop = data.find(b"\x00\x00\x01\xb6")  # VOP start code; the next 2 bits are its coding type
+    return vop >= 0 and vop + 4 < len(data) and data[vop + 4] >> 6 == 2
+
+
+def _nonref_test(stream):
+    """A function telling whether a packet of `stream` is a frame no other frame depends on, or
+    None for codecs where we do not tell (VP9 and others: every packet is decoded)."""
+    length_size = _h264_length_size(stream)
+    if length_size:
+        return lambda packet: _h264_is_nonref(packet, length_size)
+    return _mpeg4_is_nonref if stream.codec_context.name == "mpeg4" else None
+
+
+def _run_frames(container, stream, index, run):
+    """Decoded frames from the current position until the decoder has had every packet that the
+    wanted frames `run` (which share one keyframe) need. Unwanted non-reference frames (H.264, and
+    MPEG-4 Part 2 B-VOPs) are not decoded at all, and once the last packet of `run` is sent the decoder is drained rather than fed
+    more packets to push its reordered output out."""
+    is_nonref, pending = _nonref_test(stream), set(run)
+    for packet in container.demux(stream):
+        i = None if packet.pts is None else index.frame_index(packet.pts)
+        if is_nonref and i is not None and i not in pending and packet.size and is_nonref(packet):
+            continue
+        yield from packet.decode()  # the final empty packet drains the decoder at the end of the stream
+        pending.discard(i)
+        if not pending:
+            yield from stream.codec_context.decode(None)
+            return
+
+
+def _convert_run(frames, index, run, out, start):
+    """Convert the frames of `run` into `out`; False if the frames end first. Frames are matched by
+    pts, never by arrival order. The first frame must not come after `start`, the keyframe sought."""
+    want = set(run)
+    for n, frame in enumerate(frames):
+        if frame.pts is None or (n == 0 and index.frame_index(frame.pts) > start):
+            raise _NeedInOrder
+        i = index.frame_index(frame.pts)
+        if i in want:  # other frames were decoded only because wanted ones depend on them
+            out[i] = _to_rgb(frame)
+            want.discard(i)
+            if not want:
+                return True
+    return False
+
+
+def _read_seeking(container, stream, index, wanted):
+    """Frames `wanted` (sorted, unique) of a video with a usable index. The wanted frames are read
+    in runs that share a keyframe: seek to that keyframe (unless the decoder is there already, at
+    the start), decode forward to the run's last frame, drain."""
+    out, todo = {}, list(wanted)
+    while todo:
+        key = index.keyframe_at_or_before(todo[0])
+        run = [w for w in todo if index.keyframe_at_or_before(w) == key]
+        if out or index.keyframes[key] > 0:
+            container.seek(index.key_pts[key], stream=stream, backward=True, any_frame=False)
+        if not _convert_run(_run_frames(container, stream, index, run), index, run, out, index.keyframes[key]):
+            break  # the stream ended early
+        todo = todo[len(run):]
+    return out, [w for w in todo if w not in out]
+
+
+def _read_in_order(container, stream, wanted):
+    """Frames `wanted` (sorted, unique) by decoding from the start and counting frames."""
+    out, todo = {}, list(wanted)
+    for i, frame in enumerate(container.decode(stream)):
+        if i == todo[0]:
+            out[todo.pop(0)] = _to_rgb(frame)
+            if not todo:
+                break
+    return out, todo
+
+
+def _decode(path, index, wanted, threads):
+    """Open, decode `wanted` (sorted, unique) by seeking (index) or in order (int index), close."""
+    container, stream = _open_video(path, threads)
+    try:
+        if isinstance(index, int):
+            return _read_in_order(container, stream, wanted)
+        return _read_seeking(container, stream, index, wanted)
+    except av.FFmpegError as e:
+        raise VideoReadError(path, f"cannot decode ({e})") from e
+    finally:
+        container.close()
+
+
+def _read_video(path, wanted, threads):
+    """Frames `wanted` (sorted, unique) of a video file as a dict index -> (H, W, 3) uint8 array."""
+    index = _video_index(path)
+    count = index if isinstance(index, int) else index.num_frames
+    if wanted[-1] >= count:
+        raise VideoTooShortError(path, count, wanted[-1])
+    try:
+        out, todo = _decode(path, index, wanted, threads)
+    except _NeedInOrder:
+        _INDEX_CACHE[_cache_key(path)] = count  # from now on, decode this video in order
+        out, todo = _decode(path, count, wanted, threads)
+    if todo:  # the stream ended early: the packets promised more frames than decode
+        raise VideoTooShortError(path, todo[0], todo[0])
+    return out
+
+
+def _read_folder(path, wanted):
+    """Frames `wanted` (0-based) of a TSN frame folder (img_00001.jpg is frame 0)."""
+    count = _frame_folder_count(path)
+    if count == 0:
+        raise VideoReadError(path, f"frame folder holds no {FRAME_GLOB} files")
+    if wanted[-1] >= count:
+        raise VideoTooShortError(path, count, wanted[-1])
+    try:
+        with warnings.catch_warnings():  # torchvision 0.29 deprecates its (libjpeg-turbo) codecs
+            warnings.simplefilter("ignore", DeprecationWarning)
+            data = [torchvision.io.read_file(os.path.join(path, FRAME_NAME.format(i + 1))) for i in wanted]
+            images = torchvision.io.decode_jpeg(data, mode=torchvision.io.ImageReadMode.RGB)  # [(3, H, W)]
+    except (RuntimeError, OSError) as e:
+        raise VideoReadError(path, f"cannot read frames ({e})") from e
+    return {i: img.permute(1, 2, 0).numpy() for i, img in zip(wanted, images)}  # (H, W, 3) views
+
+
+def read_frames(path, indices, threads=0):
+    """Exactly the frames at `indices` (0-based, any order, repeats allowed) -> uint8 (T, H, W, 3).
+
+    `path` is a video file (decoded with PyAV, seeking to the keyframe before a wanted frame when
+    that skips work) or a TSN frame folder. `threads`: decoder threads, 0 = one per core (use 1 in
+    DataLoader workers). Raises VideoReadError (VideoTooShortError if the video ends too soon).
+    """
+    indices = [int(i) for i in indices]
+    if not indices or min(indices) < 0:
+        raise ValueError(f"read_frames({path!r}): indices must be a non-empty list of ints >= 0, got {indices}")
+    wanted = sorted(set(indices))
+    if os.path.isdir(path):
+        out = _read_folder(path, wanted)
+    else:
+        out = _read_video(path, wanted, threads)
+    try:  # numpy stacks: torch.stack of a few frames is slow when intra-op threads share few cores
+        return torch.from_numpy(np.stack([out[i] for i in indices]))  # (T, H, W, 3)
+    except ValueError as e:
+        raise VideoReadError(path, f"frame size changes within the video ({e})") from e
+
+
+# ----------------------------------------------------------------------------------------------------
+# Sampling [Sec. 4.1: segment-based input frame sampling, from TSN]
+# ----------------------------------------------------------------------------------------------------
+
+
+def _segment_bounds(num_frames, num_segments):
+    """[start, end) of each of T equal segments (empty when T > num_frames; starts then repeat)."""
+    edges = [i * num_frames // num_segments for i in range(num_segments + 1)]
+    return list(zip(edges[:-1], edges[1:]))
+
+
+def _train_indices(num_frames, num_segments, generator):
+    """One uniformly random frame in each of T equal segments."""
+    return [start + int(torch.randint(end - start, (1,), generator=generator))
+            for start, end in _segment_bounds(num_frames, num_segments)]
+
+
+def _test_indices(num_frames, num_segments, num_clips):
+    """N clips of T frames, clip-major; clip c takes the point (c + 0.5) / N of each segment.
+
+    With N = 1 this is the centre of each segment; N clips are N evenly spaced temporal shifts of
+    the same segment grid (the TSN/official multi-clip scheme), each covering the whole video.
+    """
+    return [
+        min(int((s + (c + 0.5) / num_clips) * num_frames / num_segments), num_frames - 1)
+        for c in range(num_clips)
+        for s in range(num_segments)
+    ]
+
+
+def sample_indices(num_frames, num_segments, mode="train", num_clips=1, generator=None):
+    """Frame indices to read from a video of `num_frames` frames [Sec. 4.1].
+
+    train: T indices, one uniformly random frame in each of T equal segments (torch RNG, or
+    `generator`, a torch.Generator). test: N*T indices, clip-major, segment centres for N = 1.
+    Videos with fewer than T frames repeat frames deterministically and in order (3 frames, T = 8:
+    0,0,0,1,1,1,2,2), in both modes.
+    """
+    if num_frames < 1 or num_segments < 1 or num_clips < 1:
+        raise ValueError(f"sample_indices: need num_frames, num_segments, num_clips >= 1, "
+                         f"got {num_frames}, {num_segments}, {num_clips}")
+    if mode not in ("train", "test"):
+        raise ValueError(f"sample_indices: mode must be 'train' or 'test', got {mode!r}")
+    if num_frames < num_segments:  # as the official code: frame i * n // T, the same in both modes
+        return [start for start, _ in _segment_bounds(num_frames, num_segments)] * (num_clips if mode == "test" else 1)
+    if mode == "train":
+        return _train_indices(num_frames, num_segments, generator)
+    return _test_indices(num_frames, num_segments, num_clips)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Transforms: whole clips, one random draw per video
+# ----------------------------------------------------------------------------------------------------
+
+
+def _normalise_float(video):
+    """float (..., 3, H, W) in [0, 1] -> CLIP mean/std normalised."""
+    mean = torch.tensor(CLIP_MEAN).view(3, 1, 1)
+    std = torch.tensor(CLIP_STD).view(3, 1, 1)
+    return (video - mean) / std
+
+
+def _normalise(video):
+    """uint8 (..., 3, H, W) -> float, CLIP mean/std normalised."""
+    return _normalise_float(video.float() / 255)
+
+
+def _as_tchw(clip):
+    """Clips arrive as read_frames gives them, uint8 (T, H, W, 3); transforms work on (T, 3, H, W)."""
+    if clip.ndim != 4 or clip.shape[-1] != 3 or clip.dtype != torch.uint8:
+        raise ValueError(f"expected a uint8 clip (T, H, W, 3), got {tuple(clip.shape)} {clip.dtype}")
+    return clip.permute(0, 3, 1, 2)  # (T, 3, H, W)
+
+
+def _tsn_offsets(image_w, image_h, crop_w, crop_h):
+    """The 13 fixed crop positions of TSN's multi-scale crop (more_fix_crop=True): corners,
+    centre, edge centres and quarter points."""
+    w, h = (image_w - crop_w) // 4, (image_h - crop_h) // 4
+    grid = [(0, 0), (4, 0), (0, 4), (4, 4), (2, 2), (0, 2), (4, 2), (2, 4), (2, 0),
+            (1, 1), (3, 1), (1, 3), (3, 3)]
+    return [(a * w, b * h) for a, b in grid]
+
+
+def _msc_box(image_w, image_h, size, scales):
+    """Draw a TSN multi-scale crop box (left, top, w, h): side lengths from `scales` of the short
+    side, aspect distorted by at most one scale step, at one of the fixed offsets."""
+    base = min(image_w, image_h)
+    sides = [int(base * s) for s in scales]
+    sides = [size if abs(s - size) < 3 else s for s in sides]  # TSN snaps near-size crops to size
+    pairs = [(w, h) for i, h in enumerate(sides) for j, w in enumerate(sides) if abs(i - j) <= 1]
+    crop_w, crop_h = pairs[int(torch.randint(len(pairs), (1,)))]
+    offsets = _tsn_offsets(image_w, image_h, crop_w, crop_h)
+    left, top = offsets[int(torch.randint(len(offsets), (1,)))]
+    return left, top, crop_w, crop_h
+
+
+_RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+
+
+def _rotate_hue(video, turns):
+    """Rotate hues of a float (T, 3, H, W) clip in [0, 1] by `turns` (a fraction of a full turn).
+
+    official: torchvision's HSV round trip costs ~22 ms per 8 x 224^2 clip on one core, two thirds of
+    a video's whole budget; a rotation about the grey axis in YIQ space (NVIDIA DALI's hue) is one
+    3x3 colour matrix, ~2 ms. Same range, a slightly different hue circle.
+    """
+    angle = torch.tensor(2 * torch.pi * turns)
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    rotation = torch.tensor([[1.0, 0.0, 0.0], [0.0, cos, -sin], [0.0, sin, cos]])
+    matrix = torch.linalg.inv(_RGB_TO_YIQ) @ rotation @ _RGB_TO_YIQ  # (3, 3), acts on RGB
+    return torch.einsum("ij,tjhw->tihw", matrix, video).clamp_(0, 1)
+
+
+def _adjust_contrast(video, factor):
+    """Contrast about the mean grey of the whole clip. official: torchvision's, about each frame's
+    own mean, which would make the change differ from frame to frame."""
+    mean = TF.rgb_to_grayscale(video).mean()
+    return (factor * video + (1 - factor) * mean).clamp_(0, 1)
+
+
+class ClipColorJitter:
+    """Colour jitter with one draw per clip: brightness, contrast, saturation and hue, in a random
+    order, on a float (T, 3, H, W) clip in [0, 1]. Brightness and saturation are torchvision v2's."""
+
+    def __init__(self, brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1):
+        self.ranges = (brightness, contrast, saturation, hue)
+
+    def __call__(self, video):
+        ops = (TF.adjust_brightness, _adjust_contrast, TF.adjust_saturation, _rotate_hue)
+        for k in torch.randperm(4).tolist():
+            r = self.ranges[k]
+            if r:
+                centre = 0.0 if k == 3 else 1.0  # hue shifts around 0, the others scale around 1
+                video = ops[k](video, float(torch.empty(()).uniform_(centre - r, centre + r)))
+        return video
+
+
+class TrainTransform:
+    """Training augmentation of the official code, drawn once per clip [Sec. 4.1].
+
+    uint8 (T, H, W, 3) -> float (T, 3, size, size): TSN multi-scale crop (relative to the short
+    side, so the same geometry at 240p or 720p), horizontal flip, optional RandAugment(2, 9), colour
+    jitter (0.4, 0.4, 0.2, 0.1) with p=0.8, grayscale p=0.2, CLIP normalisation.
+    official: GroupRandomColorJitter re-draws the jitter for every frame; here all frames of a clip
+    share one draw, so augmentation never fakes motion.
+    """
+
+    def __init__(self, size, flip=True, color_jitter=True, grayscale=True, randaugment=False, scales=MSC_SCALES):
+        self.size, self.flip, self.scales = size, flip, tuple(scales)
+        self.color_jitter, self.grayscale = color_jitter, grayscale
+        # v2 transforms given a (T, 3, H, W) tensor draw their parameters once for all T frames
+        self.randaugment = v2.RandAugment(num_ops=2, magnitude=9) if randaugment else None
+        self.jitter = ClipColorJitter(0.4, 0.4, 0.2, 0.1)
+
+    def __call__(self, clip):
+        video = _as_tchw(clip)  # (T, 3, H, W) uint8
+        left, top, w, h = _msc_box(video.shape[-1], video.shape[-2], self.size, self.scales)
+        video = TF.resized_crop(video, top, left, h, w, [self.size, self.size], antialias=True)
+        if self.flip and torch.rand(()) < 0.5:
+            video = TF.horizontal_flip(video)
+        if self.randaugment is not None:
+            video = self.randaugment(video)
+        video = video.float() / 255  # (T, 3, S, S) in [0, 1]
+        if self.color_jitter and torch.rand(()) < 0.8:
+            video = self.jitter(video)
+        if self.grayscale and torch.rand(()) < 0.2:
+            video = TF.rgb_to_grayscale(video, num_output_channels=3)
+        return _normalise_float(video)  # (T, 3, S, S)
+
+
+def _three_crop_boxes(image_w, image_h, size):
+    """(left, top) of 3 crops along the long side (left/centre/right or top/centre/bottom),
+    centred on the short side: TSN's GroupFullResSample without flips."""
+    if image_w >= image_h:
+        top = (image_h - size) // 2
+        return [(x, top) for x in (0, (image_w - size) // 2, image_w - size)]
+    left = (image_w - size) // 2
+    return [(left, y) for y in (0, (image_h - size) // 2, image_h - size)]
+
+
+class TestTransform:
+    """Deterministic test views: resize the short side to size * 256/224, then a centre crop
+    (num_crops=1 -> (T, 3, S, S)) or 3 crops along the long side (num_crops=3 -> (3, T, 3, S, S)).
+    Input: uint8 (T, H, W, 3)."""
+
+    __test__ = False  # not a pytest class
+
+    def __init__(self, size, num_crops=1):
+        if num_crops not in (1, 3):
+            raise ValueError(f"test_transform: num_crops must be 1 or 3, got {num_crops}")
+        self.size, self.num_crops = size, num_crops
+        self.scale_size = round(size * TEST_SCALE)  # 256 for 224, 384 for 336
+
+    def __call__(self, clip):
+        video = TF.resize(_as_tchw(clip), [self.scale_size], antialias=True)  # short side -> scale_size
+        if self.num_crops == 1:
+            return _normalise(TF.center_crop(video, [self.size, self.size]))  # (T, 3, S, S)
+        boxes = _three_crop_boxes(video.shape[-1], video.shape[-2], self.size)
+        crops = [TF.crop(video, top, left, self.size, self.size) for left, top in boxes]
+        return _normalise(torch.stack(crops))  # (3, T, 3, S, S)
+
+
+def train_transform(size, flip=True, color_jitter=True, grayscale=True, randaugment=False, scales=MSC_SCALES):
+    """The training transform (see TrainTransform): uint8 (T, H, W, 3) -> float (T, 3, size, size)."""
+    return TrainTransform(size, flip, color_jitter, grayscale, randaugment, scales)
+
+
+def test_transform(size, num_crops=1):
+    """The test transform (see TestTransform): uint8 (T, H, W, 3) -> (T, 3, S, S) or (3, T, 3, S, S)."""
+    return TestTransform(size, num_crops)
+
+
+test_transform.__test__ = False  # not a pytest test
+
+
+# ----------------------------------------------------------------------------------------------------
+# Dataset parsers: each reads the files the dataset itself ships
+# ----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class VideoRecord:
+    """One video: a file or frame folder, its class id (a list of ids for multi-label datasets)
+    and, when the list file gives it, its frame count."""
+
+    path: str
+    label: int | list
+    num_frames: int | None = None
+
+
+@dataclass
+class DatasetSplit:
+    """The videos of one split and the human-readable class names (index = class id)."""
+
+    records: list
+    classnames: list
+    multilabel: bool = False
+    missing: int = 0  # videos listed in the annotations but not found on disk (Kinetics)
+
+
+def _require(path, what):
+    """`path` itself, or a FileNotFoundError that says what was expected there."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{what} not found: expected {path}")
+    return path
+
+
+def _read_lines(path):
+    """(line number, stripped text) of the non-blank lines of a text file."""
+    with open(_require(path, "annotation file"), encoding="utf-8") as f:
+        return [(n, line.strip()) for n, line in enumerate(f, 1) if line.strip()]
+
+
+def _bad_line(path, n, line, expected):
+    return ValueError(f"{path}, line {n}: expected {expected}, got {line!r}. Fix or remove the line.")
+
+
+def _first_existing(*paths):
+    return next((p for p in paths if os.path.exists(p)), paths[0])
+
+
+def camel_to_words(name):
+    """UCF101 class names: 'ApplyEyeMakeup' -> 'apply eye makeup', 'YoYo' -> 'yo yo'."""
+    return re.sub(r"(?<=[a-z])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", " ", name).lower()
+
+
+def _check_split(dataset, split, allowed):
+    if split not in allowed:
+        raise ValueError(f"load_split({dataset!r}): split must be one of {allowed}, got {split!r}")
+
+
+def _check_fold(dataset, fold):
+    if fold not in (1, 2, 3):
+        raise ValueError(f"load_split({dataset!r}): fold must be 1, 2 or 3 (the official splits), got {fold!r}")
+
+
+# UCF101 ----------------------------------------------------------------------------------------------
+
+
+def _ucf101_classes(list_dir):
+    """classInd.txt ('1 ApplyEyeMakeup') -> folder names in class-id order."""
+    path = os.path.join(list_dir, "classInd.txt")
+    names = {}
+    for n, line in _read_lines(path):
+        parts = line.split()
+        if len(parts) != 2 or not parts[0].isdigit():
+            raise _bad_line(path, n, line, "'<id> <ClassName>'")
+        names[int(parts[0]) - 1] = parts[1]
+    return [names[i] for i in range(len(names))]
+
+
+def _ucf101_list(path, video_dir, class_ids):
+    """trainlist ('Class/v_X.avi 1') or testlist ('Class/v_X.avi') -> records; the label comes
+    from the class folder, and a train-list label that disagrees with it is an error."""
+    records = []
+    for n, line in _read_lines(path):
+        parts = line.split()
+        folder = parts[0].split("/")[0]
+        if len(parts) > 2 or folder not in class_ids or (len(parts) == 2 and not parts[1].isdigit()):
+            raise _bad_line(path, n, line, "'<Class>/<video>.avi [<class id>]' with a class from classInd.txt")
+        if len(parts) == 2 and int(parts[1]) - 1 != class_ids[folder]:
+            raise _bad_line(path, n, line, f"class id {class_ids[folder] + 1} for {folder} (classInd.txt)")
+        records.append(VideoRecord(os.path.join(video_dir, parts[0]), class_ids[folder]))
+    return records
+
+
+def load_ucf101(root, split="train", fold=1):
+    """UCF101 [Sec. 4.1]: root holds UCF-101/<Class>/v_<Class>_gXX_cYY.avi and ucfTrainTestlist/
+    (classInd.txt, trainlist0{1,2,3}.txt, testlist0{1,2,3}.txt). 'val' is the test list: UCF101
+    has no validation split. Names: 'ApplyEyeMakeup' -> 'apply eye makeup'."""
+    _check_split("ucf101", split, ("train", "test", "val"))
+    _check_fold("ucf101", fold)
+    list_dir = _require(os.path.join(root, "ucfTrainTestlist"), "UCF101 split folder")
+    video_dir = _require(os.path.join(root, "UCF-101"), "UCF101 video folder")
+    folders = _ucf101_classes(list_dir)
+    name = f"trainlist0{fold}.txt" if split == "train" else f"testlist0{fold}.txt"
+    records = _ucf101_list(os.path.join(list_dir, name), video_dir, {c: i for i, c in enumerate(folders)})
+    return DatasetSplit(records, [camel_to_words(c) for c in folders])
+
+
+# HMDB51 ----------------------------------------------------------------------------------------------
+
+_HMDB_TAGS = {"train": "1", "test": "2", "val": "2"}  # 0 = unused in this split
+
+
+def _hmdb51_split_dir(root):
+    return _first_existing(os.path.join(root, "testTrainMulti_7030_splits"), os.path.join(root, "splits"), root)
+
+
+def _hmdb51_split_files(split_dir, fold):
+    """{class name: its split file}, classes from the `<class>_test_split<fold>.txt` names."""
+    suffix = f"_test_split{fold}.txt"
+    files = sorted(f for f in os.listdir(split_dir) if f.endswith(suffix))
+    if not files:
+        raise FileNotFoundError(f"HMDB51 split files not found: expected <class>{suffix} in {split_dir}")
+    return {f[: -len(suffix)]: os.path.join(split_dir, f) for f in files}
+
+
+def load_hmdb51(root, split="train", fold=1):
+    """HMDB51 [Sec. 4.1]: root holds <class>/<video>.avi and the split files
+    <class>_test_split{1,2,3}.txt ('<video>.avi <tag>', 1 = train, 2 = test, 0 = unused), directly or
+    in testTrainMulti_7030_splits/ or splits/. 'val' is the test split.
+
+    Class ids follow sorted class names. The label CSV shared by ActionCLIP, X-CLIP and ViFi-CLIP
+    swaps kick/kick_ball and sword/sword_exercise relative to that order; we do not.
+    """
+    _check_split("hmdb51", split, ("train", "test", "val"))
+    _check_fold("hmdb51", fold)
+    _require(root, "HMDB51 root")
+    files = _hmdb51_split_files(_hmdb51_split_dir(root), fold)
+    classes = sorted(files)
+    records = []
+    for label, name in enumerate(classes):
+        for n, line in _read_lines(files[name]):
+            parts = line.split()
+            if len(parts) != 2 or parts[1] not in ("0", "1", "2"):
+                raise _bad_line(files[name], n, line, "'<video>.avi <0|1|2>'")
+            if parts[1] == _HMDB_TAGS[split]:
+                records.append(VideoRecord(os.path.join(root, name, parts[0]), label))
+    return DatasetSplit(records, [c.replace("_", " ") for c in classes])
+
+
+# Kinetics --------------------------------------------------------------------------------------------
+
+_KINETICS_CSV = {"train": ("train",), "val": ("val", "validate"), "test": ("test",)}
+
+
+def _kinetics_csv(root, dataset, split):
+    """The annotation CSV of a split: <root>/[annotations/]{train,val|validate,test}.csv, or with a
+    'kinetics400_' / 'kinetics-400_' prefix."""
+    number = dataset[len("kinetics"):]
+    candidates = [
+        os.path.join(root, sub, prefix + name + ".csv")
+        for sub in ("annotations", "")
+        for prefix in ("", f"kinetics{number}_", f"kinetics-{number}_", f"kinetics_{number}_")
+        for name in _KINETICS_CSV[split]
+    ]
+    path = _first_existing(*candidates)
+    return _require(path, f"{dataset} {split} annotation CSV (label,youtube_id,time_start,time_end,split)")
+
+
+def _read_kinetics_csv(path):
+    """Rows of a Kinetics CSV as (label, file stem '<id>_<start:06d>_<end:06d>')."""
+    rows = []
+    with open(path, newline="", encoding="utf-8") as f:
+        for n, row in enumerate(csv.DictReader(f), 2):
+            try:
+                stem = f"{row['youtube_id']}_{int(float(row['time_start'])):06d}_{int(float(row['time_end'])):06d}"
+                rows.append((row["label"], stem))
+            except (KeyError, TypeError, ValueError):
+                raise _bad_line(path, n, row, "columns label,youtube_id,time_start,time_end") from None
+    return rows
+
+
+def _find_videos(video_dir):
+    """{file stem: path} of every video file below video_dir (per-class folders or flat)."""
+    found = {}
+    for folder, _, files in os.walk(video_dir):
+        for name in files:
+            stem, ext = os.path.splitext(name)
+            if ext.lower() in VIDEO_EXTS:
+                found[stem] = os.path.join(folder, name)
+    return found
+
+
+def load_kinetics(root, dataset="kinetics400", split="train", videos_dir=None):
+    """Kinetics-400/600/700 [Sec. 4.1]: root holds the annotation CSVs (see _kinetics_csv) and
+    the videos '<youtube_id>_<start:06d>_<end:06d>.<ext>' anywhere below `videos_dir` (default
+    root), in per-class folders or flat. Classes: sorted labels of the train CSV, names as written.
+    Videos listed but missing (often 5-10% of a copy; also rows whose label the train CSV lacks) are
+    counted, reported once, and skipped. Keep prepared copies outside root: the walk would find them.
+    """
+    _check_split(dataset, split, ("train", "val", "test"))
+    _require(root, f"{dataset} root")
+    classes = sorted({label for label, _ in _read_kinetics_csv(_kinetics_csv(root, dataset, "train"))})
+    class_ids = {c: i for i, c in enumerate(classes)}
+    videos = _find_videos(videos_dir or root)
+    records, missing = [], 0
+    for label, stem in _read_kinetics_csv(_kinetics_csv(root, dataset, split)):
+        if stem in videos and label in class_ids:
+            records.append(VideoRecord(videos[stem], class_ids[label]))
+        else:
+            missing += 1
+    if missing:
+        log.warning("%s %s: %d of %d listed videos are missing under %s", dataset, split, missing,
+                    missing + len(records), videos_dir or root)
+    return DatasetSplit(records, classes, missing=missing)
+
+
+# Charades --------------------------------------------------------------------------------------------
+
+
+def _charades_classes(path):
+    """Charades_v1_classes.txt ('c000 Holding some clothes') -> names, first letter lower-cased."""
+    names = []
+    for n, line in _read_lines(path):
+        code, _, text = line.partition(" ")
+        if code != f"c{len(names):03d}" or not text:
+            raise _bad_line(path, n, line, f"'c{len(names):03d} <class name>'")
+        names.append(text[0].lower() + text[1:])
+    return names
+
+
+def _charades_labels(actions, path, n):
+    """'c092 11.90 21.20;c147 0.00 12.60' -> sorted unique class ids [92, 147] ('' -> [])."""
+    labels = set()
+    for action in filter(None, actions.split(";")):
+        parts = action.split()
+        if len(parts) != 3 or not re.fullmatch(r"c\d{3}", parts[0]):
+            raise _bad_line(path, n, actions, "actions like 'c092 11.90 21.20;c147 0.00 12.60'")
+        labels.add(int(parts[0][1:]))
+    return sorted(labels)
+
+
+def load_charades(root, split="train", videos_dir=None):
+    """Charades (multi-label, Table 9): root holds Charades_v1_{train,test}.csv (columns id and
+    actions), Charades_v1_classes.txt, and the videos <id>.mp4 in `videos_dir` (default:
+    Charades_v1_480/, else root). Labels are lists of class ids; targets become multi-hot. 'val'
+    is the test split."""
+    _check_split("charades", split, ("train", "test", "val"))
+    classes = _charades_classes(os.path.join(root, "Charades_v1_classes.txt"))
+    videos_dir = videos_dir or _first_existing(os.path.join(root, "Charades_v1_480"), root)
+    path = _require(os.path.join(root, f"Charades_v1_{'train' if split == 'train' else 'test'}.csv"), "Charades CSV")
+    records = []
+    with open(path, newline="", encoding="utf-8") as f:
+        for n, row in enumerate(csv.DictReader(f), 2):
+            if not row.get("id") or row.get("actions") is None:
+                raise _bad_line(path, n, row, "columns id and actions")
+            labels = _charades_labels(row["actions"], path, n)
+            records.append(VideoRecord(os.path.join(videos_dir, row["id"] + ".mp4"), labels))
+    return DatasetSplit(records, classes, multilabel=True)
+
+
+# Generic list files ----------------------------------------------------------------------------------
+
+
+def _read_classnames(path):
+    """Class names from a text file (one per line, line i = class i) or an 'id,name' CSV (the
+    official code's label files), ids 0..C-1."""
+    lines = _read_lines(path)
+    if not path.endswith(".csv") and not (lines and lines[0][1].replace(" ", "") == "id,name"):
+        return [line for _, line in lines]
+    names = {}
+    for (n, _), row in zip(lines[1:], csv.reader(line for _, line in lines[1:])):
+        if len(row) != 2 or not row[0].strip().isdigit():
+            raise _bad_line(path, n, ",".join(row), "'<id>,<name>'")
+        names[int(row[0])] = row[1].strip()
+    if sorted(names) != list(range(len(names))):
+        raise ValueError(f"{path}: class ids must be 0..{len(names) - 1}, each once")
+    return [names[i] for i in range(len(names))]
+
+
+def _parse_list_line(path, n, line, root):
+    """'path label' (video file) or 'path num_frames label' (TSN frame folder) -> VideoRecord."""
+    parts = line.split()
+    if len(parts) not in (2, 3) or not all(p.isdigit() for p in parts[1:]):
+        raise _bad_line(path, n, line, "'<path> <label>' or '<path> <num_frames> <label>'")
+    video = parts[0] if os.path.isabs(parts[0]) else os.path.join(root, parts[0])
+    num_frames = int(parts[1]) if len(parts) == 3 else None
+    return VideoRecord(video, int(parts[-1]), num_frames)
+
+
+def load_list(root, list_file, classnames_file):
+    """A generic list file, 'path label' or 'path num_frames label' per line (paths relative to
+    root unless absolute), with class names from a text file or an 'id,name' CSV (both paths
+    relative to root unless absolute)."""
+    list_file = os.path.join(root, list_file)
+    records = [_parse_list_line(list_file, n, line, root) for n, line in _read_lines(list_file)]
+    classnames = _read_classnames(os.path.join(root, classnames_file))
+    for r in records:
+        if not 0 <= r.label < len(classnames):
+            raise ValueError(f"{list_file}: label {r.label} of {r.path} is not a class of {classnames_file} "
+                             f"({len(classnames)} classes)")
+    return DatasetSplit(records, classnames)
+
+
+# Prepared forms and the one entry point -------------------------------------------------------------
+
+
+def _prepared_rel(path, root):
+    """Where a video's prepared form lives, relative to the prepared folder: its path below root
+    without extension (a video outside root keeps its absolute path below the prepared folder)."""
+    rel = os.path.relpath(os.path.abspath(path), os.path.abspath(root))
+    if rel.startswith(".."):
+        rel = os.path.abspath(path).lstrip(os.sep)
+    return os.path.splitext(rel)[0]
+
+
+def _use_prepared(split, root, prepared):
+    """Point each record at its prepared frame folder or .mp4 when one exists (else the original)."""
+    found = 0
+    for r in split.records:
+        stem = os.path.join(prepared, _prepared_rel(r.path, root))
+        for candidate in (stem, stem + ".mp4"):
+            if os.path.exists(candidate):
+                r.path, r.num_frames, found = candidate, None, found + 1
+                break
+    if found < len(split.records):
+        log.warning("%s: %d of %d videos have no prepared form; reading the originals",
+                    prepared, len(split.records) - found, len(split.records))
+    return split
+
+
+def load_split(dataset, root, split="train", fold=1, prepared=None, **kw):
+    """The videos and class names of one split of a dataset, from its own annotation files.
+
+    dataset: ucf101 | hmdb51 (fold 1-3) | kinetics400/600/700 (kw videos_dir) | charades (kw
+    videos_dir) | list (kw list_file, classnames_file) | synthetic (root written by
+    make_synthetic_dataset). prepared: folder written by `python video_data.py prepare` for the
+    same dataset and root; records then read the prepared frames or videos.
+    """
+    _require(root, f"{dataset} root folder")
+    if dataset == "ucf101":
+        out = load_ucf101(root, split, fold)
+    elif dataset == "hmdb51":
+        out = load_hmdb51(root, split, fold)
+    elif dataset in ("kinetics400", "kinetics600", "kinetics700"):
+        out = load_kinetics(root, dataset, split, kw.get("videos_dir"))
+    elif dataset == "charades":
+        out = load_charades(root, split, kw.get("videos_dir"))
+    elif dataset == "list":
+        if not kw.get("list_file") or not kw.get("classnames_file"):
+            raise ValueError("load_split('list', ...) needs list_file= and classnames_file= (paths, relative to root)")
+        out = load_list(root, kw["list_file"], kw["classnames_file"])
+    elif dataset == "synthetic":
+        out = load_list(root, f"{split}.txt", f"{split}_classnames.txt")
+    else:
+        raise ValueError(f"load_split: unknown dataset {dataset!r}; expected one of {DATASETS}")
+    return _use_prepared(out, root, prepared) if prepared else out
+
+
+# ----------------------------------------------------------------------------------------------------
+# Dataset
+# ----------------------------------------------------------------------------------------------------
+
+MAX_REPLACEMENTS = 20  # a training item tries this many other videos before giving up
+
+
+def unreadable_report(num_failed, num_total):
+    """The line an evaluation prints about unreadable videos."""
+    return f"{num_failed} of {num_total} videos could not be read"
+
+
+class ClipReader:
+    """The sampled uint8 frames (N*T, H, W, 3), clip-major, of a VideoRecord [Sec. 4.1].
+
+    Frame counts come from the record, else count_frames; when a video ends before its packets said
+    (a truncated file, a list that overstates a frame folder), the frames on disk are trusted and
+    the clip resampled once. in_memory=True keeps every decoded video (for tiny datasets).
+    """
+
+    def __init__(self, num_frames, mode, num_clips=1, in_memory=False):
+        self.num_frames, self.mode, self.num_clips, self.in_memory = num_frames, mode, num_clips, in_memory
+        self._frames, self._counts = {}, {}  # path -> decoded uint8 video; path -> corrected frame count
+
+    def _count(self, record):
+        n = self._counts.get(record.path) or record.num_frames or count_frames(record.path)
+        if n < 1:
+            raise VideoReadError(record.path, "has no frames")
+        return n
+
+    def _read(self, record):
+        n = self._count(record)
+        indices = sample_indices(n, self.num_frames, self.mode, self.num_clips)
+        threads = 1 if torch.utils.data.get_worker_info() is not None else 0  # workers are the parallelism
+        if not self.in_memory:
+            return read_frames(record.path, indices, threads)
+        if record.path not in self._frames:
+            self._frames[record.path] = read_frames(record.path, range(n), threads)
+        return self._frames[record.path][indices]
+
+    def __call__(self, record):
+        try:
+            return self._read(record)
+        except VideoTooShortError as e:
+            if e.available < 1 or record.path in self._counts:
+                raise
+            self._counts[record.path] = e.available
+            return self._read(record)
+
+
+class VideoDataset(torch.utils.data.Dataset):
+    """Sampled, transformed clips of a DatasetSplit (or a list of VideoRecords) [Sec. 4.1].
+
+    __getitem__(i) -> (video, target, index, ok):
+      train: video (T, 3, S, S). A bad video is replaced by another one (a deterministic choice
+             from `seed` and i), its path logged once per process; index is the video returned.
+      test:  video (V, T, 3, S, S), V = num_clips * num_crops, clip-major. A bad video gives zeros
+             of that shape and ok=False; strict=True raises VideoReadError (naming the path) instead.
+      target: int64 class id, or a float multi-hot (C,) for multi-label splits.
+    Annotations are parsed once, before; items only decode. Picklable for DataLoader workers, where
+    decoding uses one thread per worker. Default transforms: train_transform(224), test_transform(224).
+    """
+
+    def __init__(self, split_or_records, num_frames, mode="train", transform=None, num_clips=1, num_crops=1,
+                 strict=False, in_memory=False, seed=0):
+        if mode not in ("train", "test"):
+            raise ValueError(f"VideoDataset: mode must be 'train' or 'test', got {mode!r}")
+        split = split_or_records if isinstance(split_or_records, DatasetSplit) else DatasetSplit(list(split_or_records), [])
+        self.records, self.classnames, self.multilabel = split.records, split.classnames, split.multilabel
+        self.num_frames, self.mode, self.strict, self.seed = num_frames, mode, strict, seed
+        self.num_clips, self.num_crops = (1, 1) if mode == "train" else (num_clips, num_crops)
+        if transform is None:
+            transform = train_transform(224) if mode == "train" else test_transform(224, num_crops)
+        self.transform = transform
+        self.read = ClipReader(num_frames, mode, self.num_clips, in_memory)
+        self._bad, self._blank = set(), None  # indices found unreadable; zeros for a failed test item
+
+    def __len__(self):
+        return len(self.records)
+
+    def _target(self, i):
+        label = self.records[i].label
+        if not self.multilabel:
+            return torch.tensor(label, dtype=torch.int64)
+        target = torch.zeros(len(self.classnames))  # (C,) multi-hot
+        target[label] = 1
+        return target
+
+    def _note_bad(self, i, error, action):
+        if self.strict:
+            raise error
+        if i not in self._bad:
+            log.warning("unreadable video (%s): %s", action, error)
+        self._bad.add(i)
+
+    def _train_item(self, i):
+        rng = random.Random(self.seed * 1_000_003 + i)  # replacements: a fixed order per (seed, i)
+        for j in [i] + [rng.randrange(len(self.records)) for _ in range(MAX_REPLACEMENTS)]:
+            if j not in self._bad:
+                try:
+                    return self.transform(self.read(self.records[j])), self._target(j), j, True
+                except VideoReadError as e:
+                    self._note_bad(j, e, "replaced by another training video")
+        raise RuntimeError(f"VideoDataset: video {i} and {MAX_REPLACEMENTS} replacements could not be read; "
+                           f"check the dataset root (first: {self.records[i].path})")
+
+    def _views(self, frames):
+        """uint8 (N*T, H, W, 3) -> (V, T, 3, S, S): each clip transformed, crops flattened in."""
+        clips = frames.view(self.num_clips, self.num_frames, *frames.shape[1:])  # (N, T, H, W, 3)
+        views = torch.stack([self.transform(clip) for clip in clips])  # (N, [3,] T, 3, S, S)
+        views = views.flatten(0, 1) if views.ndim == 6 else views
+        if len(views) != self.num_clips * self.num_crops:
+            raise ValueError(f"VideoDataset: transform gave {len(views) // self.num_clips} crops per clip, "
+                             f"num_crops={self.num_crops}; pass test_transform(size, num_crops={self.num_crops})")
+        return views
+
+    def _test_item(self, i):
+        try:
+            return self._views(self.read(self.records[i])), self._target(i), i, True
+        except VideoReadError as e:
+            self._note_bad(i, e, "counted as failed")
+            if self._blank is None:  # zeros shaped like a view, found by transforming a black clip once
+                self._blank = torch.zeros_like(self._views(torch.zeros(
+                    self.num_clips * self.num_frames, 256, 256, 3, dtype=torch.uint8)))
+            return self._blank.clone(), self._target(i), i, False
+
+    def __getitem__(self, i):
+        return self._train_item(i) if self.mode == "train" else self._test_item(i)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Synthetic action videos: coloured shapes that move (the demo and the tests)
+# ----------------------------------------------------------------------------------------------------
+
+COLOURS = ("red", "green", "blue", "yellow")
+SHAPES = ("circle", "square", "triangle")
+MOTIONS = ("moving left", "moving right", "growing", "shrinking")
+_RGB = {"red": (235, 45, 45), "green": (40, 210, 70), "blue": (60, 100, 255), "yellow": (240, 225, 40)}
+_BACKGROUND = 16  # dark grey
+_CODECS = {".mp4": "libx264", ".mkv": "libx264", ".mov": "libx264", ".avi": "mpeg4", ".webm": "libvpx-vp9"}
+
+
+def synthetic_classname(colour, shape, motion):
+    """('red', 'circle', 'moving left') -> 'red circle moving left'."""
+    return f"{colour} {shape} {motion}"
+
+
+def _open_writer(path, first, fps, codec, gop, bframes, options, container_options):
+    """An output container and its video stream sized for the (H, W, 3) frame `first`."""
+    h, w = first.shape[:2]
+    if codec in ("libx264", "mpeg4", "libvpx-vp9") and (h % 2 or w % 2):
+        raise ValueError(f"write_video({path}): {codec} with yuv420p needs even width and height, got {w}x{h}")
+    container = av.open(path, "w", container_options=container_options or {})
+    stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
+    stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+    if gop is not None:
+        stream.codec_context.gop_size = gop
+    if bframes is not None:
+        stream.codec_context.max_b_frames = bframes
+    stream.options = {**({"deadline": "realtime", "cpu-used": "8"} if codec == "libvpx-vp9" else {}), **(options or {})}
+    return container, stream
+
+
+def write_video(path, frames, fps=30, codec=None, gop=None, bframes=None, options=None, container_options=None):
+    """Encode uint8 frames (T, H, W, 3) (array, tensor or iterable of (H, W, 3)) to `path` with PyAV.
+
+    codec defaults from the extension: .mp4/.mkv libx264, .avi mpeg4, .webm libvpx-vp9. gop: keyframe
+    interval; bframes: max B-frames; options: encoder options (e.g. {'crf': '18'}); container_options:
+    muxer options (e.g. {'movflags': '+faststart'}). Returns path.
+    """
+    frames = iter(np.asarray(f, dtype=np.uint8) for f in frames)
+    first = next(frames, None)
+    if first is None:
+        raise ValueError(f"write_video({path}): no frames")
+    codec = codec or _CODECS.get(os.path.splitext(path)[1].lower(), "libx264")
+    container, stream = _open_writer(path, first, fps, codec, gop, bframes, options, container_options)
+    try:
+        for frame in itertools.chain([first], frames):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode(None))  # flush delayed frames
+    finally:
+        container.close()
+    return path
+
+
+def _shape_mask(shape, size, cx, cy, r):
+    """Boolean (size, size) mask of a circle, square or upward triangle of 'radius' r at (cx, cy)."""
+    y, x = np.mgrid[0:size, 0:size] + 0.5  # pixel centres
+    if shape == "circle":
+        return (x - cx) ** 2 + (y - cy) ** 2 <= r * r
+    if shape == "square":
+        return (abs(x - cx) <= 0.85 * r) & (abs(y - cy) <= 0.85 * r)  # about the circle's area
+    top = cy - r
+    return (y >= top) & (y <= cy + r) & (abs(x - cx) <= (y - top) / 2)  # apex up, base 2r wide
+
+
+def _trajectory(motion, rng, size, num_frames):
+    """(cx, cy, r) per frame. The set of positions (or radii) is drawn the same way for both
+    directions of a motion; direction only decides the order. So one frame, or the mean frame,
+    cannot tell 'moving left' from 'moving right' (or growing from shrinking): a temporal model
+    has to [Sec. 3.3]."""
+    t = np.linspace(0, 1, num_frames)
+    if motion in ("moving left", "moving right"):
+        r = rng.uniform(0.14, 0.2) * size
+        span = rng.uniform(0.45, 0.65) * (size - 2 * r)
+        x0 = rng.uniform(r, size - r - span)
+        cy = rng.uniform(r + 1, size - r - 1)
+        xs = x0 + span * (t if motion == "moving right" else 1 - t)
+        return [(x, cy, r) for x in xs]
+    if motion in ("growing", "shrinking"):
+        r0, r1 = rng.uniform(0.08, 0.12) * size, rng.uniform(0.24, 0.3) * size
+        cx, cy = rng.uniform(r1, size - r1, size=2)
+        rs = r0 + (r1 - r0) * (t if motion == "growing" else 1 - t)
+        return [(cx, cy, r) for r in rs]
+    raise ValueError(f"unknown motion {motion!r}; expected one of {MOTIONS}")
+
+
+def render_action(colour, shape, motion, rng, num_frames=16, size=32):
+    """uint8 (T, size, size, 3): one coloured shape doing `motion` on a dark background."""
+    frames = np.full((num_frames, size, size, 3), _BACKGROUND, dtype=np.uint8)
+    for frame, (cx, cy, r) in zip(frames, _trajectory(motion, rng, size, num_frames)):
+        frame[_shape_mask(shape, size, cx, cy, r)] = _RGB[colour]
+    return frames
+
+
+def _check_classes(classes):
+    for colour, shape, motion in classes:
+        if colour not in COLOURS or shape not in SHAPES or motion not in MOTIONS:
+            raise ValueError(f"synthetic class {(colour, shape, motion)} is not in COLOURS x SHAPES x MOTIONS "
+                             f"({COLOURS}, {SHAPES}, {MOTIONS})")
+
+
+def make_synthetic_dataset(root, classes, videos_per_class, num_frames=16, size=32, seed=0, split="train"):
+    """Write `videos_per_class` .mp4 videos (H.264, the real decoding path) of each (colour, shape,
+    motion) class under root/videos/<split>/, the list file root/<split>.txt ('path label', label =
+    position in `classes`) and root/<split>_classnames.txt. Read back with
+    load_split('synthetic', root, split). Different splits (or seeds) draw different videos, so
+    held-out combinations can form a zero-shot split. Returns the list file's path."""
+    _check_classes(classes)
+    rng = np.random.default_rng([seed, zlib.crc32(split.encode())])
+    lines = []
+    for label, (colour, shape, motion) in enumerate(classes):
+        folder = f"videos/{split}/{label:03d}_{synthetic_classname(colour, shape, motion).replace(' ', '_')}"
+        os.makedirs(os.path.join(root, folder), exist_ok=True)
+        for k in range(videos_per_class):
+            rel = f"{folder}/{k:04d}.mp4"
+            frames = render_action(colour, shape, motion, rng, num_frames, size)
+            write_video(os.path.join(root, rel), frames, options={"crf": "12", "threads": "1"})
+            lines.append(f"{rel} {label}\n")
+    with open(os.path.join(root, f"{split}_classnames.txt"), "w") as f:
+        f.writelines(synthetic_classname(*c) + "\n" for c in classes)
+    list_file = os.path.join(root, f"{split}.txt")
+    with open(list_file, "w") as f:
+        f.writelines(lines)
+    return list_file
+
+
+# ----------------------------------------------------------------------------------------------------
+# Prepare: convert a dataset once into a form that is cheap to sample
+# ----------------------------------------------------------------------------------------------------
+# Decoding is the bottleneck: a 10 s clip with x264's default keyframe interval (250) must be decoded
+# almost whole to reach 8 spread frames. Frame folders cost one small JPEG decode per sampled frame;
+# re-encoded videos with a short keyframe interval and no B-frames cost a few frames per sample.
+
+PREPARED_GOP = 8  # keyframe interval of prepared videos: <= 7 extra frames decoded per sampled frame
+PREPARED_X264 = {"preset": "veryfast", "tune": "fastdecode", "crf": "23", "threads": "1"}
+
+
+def _scaled_size(width, height, short_side):
+    """(w, h) with the short side scaled to `short_side` (never up), both even."""
+    scale = min(1.0, short_side / min(width, height))
+    return max(2, round(width * scale / 2) * 2), max(2, round(height * scale / 2) * 2)
+
+
+def _decoded_rgb(src, short_side):
+    """Every frame of `src`, in order, as uint8 (H, W, 3) with the short side at most short_side."""
+    container, stream = _open_video(src, threads=1)
+    try:
+        width, height = _scaled_size(stream.codec_context.width, stream.codec_context.height, short_side)
+        for frame in container.decode(stream):
+            yield frame.to_ndarray(width=width, height=height, format="rgb24", interpolation="BILINEAR")
+    except av.FFmpegError as e:
+        raise VideoReadError(src, f"cannot decode ({e})") from e
+    finally:
+        container.close()
+
+
+def _write_frame_folder(src, tmp, short_side, quality):
+    os.makedirs(tmp)
+    count = 0
+    for count, rgb in enumerate(_decoded_rgb(src, short_side), 1):
+        with warnings.catch_warnings():  # torchvision 0.29 deprecates its (libjpeg-turbo) codecs
+            warnings.simplefilter("ignore", DeprecationWarning)
+            jpeg = torchvision.io.encode_jpeg(torch.from_numpy(rgb).permute(2, 0, 1), quality=quality)
+        with open(os.path.join(tmp, FRAME_NAME.format(count)), "wb") as f:
+            f.write(jpeg.numpy().tobytes())
+    if count == 0:
+        raise VideoReadError(src, "has no decodable frames")
+
+
+def _write_short_gop(src, tmp, short_side, gop):
+    container, stream = _open_video(src)
+    rate = stream.guessed_rate or stream.average_rate or 30
+    container.close()
+    try:
+        write_video(tmp, _decoded_rgb(src, short_side), fps=rate, codec="libx264", gop=gop, bframes=0,
+                    options=PREPARED_X264)
+    except ValueError as e:  # no frames
+        raise VideoReadError(src, str(e)) from e
+
+
+def _remove(path):
+    if os.path.isdir(path):
+        shutil.rmtree(path)
+    elif os.path.exists(path):
+        os.remove(path)
+
+
+def _prepare_one(job):
+    """Convert one video (job: src, dst, form, short_side, quality, gop); returns (src, error or None).
+    Writes to a temporary name and renames, so a killed run leaves no half output behind."""
+    src, dst, form, short_side, quality, gop = job
+    for stale in glob.glob(glob.escape(dst) + ".tmp*"):  # left by a killed run
+        _remove(stale)
+    tmp = f"{dst}.tmp{os.getpid()}" + (".mp4" if form == "video" else "")
+    os.makedirs(os.path.dirname(dst), exist_ok=True)
+    try:
+        if form == "frames":
+            _write_frame_folder(src, tmp, short_side, quality)
+        else:
+            _write_short_gop(src, tmp, short_side, gop)
+        os.rename(tmp, dst)
+        return src, None
+    except (VideoReadError, av.FFmpegError, OSError) as e:
+        _remove(tmp)
+        return src, str(e)
+
+
+class _Progress:
+    """'done/total' progress on stderr: one rewritten line on a terminal, else a line every `every` s."""
+
+    def __init__(self, total, label, every=30.0):
+        self.total, self.label, self.every = total, label, every
+        self.done = self.failed = 0
+        self.start = self.last = time.time()
+        self.tty = sys.stderr.isatty()
+
+    def update(self, failed):
+        self.done, self.failed = self.done + 1, self.failed + failed
+        now = time.time()
+        if self.done == self.total or now - self.last >= (0.2 if self.tty else self.every):
+            self.last = now
+            rate = self.done / max(now - self.start, 1e-9)
+            line = f"{self.label}: {self.done}/{self.total} videos, {self.failed} failed, {rate:.1f}/s"
+            print(("\r" + line) if self.tty else line, end="" if self.tty and self.done < self.total else "\n",
+                  file=sys.stderr, flush=True)
+
+
+def _dataset_videos(dataset, root, **kw):
+    """Every video file of every split (and fold) of a dataset, sorted, each once."""
+    paths = set()
+    folds = (1, 2, 3) if dataset in ("ucf101", "hmdb51") else (1,)
+    for split in ("train", "val", "test"):
+        for fold in folds:
+            try:
+                paths.update(r.path for r in load_split(dataset, root, split, fold, **kw).records)
+            except FileNotFoundError:
+                continue  # e.g. a Kinetics copy without test.csv
+    if not paths:
+        raise FileNotFoundError(f"prepare: no split of {dataset} could be read under {root}")
+    return sorted(p for p in paths if not os.path.isdir(p))  # frame folders are prepared already
+
+
+def _worker_init():
+    torch.set_num_threads(1)
+
+
+def _run_jobs(jobs, workers):
+    """(src, error) of each job as it finishes: in this process for one worker, else a process pool."""
+    if workers <= 1:
+        yield from map(_prepare_one, jobs)
+        return
+    with multiprocessing.Pool(workers, initializer=_worker_init) as pool:
+        yield from pool.imap_unordered(_prepare_one, jobs, chunksize=4)
+
+
+def prepare(dataset, root, out, form="frames", short_side=256, workers=1, quality=90, gop=PREPARED_GOP, **kw):
+    """Convert every video of a dataset into frame folders (form='frames': img_00001.jpg ..., the
+    official format) or short-keyframe-interval H.264 (form='video') with the short side scaled to
+    `short_side` (never up), below `out` mirroring the layout below root. Resumable: finished outputs
+    are skipped. Returns (converted, skipped, failed paths). Read with load_split(..., prepared=out)."""
+    if form not in ("frames", "video"):
+        raise ValueError(f"prepare: --form must be 'frames' or 'video', got {form!r}")
+    jobs, skipped = [], 0
+    for src in _dataset_videos(dataset, root, **kw):
+        dst = os.path.join(out, _prepared_rel(src, root)) + (".mp4" if form == "video" else "")
+        if os.path.exists(dst):
+            skipped += 1
+        else:
+            jobs.append((src, dst, form, short_side, quality, gop))
+    progress, failed = _Progress(len(jobs), f"prepare {dataset} -> {out} ({skipped} done before)"), []
+    for src, error in _run_jobs(jobs, workers):
+        progress.update(error is not None)
+        if error:
+            failed.append(src)
+            log.warning("prepare: %s", error)
+    with open(os.path.join(out, "PREPARED.json"), "w") as f:
+        json.dump({"dataset": dataset, "root": os.path.abspath(root), "form": form, "short_side": short_side,
+                   "converted": len(jobs) - len(failed), "skipped": skipped, "failed": failed}, f, indent=1)
+    return len(jobs) - len(failed), skipped, failed
+
+
+# ----------------------------------------------------------------------------------------------------
+# CLI
+# ----------------------------------------------------------------------------------------------------
+
+
+def _parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    p = commands.add_parser("prepare", help="convert a dataset once into frame folders or short-GOP videos")
+    p.add_argument("--dataset", required=True, choices=DATASETS, help="which annotation layout root holds")
+    p.add_argument("--root", required=True, help="dataset root, as given to load_split")
+    p.add_argument("--out", required=True, help="folder for the prepared copy (mirrors root's layout)")
+    p.add_argument("--form", choices=("frames", "video"), default="frames",
+                   help="frames: JPEG folders img_00001.jpg (the official code's format); video: H.264 with "
+                        f"a keyframe every {PREPARED_GOP} frames and no B-frames")
+    p.add_argument("--short-side", type=int, default=256, help="scale the short side to this (never up); 256 as TSN")
+    p.add_argument("--workers", type=int, default=os.cpu_count(), help="parallel processes (default: all cores)")
+    p.add_argument("--quality", type=int, default=90, help="JPEG quality of --form frames")
+    p.add_argument("--gop", type=int, default=PREPARED_GOP, help="keyframe interval of --form video")
+    p.add_argument("--list-file", help="--dataset list: the 'path label' list file")
+    p.add_argument("--classnames-file", help="--dataset list: the class names file")
+    p.add_argument("--videos-dir", help="kinetics/charades: where the videos are, if not below root")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = _parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    kw = {k: v for k, v in (("list_file", args.list_file), ("classnames_file", args.classnames_file),
+                            ("videos_dir", args.videos_dir)) if v}
+    converted, skipped, failed = prepare(args.dataset, args.root, args.out, args.form, args.short_side,
+                                         args.workers, args.quality, args.gop, **kw)
+    print(f"prepared {converted} videos into {args.out} ({skipped} were done before); "
+          f"{unreadable_report(len(failed), converted + len(failed))}")
+    return 1 if failed and not (converted or skipped) else 0  # fail only when nothing could be prepared
+
+
+if __name__ == "__main__":
+    sys.exit(main())
