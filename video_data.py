@@ -73,17 +73,23 @@ DATASETS = ("ucf101", "hmdb51", "kinetics400", "kinetics600", "kinetics700", "ch
 class VideoReadError(RuntimeError):
     """A video (or frame folder) that cannot give the frames asked for; `path` names it."""
 
-    def __init__(self, path, reason):
-        super().__init__(f"{path}: {reason}")
-        self.path = path
+    def __init__(self, path, reason=None):  # one argument: the whole message (how DataLoader re-raises)
+        super().__init__(path if reason is None else f"{path}: {reason}")
+        self.path, self.reason = path, reason
+
+    def __reduce__(self):  # rebuilt from (path, reason), so it crosses DataLoader worker boundaries intact
+        return VideoReadError, (self.path, self.reason)
 
 
 class VideoTooShortError(VideoReadError):
     """The video has fewer frames than asked for; `available` is how many it has."""
 
-    def __init__(self, path, available, wanted):
-        super().__init__(path, f"has {available} frames, frame {wanted} was asked for")
-        self.available = available
+    def __init__(self, path, available=None, wanted=None):
+        super().__init__(path, None if available is None else f"has {available} frames, frame {wanted} was asked for")
+        self.available, self.wanted = available, wanted
+
+    def __reduce__(self):
+        return VideoTooShortError, (self.path, self.available, self.wanted)
 
 
 @dataclass(frozen=True)
@@ -872,7 +878,7 @@ def load_charades(root, split="train", videos_dir=None):
 # Generic list files ----------------------------------------------------------------------------------
 
 
-def _read_classnames(path):
+def read_classnames(path):
     """Class names from a text file (one per line, line i = class i) or an 'id,name' CSV (the
     official code's label files), ids 0..C-1."""
     lines = _read_lines(path)
@@ -904,7 +910,7 @@ def load_list(root, list_file, classnames_file):
     relative to root unless absolute)."""
     list_file = os.path.join(root, list_file)
     records = [_parse_list_line(list_file, n, line, root) for n, line in _read_lines(list_file)]
-    classnames = _read_classnames(os.path.join(root, classnames_file))
+    classnames = read_classnames(os.path.join(root, classnames_file))
     for r in records:
         if not 0 <= r.label < len(classnames):
             raise ValueError(f"{list_file}: label {r.label} of {r.path} is not a class of {classnames_file} "

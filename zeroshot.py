@@ -93,7 +93,7 @@ def read_labels(path):
 
 def read_class_subset(path, classnames):
     """Class ids, in `classnames`, of the names listed in `path` (one per line, or an 'id,name' CSV)."""
-    names = video_data._read_classnames(path)                        # raises FileNotFoundError naming the path
+    names = video_data.read_classnames(path)                        # raises FileNotFoundError naming the path
     ids = {" ".join(name.lower().split()): i for i, name in enumerate(classnames)}
     unknown = [name for name in names if " ".join(name.lower().split()) not in ids]
     if unknown:

@@ -711,3 +711,20 @@ def test_prepare_cli_resumes_and_survives_bad_videos(ucf101, tmp_path, capsys):
     assert not os.path.exists(str(stale) + ".tmp999") and not os.path.exists(stale)
     assert video_data.main(args) == 0
     assert "prepared 0 videos" in capsys.readouterr().out  # the 8 finished ones are skipped
+
+
+def test_read_errors_survive_pickling_across_worker_processes():
+    for error in (video_data.VideoReadError("a.mp4", "no video stream"), video_data.VideoTooShortError("b.mp4", 5, 9)):
+        copy = pickle.loads(pickle.dumps(error))
+        assert type(copy) is type(error) and str(copy) == str(error) and copy.path == error.path
+    assert pickle.loads(pickle.dumps(video_data.VideoTooShortError("b.mp4", 5, 9))).available == 5
+
+
+def test_strict_failure_in_a_dataloader_worker_names_the_video(tmp_path):
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"not a video at all")
+    dataset = video_data.VideoDataset([video_data.VideoRecord(str(bad), 0)], 4, "test",
+                                      video_data.test_transform(32), strict=True)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=1, num_workers=1)
+    with pytest.raises(video_data.VideoReadError, match="broken.mp4"):
+        next(iter(loader))
