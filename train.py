@@ -1,0 +1,909 @@
+"""Fine-tune CLIP into ActionCLIP: the "fine-tune" stage of "pre-train, prompt, fine-tune" [Sec. 3.4].
+
+A video and the text of its class should have the highest cosine similarity in a batch. Training
+minimises the symmetric KL divergence between the softmaxed video-to-text / text-to-video similarities
+and the ground truth where every same-class pair is a positive [Sec. 3.1, Eq. 4], over the global batch
+(all GPUs), with the paper's optimiser and schedule [Sec. 4.1]. Every ablation of the paper is a flag.
+
+    python train.py --demo        # no data, no weights: a tiny CLIP from scratch on synthetic videos, CPU, < 10 min
+
+    # one GPU (or the CPU: fp32, slow)
+    python train.py --dataset ucf101 --root data/ucf101 --arch ViT-B/16 --frames 8
+    # one node, 4 GPUs (the global batch, --batch-size, is split over them)
+    torchrun --standalone --nproc_per_node=4 train.py --dataset kinetics400 --root data/k400 --arch ViT-B/16 --frames 8
+    # two nodes of 8 GPUs: the same command on each, node_rank 0 and 1, master_addr = node 0's address
+    torchrun --nnodes=2 --node_rank=0 --nproc_per_node=8 --master_addr=10.0.0.1 --master_port=29500 \\
+        train.py --dataset kinetics400 --root /data/k400 --arch ViT-B/16 --frames 8
+    # an interrupted run continues exactly where it stopped (its configuration comes from the checkpoint)
+    python train.py --resume --out runs/kinetics400_ViT-B-16_f8
+    # UCF101 / HMDB51 start from a Kinetics-400 ActionCLIP [Sec. 4.3]
+    python train.py --dataset ucf101 --root data/ucf101 --finetune-from runs/kinetics400_ViT-B-16_f8/best.pt
+
+The paper's tables, re-run by flags: Table 1 --unimodal; Table 2 --init-text/--init-vision random;
+Table 3 --no-text-prompts; Table 4 --visual-prompt; Table 5 --freeze-text/--freeze-vision; Table 6
+--arch and --frames; Fig. 3 --shots K.
+
+Outputs in --out: last.pt and best.pt (written atomically; load them with prompts.load_actionclip,
+evaluate.py or zeroshot.py), metrics.jsonl (one JSON object per log line and per validation).
+best.pt is chosen on --val-split; for UCF101/HMDB51 that is the test list (they have no validation
+split, as in the official code), so report last.pt's figures there, or say that best.pt was chosen on test.
+"""
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import shutil
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+import torch.distributed.nn.functional as dist_nn  # all_gather that carries gradients back
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+import clip_model
+import prompts
+import video_data
+import evaluate
+
+# A CLIP small enough to train from scratch on a CPU in minutes: `--arch tiny` (the demo and the tests).
+TINY_CLIP = dict(embed_dim=64, image_resolution=32, vision_layers=3, vision_width=96, vision_patch_size=8,
+                 context_length=24, vocab_size=49408, transformer_width=64, transformer_heads=1,
+                 transformer_layers=2)
+ADAMW_BETAS = (0.9, 0.98)  # [Sec. 4.1], as CLIP's training
+# Flags that may change when a run is resumed; everything else comes from the checkpoint.
+RESUME_OVERRIDES = ("resume", "out", "workers", "log_every", "stop_after_steps", "compile")
+
+# ----------------------------------------------------------------------------------------------------
+# Configuration: every flag acts, and its help says what the paper used
+
+
+def add_model_args(p):
+    m = p.add_argument_group("model (Tables 1-6)")
+    m.add_argument("--arch", default="ViT-B/16", help="CLIP to start from: an official name (RN50, ViT-B/32, ViT-B/16, "
+                   "... Table 6; paper's main model: ViT-B/16), a CLIP checkpoint file, or 'tiny' (a small CLIP "
+                   "built from scratch, for --demo and the tests)")
+    m.add_argument("--frames", type=int, default=8, help="frames per video, one from each of T equal segments "
+                   "[Sec. 4.1]; paper: 8, 16 or 32 (Table 6)")
+    m.add_argument("--visual-prompt", default="transf", choices=list(prompts.VISUAL_PROMPTS),
+                   help="how frame features become a video feature (Table 4); paper's choice: transf")
+    m.add_argument("--unimodal", action="store_true", help="Table 1's baseline: the same video encoder, a linear "
+                   "classifier and cross-entropy, no text; paper: multimodal (off)")
+    m.add_argument("--init-vision", default="clip", choices=["clip", "random"],
+                   help="vision encoder weights: CLIP's, or CLIP's random initialisation (Table 2); paper: clip")
+    m.add_argument("--init-text", default="clip", choices=["clip", "random"],
+                   help="text encoder weights: CLIP's, or CLIP's random initialisation (Table 2); paper: clip")
+    m.add_argument("--no-text-prompts", action="store_true", help="texts are the bare class names, in training "
+                   "and validation (Table 3); paper: the 16 templates of prompts.TEMPLATES (on)")
+    m.add_argument("--freeze-vision", action="store_true", help="keep the vision encoder fixed (Table 5); paper: off")
+    m.add_argument("--freeze-text", action="store_true", help="keep the text encoder fixed (Table 5); paper: off")
+    m.add_argument("--finetune-from", metavar="PATH", help="start from an ActionCLIP checkpoint (ours or an "
+                   "official release), as the paper's UCF101/HMDB51 runs start from Kinetics-400 [Sec. 4.3]; its "
+                   "CLIP and visual prompt replace --arch and --visual-prompt")
+
+
+def add_data_args(p):
+    d = p.add_argument_group("data")
+    d.add_argument("--dataset", default="kinetics400", choices=list(video_data.DATASETS), help="what --root holds")
+    d.add_argument("--root", help="dataset folder (see video_data.load_split for each layout)")
+    d.add_argument("--fold", type=int, default=1, help="UCF101/HMDB51 split 1-3; paper: 1")
+    d.add_argument("--videos-dir", help="Kinetics/Charades: where the videos are, if not under --root")
+    d.add_argument("--prepared", help="folder written by `python video_data.py prepare` for this dataset")
+    d.add_argument("--train-list", default="train.txt", help="--dataset list: the training list file in --root")
+    d.add_argument("--val-list", default="val.txt", help="--dataset list: the validation list file in --root")
+    d.add_argument("--classnames", default="classnames.txt", help="--dataset list: class names file in --root")
+    d.add_argument("--val-split", default="val", help="split validated every epoch and used to pick best.pt "
+                   "(UCF101/HMDB51/Charades: val is their test list)")
+    d.add_argument("--shots", type=int, metavar="K", help="few-shot (Fig. 3): train on K videos per class, drawn "
+                   "with --seed; paper: K = 2, 4, 8, 16")
+    d.add_argument("--augment", default="official", choices=["official", "crop", "none"], help="official: TSN "
+                   "multi-scale crop, flip, colour jitter, grayscale [Sec. 4.1]; crop: the crop only (for data whose "
+                   "labels a flip or a colour change would alter); none: the whole frame, resized")
+    d.add_argument("--in-memory", action="store_true", help="decode every video once, before training, and keep all "
+                   "its frames in memory (small datasets; frames and crops are still drawn afresh each epoch)")
+    d.add_argument("--workers", type=int, default=8, help="data loading processes per GPU")
+
+
+def add_optimisation_args(p):
+    o = p.add_argument_group("optimisation [Sec. 4.1]")
+    o.add_argument("--epochs", type=int, default=50, help="paper: 50")
+    o.add_argument("--batch-size", type=int, default=128, help="global batch: all GPUs and --grad-accum micro-batches "
+                   "together; official configs: 128 (Kinetics-400), 32 (UCF101/HMDB51)")
+    o.add_argument("--lr", type=float, default=5e-6,
+                   help="AdamW learning rate of CLIP's pre-trained weights; paper: 5e-6")
+    o.add_argument("--new-lr-mult", type=float, default=10.0,
+                   help="learning rate multiplier of new modules (visual prompt, --unimodal's classifier); paper: 10")
+    o.add_argument("--adam-eps", type=float, default=1e-8, help="AdamW's epsilon; paper: 1e-8 (betas: 0.9, 0.98)")
+    o.add_argument("--weight-decay", type=float, default=0.2, help="AdamW weight decay of weight matrices "
+                   "(not of biases, norms, embeddings, the temperature); paper: 0.2 (official: on every parameter)")
+    o.add_argument("--warmup-epochs", type=float, default=5, help="linear warm-up, then cosine to zero; paper: 5 of "
+                   "50 (10%%)")
+    o.add_argument("--grad-accum", type=int, default=1, help="micro-batches per step; each micro-batch is its own "
+                   "contrastive batch (batch-size / grad-accum videos); paper: 1")
+    o.add_argument("--clip-grad", type=float, default=0.0, help="clip the gradient norm to this (0: off); paper: off "
+                   "(the official config's clip_gradient: 20 is never read)")
+    o.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp16", "fp32"], help="autocast dtype; "
+                   "auto: bf16 on GPUs that support it, else fp16 with loss scaling; fp32 on the CPU. Parameters stay "
+                   "fp32 (official: fp16 weights, cast back and forth around each optimiser step)")
+    o.add_argument("--grad-checkpointing", action="store_true", help="recompute the ViT blocks in the backward pass: "
+                   "less memory, ~30%% slower")
+    o.add_argument("--compile", action="store_true", help="torch.compile the model")
+
+
+def add_run_args(p):
+    r = p.add_argument_group("run")
+    r.add_argument("--out", help="output folder (default: runs/<dataset>_<arch>_f<frames>); an existing one needs "
+                   "--resume")
+    r.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt, exactly, with "
+                   "its saved configuration (give only --out, or repeat the original command)")
+    r.add_argument("--seed", type=int, default=0, help="seeds the model's new weights, data order, augmentation, "
+                   "templates and --shots")
+    r.add_argument("--eval-every", type=int, default=1, help="validate every N epochs and after the last (0: never); "
+                   "official: 1")
+    r.add_argument("--log-every", type=int, default=10, help="print a log line every N steps")
+    r.add_argument("--stop-after-steps", type=int, metavar="N", help="stop cleanly after N steps with a checkpoint, "
+                   "as if interrupted (the schedule still spans --epochs); continue with --resume")
+    r.add_argument("--demo", action="store_true", help="generate synthetic videos, train a tiny CLIP from scratch "
+                   "on the CPU with transf and with meanP, print seen-class, direction and zero-shot top-1 (< 10 min)")
+
+
+def get_parser():
+    parser = argparse.ArgumentParser(description="Fine-tune CLIP into ActionCLIP (Wang, Xing, Liu, 2021).",
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    for add in (add_model_args, add_data_args, add_optimisation_args, add_run_args):
+        add(parser)
+    return parser
+
+
+def given_flags(argv):
+    """The flags given on the command line, without the defaults: {dest: value}."""
+    parser = get_parser()
+    for action in parser._actions:
+        action.default = argparse.SUPPRESS
+    return vars(parser.parse_args(argv))
+
+
+def resumed_args(args, given):
+    """--resume: the configuration saved in out/last.pt. Only RESUME_OVERRIDES may be given anew;
+    repeating the original command with --resume added is fine, changing what shapes the run is not."""
+    path = os.path.join(args.out, "last.pt")
+    if not os.path.isfile(path):
+        raise SystemExit(f"--resume: there is no {path} to continue from (--out is the folder of the run)")
+    saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)["args"]
+    changed = [f"--{k.replace('_', '-')} (the run has {saved[k]!r})" for k, v in given.items()
+               if k not in RESUME_OVERRIDES and saved.get(k) != v]
+    if changed:
+        raise SystemExit(f"--resume continues {args.out} with its saved configuration; these flags differ from it: "
+                         f"{', '.join(changed)}. Drop them, or start a new run in another --out")
+    return argparse.Namespace(**{**saved, "resume": True, "out": args.out, "stop_after_steps": args.stop_after_steps,
+                                 **{k: v for k, v in given.items() if k in RESUME_OVERRIDES}})
+
+
+def parse_args(argv=None):
+    parser = get_parser()
+    args = parser.parse_args(argv)
+    if args.resume:
+        if not args.out:
+            parser.error("--resume needs --out: the folder of the run to continue")
+        return resumed_args(args, given_flags(argv))
+    if not args.demo and not args.root:
+        parser.error("--root is required (or --demo, or --resume with --out)")
+    if args.finetune_from and "random" in (args.init_text, args.init_vision):
+        parser.error("--finetune-from starts from trained weights; it cannot be combined with --init-* random")
+    if args.out is None and not args.demo:
+        arch = os.path.splitext(os.path.basename(args.arch))[0] if os.path.isfile(args.arch) else args.arch
+        args.out = os.path.join("runs", f"{args.dataset}_{arch.replace('/', '-')}_f{args.frames}")
+    return args
+
+
+# ----------------------------------------------------------------------------------------------------
+# Distributed, precision, logging
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    local_rank: int = 0
+    world: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def master(self):
+        return self.rank == 0  # logs and writes checkpoints
+
+
+def setup_distributed():
+    """DDP from torchrun's environment (RANK, LOCAL_RANK, WORLD_SIZE); plain `python` is one process."""
+    if "RANK" not in os.environ:
+        return Dist(device=torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    rank, local_rank, world = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), int(os.environ["WORLD_SIZE"])
+    if torch.cuda.is_available():
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+        dist.init_process_group("nccl", device_id=device)
+    else:
+        device = torch.device("cpu")
+        dist.init_process_group("gloo")
+    return Dist(rank, local_rank, world, device)
+
+
+def autocast_dtype(precision, device):
+    """The autocast dtype: --precision, with auto = bf16 where the GPU supports it, else fp16; fp32 on the CPU."""
+    if precision == "auto":
+        if device.type != "cuda":
+            return torch.float32
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
+
+
+def mix_seed(*numbers):
+    """A 63-bit seed from a few integers, e.g. (seed, epoch, video index): randomness as a pure function."""
+    digest = hashlib.blake2b(repr(numbers).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+def log_line(out, record, master, text=None):
+    """Print `text` (if any) and append `record` to out/metrics.jsonl, on the master process only."""
+    if not master:
+        return
+    if text:
+        print(text, flush=True)
+    if out:
+        with open(os.path.join(out, "metrics.jsonl"), "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+# ----------------------------------------------------------------------------------------------------
+# The loss [Sec. 3.1, Eq. 4], over the global batch
+
+
+def kl_video_text_loss(logits, video_labels, text_labels):
+    """Symmetric KL divergence between the softmaxed similarities and the ground truth [Sec. 3.1, Eq. 4].
+
+    logits (N, N'): video i vs text j, already scaled by the learned temperature. video_labels (N,) class
+    ids, or (N, C) multi-hot (Charades); text_labels (N',) the class each text names. Every pair of the
+    same class is a positive: a batch may hold several videos of one class, and CLIP's one-hot
+    cross-entropy would call all but one of them negatives. Each row of the ground truth is normalised
+    to sum to 1; a row with no positive (possible only for a multi-label video) contributes nothing.
+    official: the target is softmax(10 * ground_truth), which leaves e^-10 of mass on each negative.
+    """
+    if video_labels.ndim == 2:
+        same = video_labels[:, text_labels] > 0                       # (N, N'): the text names one of its classes
+    else:
+        same = video_labels[:, None] == text_labels[None, :]          # (N, N')
+    same = same.float()
+    v2t = same / same.sum(1, keepdim=True).clamp(min=1)               # rows: videos
+    t2v = same.t() / same.t().sum(1, keepdim=True).clamp(min=1)       # rows: texts
+    video_to_text = F.kl_div(F.log_softmax(logits, dim=1), v2t, reduction="batchmean")
+    text_to_video = F.kl_div(F.log_softmax(logits.t(), dim=1), t2v, reduction="batchmean")
+    return (video_to_text + text_to_video) / 2
+
+
+def gather(x):
+    """Every rank's x, concatenated in rank order: (B, ...) -> (N, ...), N = B x world size.
+
+    The backward pass sums, over ranks, the gradients of this rank's slice and sends each rank its
+    own. Every rank computes the same global loss, so that sum is world x the 1-process gradient of
+    the local embeddings, and DDP's average over ranks brings it back to exactly the 1-process
+    gradient (tests/test_train.py checks this against a 1-process run). A per-GPU loss would instead
+    shrink the contrastive batch to B (the official code got the global batch from DataParallel).
+    """
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return x
+    return torch.cat(dist_nn.all_gather(x))
+
+
+class VideoTextEncoder(nn.Module):
+    """What DDP wraps: both normalised embeddings and the temperature from one forward, so that the
+    loss can pair them across the global batch outside the module."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, video, tokens):                                 # (B, T, 3, H, W), (B, L)
+        video_features = F.normalize(self.model.encode_video(video), dim=-1)  # (B, E)
+        text_features = F.normalize(self.model.encode_text(tokens), dim=-1)   # (B, E)
+        return video_features, text_features, self.model.logit_scale.exp()
+
+
+def contrastive_loss(video_features, text_features, scale, video_labels, text_labels):
+    """Eq. 4 on the global batch: (N, N) logits from every rank's videos and texts."""
+    video_features, text_features = gather(video_features.float()), gather(text_features.float())  # (N, E)
+    logits = scale.float() * video_features @ text_features.t()       # (N, N) [Eq. 2-3]
+    return kl_video_text_loss(logits, gather(video_labels), gather(text_labels))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Data
+
+
+def load_split(args, split):
+    """A DatasetSplit of --dataset (video_data.load_split), with the flags that locate its files."""
+    kw = {}
+    if args.videos_dir:
+        kw["videos_dir"] = args.videos_dir
+    if args.dataset == "list":
+        kw = dict(list_file=args.train_list if split == "train" else args.val_list, classnames_file=args.classnames)
+    return video_data.load_split(args.dataset, args.root, split, fold=args.fold, prepared=args.prepared, **kw)
+
+
+def few_shot(split, shots, seed):
+    """K videos of every class, drawn with `seed`, in their original order (Fig. 3). Multi-label videos
+    count for their first class; a class with fewer than K videos keeps them all."""
+    order = torch.randperm(len(split.records), generator=torch.Generator().manual_seed(seed)).tolist()
+    taken, picked = {}, []
+    for i in order:
+        label = split.records[i].label
+        label = label[0] if isinstance(label, list) else label
+        if taken.get(label, 0) < shots:
+            taken[label] = taken.get(label, 0) + 1
+            picked.append(i)
+    records = [split.records[i] for i in sorted(picked)]
+    return video_data.DatasetSplit(records, split.classnames, split.multilabel)
+
+
+class TrainItems(Dataset):
+    """Training videos, each with the id of its text: row template x C + class of the prompt table.
+
+    All the randomness of an item (frames, crop, flip, template) is drawn from (seed, epoch, index):
+    the same batches whatever the number of GPUs or loader workers, and after --resume.
+    """
+
+    def __init__(self, videos, num_templates, num_classes, seed):
+        self.videos, self.num_templates, self.num_classes, self.seed = videos, num_templates, num_classes, seed
+        self.epoch = 0  # set before each epoch's DataLoader is built (its workers copy it)
+
+    def __len__(self):
+        return len(self.videos)
+
+    def __getitem__(self, i):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(mix_seed(self.seed, self.epoch, i))
+            video, target, _, _ = self.videos[i]                      # (T, 3, S, S)
+            template = int(torch.randint(self.num_templates, ()))     # one random template per video [Sec. 3.2]
+            if target.ndim:                                           # multi-hot: name one of its classes
+                positives = target.nonzero().flatten()
+                text_class = int(positives[torch.randint(len(positives), ())])
+            else:
+                text_class = int(target)
+        return video, target, template * self.num_classes + text_class
+
+
+def train_transform(args, size):
+    """--augment: the official augmentation, its crop alone, or none (the whole frame at `size`)."""
+    if args.augment == "official":
+        return video_data.train_transform(size)
+    scales = video_data.MSC_SCALES if args.augment == "crop" else (1,)
+    return video_data.train_transform(size, flip=False, color_jitter=False, grayscale=False, scales=scales)
+
+
+def warm_cache(dataset, label, master):
+    """Decode every video once (--in-memory), in this process, so DataLoader workers inherit the frames."""
+    progress = evaluate.Progress(len(dataset), label) if master else None
+    with torch.random.fork_rng(devices=[]):
+        for i in range(len(dataset)):
+            dataset[i]
+            if progress:
+                progress.update(1)
+
+
+def load_splits(args):
+    """The training split (--shots applied) and the validation split, which must share its classes."""
+    train_split, val_split = load_split(args, "train"), load_split(args, args.val_split)
+    if train_split.classnames != val_split.classnames:
+        raise SystemExit(f"--val-split {args.val_split} has other classes than the training split "
+                         f"({len(val_split.classnames)} vs {len(train_split.classnames)}); validation needs the same")
+    if train_split.multilabel:                                        # Charades: a video without an action has
+        labelled = [r for r in train_split.records if r.label]        # no text to match; it trains nothing
+        train_split = video_data.DatasetSplit(labelled, train_split.classnames, multilabel=True)
+    if args.shots:
+        train_split = few_shot(train_split, args.shots, args.seed)
+    return train_split, val_split
+
+
+def build_data(args, ddp, train_split, val_split, size):
+    """Training items and the sampler that orders them, and the validation videos, at `size` pixels."""
+    videos = video_data.VideoDataset(train_split, args.frames, "train", train_transform(args, size),
+                                     in_memory=args.in_memory, seed=args.seed)
+    val = video_data.VideoDataset(val_split, args.frames, "test", video_data.test_transform(size),
+                                  in_memory=args.in_memory)
+    if args.in_memory:
+        warm_cache(videos, "decoding training videos", ddp.master)
+        warm_cache(val, "decoding validation videos", ddp.master)
+    num_templates = len(prompts.LABEL_ONLY if args.no_text_prompts else prompts.TEMPLATES)
+    items = TrainItems(videos, num_templates, len(train_split.classnames), args.seed)
+    # The order of an epoch is a pure function of (seed, epoch): exact resume, and global batch i is
+    # the same videos for any number of GPUs (DistributedSampler hands rank r every world-th index).
+    sampler = DistributedSampler(items, num_replicas=ddp.world, rank=ddp.rank, shuffle=True, seed=args.seed,
+                                 drop_last=True)
+    return items, sampler, val
+
+
+# ----------------------------------------------------------------------------------------------------
+# Model and optimiser
+
+
+def encoder_of(name):
+    """Which of CLIP's encoders a CLIP parameter belongs to: 'vision', 'text', or None (the temperature)."""
+    if name.startswith("visual."):
+        return "vision"
+    return None if name == "logit_scale" else "text"
+
+
+def reinitialise(clip, encoder):
+    """Table 2: put one encoder back to CLIP's random initialisation; the other keeps its weights."""
+    fresh = clip_model.CLIP(**clip_model.clip_config(clip.state_dict())).state_dict()
+    state = {name: fresh[name] if encoder_of(name) == encoder else value for name, value in clip.state_dict().items()}
+    clip.load_state_dict(state)
+
+
+def load_clip(args):
+    """The pre-trained CLIP of --arch (or the tiny one, from scratch), with --init-* random encoders."""
+    clip = clip_model.CLIP(**TINY_CLIP) if args.arch == "tiny" else clip_model.load(args.arch)
+    for encoder in ("vision", "text"):
+        if getattr(args, f"init_{encoder}") == "random":
+            reinitialise(clip, encoder)
+    return clip
+
+
+def build_model(args, num_classes):
+    """ActionCLIP (or Table 1's VideoClassifier), its frozen parts marked requires_grad=False."""
+    torch.manual_seed(args.seed)                                      # the same new weights on every rank
+    if args.finetune_from:
+        model = prompts.load_actionclip(args.finetune_from, num_frames=args.frames)
+        model = getattr(model, "actionclip", model)                   # a unimodal checkpoint: keep its encoder
+    else:
+        model = prompts.ActionCLIP(load_clip(args), args.visual_prompt, args.frames)
+    if args.grad_checkpointing:
+        if not isinstance(model.clip.visual, clip_model.VisionTransformer):
+            raise SystemExit("--grad-checkpointing checkpoints the ViT's blocks; this CLIP's image encoder is a ResNet")
+        model.clip.visual.transformer.grad_checkpointing = True
+    frozen = {"vision": args.freeze_vision, "text": args.freeze_text or args.unimodal, None: args.unimodal}
+    for name, param in model.clip.named_parameters():                 # --unimodal has no use for text
+        param.requires_grad_(not frozen[encoder_of(name)])
+    if args.unimodal:
+        model = prompts.VideoClassifier(model, num_classes)
+    train_mode(model, args)
+    return model
+
+
+def train_mode(model, args):
+    """Training mode, except a frozen vision encoder, whose BatchNorm statistics (RN50) must not move."""
+    model.train()
+    if args.freeze_vision:
+        getattr(model, "actionclip", model).clip.visual.eval()
+
+
+def build_optimizer(model, args):
+    """AdamW [Sec. 4.1] with four groups: CLIP's weights (lr) or new ones (lr x --new-lr-mult), each with
+    or without weight decay. Decay applies to weight matrices; biases, LayerNorm gains, embedding tables
+    and the temperature are not decayed (the usual choice for transformers: decay there pulls
+    normalisation gains and positions toward zero for no regularising benefit).
+    official: weight decay 0.2 on every parameter, the temperature included.
+    """
+    new = {id(p) for p in model.new_parameters()}
+    groups = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:                                   # frozen: no optimiser state at all
+            continue
+        is_new, decay = id(param) in new, param.ndim >= 2 and "embedding" not in name
+        group = groups.setdefault((is_new, decay), {
+            "params": [], "name": f"{'new' if is_new else 'clip'}{'' if decay else ' no-decay'}",
+            "lr_mult": args.new_lr_mult if is_new else 1.0, "weight_decay": args.weight_decay if decay else 0.0})
+        group["params"].append(param)
+    return torch.optim.AdamW(list(groups.values()), lr=args.lr, betas=ADAMW_BETAS, eps=args.adam_eps)
+
+
+def lr_at(epoch, args):
+    """The learning rate at a fractional epoch: linear warm-up from 0, then cosine to 0 [Sec. 4.1]."""
+    if epoch < args.warmup_epochs:
+        return args.lr * epoch / args.warmup_epochs
+    progress = min((epoch - args.warmup_epochs) / max(args.epochs - args.warmup_epochs, 1e-9), 1.0)
+    return args.lr * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def set_lr(optimizer, lr):
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group["lr_mult"]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Checkpoints
+
+
+def checkpoint_path(args, name="last.pt"):
+    return os.path.join(args.out, name)
+
+
+def prepare_out(args, ddp):
+    """Never overwrite a run by accident: an existing, non-empty --out needs --resume."""
+    if not args.resume and os.path.isdir(args.out) and os.listdir(args.out):
+        found = ", ".join(sorted(os.listdir(args.out))[:4])
+        raise SystemExit(f"{args.out} already holds a run ({found}): pass --resume to continue it, "
+                         f"or choose another --out")
+    if ddp.world > 1:
+        dist.barrier()                                                # every rank has looked before it is created
+    if ddp.master:
+        os.makedirs(args.out, exist_ok=True)
+
+
+def save_checkpoint(run, names):
+    """Write out/<name> for each name, atomically (a temporary file, then a rename): a crash mid-write
+    leaves the previous checkpoint intact. The model part is what prompts.load_actionclip reads."""
+    if not run.ddp.master:
+        return
+    payload = prompts.checkpoint_payload(run.model)
+    payload.update(optimizer=run.optimizer.state_dict(), scaler=run.scaler.state_dict(), step=run.step,
+                   epoch=run.step / run.steps_per_epoch, steps_per_epoch=run.steps_per_epoch, best=run.best,
+                   args=vars(run.args))
+    for name in names:
+        path = checkpoint_path(run.args, name)
+        torch.save(payload, path + ".tmp")
+        os.replace(path + ".tmp", path)
+
+
+def load_checkpoint(run):
+    """Restore model, optimiser, loss scaler, step and best score from out/last.pt (every process reads it,
+    so a multi-node run needs --out on a shared filesystem)."""
+    checkpoint = torch.load(checkpoint_path(run.args), map_location="cpu", weights_only=True)
+    if checkpoint["steps_per_epoch"] != run.steps_per_epoch:
+        raise SystemExit(f"--resume: the checkpoint has {checkpoint['steps_per_epoch']} steps per epoch, this run "
+                         f"{run.steps_per_epoch}: the training data or --batch-size changed")
+    run.model.load_state_dict(checkpoint["model"])
+    run.optimizer.load_state_dict(checkpoint["optimizer"])
+    run.scaler.load_state_dict(checkpoint["scaler"])
+    run.step, run.best = checkpoint["step"], checkpoint["best"]
+
+
+# ----------------------------------------------------------------------------------------------------
+# The training loop
+
+
+@dataclass
+class Run:
+    """Everything one training run holds; the functions below read and update it."""
+    args: argparse.Namespace
+    ddp: Dist
+    model: nn.Module             # ActionCLIP or VideoClassifier: what checkpoints hold
+    net: nn.Module               # what the forward pass calls: the model's encoder, maybe compiled, in DDP
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    autocast: object             # one autocast context, reused everywhere
+    dtype: torch.dtype
+    items: TrainItems
+    sampler: DistributedSampler
+    val: video_data.VideoDataset
+    classnames: list
+    templates: list
+    tokens: torch.Tensor         # (K*C, L): every template around every class name, row k*C + c
+    micro_batch: int             # videos per process per forward pass
+    steps_per_epoch: int
+    step: int = 0                # optimiser steps done
+    best: float = -1.0           # best validation score (top-1, or mAP for multi-label data)
+
+
+def batch_sizes(args, ddp, num_videos):
+    """Videos per process per micro-batch, and optimiser steps per epoch, for the global --batch-size."""
+    per_pass = ddp.world * args.grad_accum
+    if args.batch_size % per_pass:
+        raise SystemExit(f"--batch-size {args.batch_size} (global) must be divisible by processes x --grad-accum "
+                         f"= {ddp.world} x {args.grad_accum}")
+    steps = num_videos // args.batch_size
+    if steps == 0:
+        raise SystemExit(f"the training split has {num_videos} videos, fewer than one global batch "
+                         f"(--batch-size {args.batch_size}): lower --batch-size")
+    return args.batch_size // per_pass, steps
+
+
+def build_run(args, ddp):
+    """Data, model, optimiser, precision and the DDP wrapper of one run."""
+    train_split, val_split = load_splits(args)
+    model = build_model(args, len(train_split.classnames)).to(ddp.device)
+    clip = getattr(model, "actionclip", model).clip
+    items, sampler, val = build_data(args, ddp, train_split, val_split, clip.input_resolution)
+    micro_batch, steps_per_epoch = batch_sizes(args, ddp, len(sampler) * ddp.world)
+    templates = prompts.LABEL_ONLY if args.no_text_prompts else prompts.TEMPLATES
+    tokens = prompts.tokenize_prompts(train_split.classnames, templates, clip.context_length).to(ddp.device)
+    dtype = autocast_dtype(args.precision, ddp.device)
+    autocast = nullcontext() if dtype == torch.float32 else torch.autocast(ddp.device.type, dtype=dtype)
+    net = model if args.unimodal else VideoTextEncoder(model)
+    if args.compile:
+        net = torch.compile(net)
+    if ddp.world > 1:
+        net = DDP(net, device_ids=[ddp.local_rank] if ddp.device.type == "cuda" else None)
+    return Run(args, ddp, model, net, build_optimizer(model, args),
+               torch.amp.GradScaler(ddp.device.type, enabled=dtype == torch.float16), autocast, dtype, items, sampler,
+               val, train_split.classnames, templates, tokens, micro_batch, steps_per_epoch)
+
+
+def epoch_batches(run, epoch, first_step):
+    """This process's micro-batches of `epoch`, from optimiser step `first_step` on (a resumed epoch)."""
+    args, per_step = run.args, run.micro_batch * run.args.grad_accum
+    run.sampler.set_epoch(epoch)
+    run.items.epoch = epoch
+    order = list(run.sampler)[first_step * per_step:run.steps_per_epoch * per_step]
+    loader = DataLoader(run.items, batch_size=run.micro_batch, sampler=order, num_workers=args.workers,
+                        pin_memory=run.ddp.device.type == "cuda", drop_last=True)
+    return iter(loader)
+
+
+def forward_loss(run, video, target, text_ids):
+    """The loss of one micro-batch: Eq. 4 over the global batch, or Table 1's cross-entropy."""
+    if run.args.unimodal:
+        logits = run.net(video)                                       # (B, C)
+        if target.ndim == 2:
+            return F.binary_cross_entropy_with_logits(logits.float(), target)
+        return F.cross_entropy(logits.float(), target)
+    video_features, text_features, scale = run.net(video, run.tokens[text_ids])  # (B, E), (B, E), ()
+    return contrastive_loss(video_features, text_features, scale, target, text_ids % len(run.classnames))
+
+
+def optimizer_step(run, batches):
+    """One AdamW step over --grad-accum micro-batches; returns the loss, averaged over them and all ranks."""
+    args, device = run.args, run.ddp.device
+    total = torch.zeros((), device=device)
+    for i in range(args.grad_accum):
+        video, target, text_ids = (t.to(device, non_blocking=True) for t in next(batches))
+        last = i == args.grad_accum - 1
+        with nullcontext() if last or run.ddp.world == 1 else run.net.no_sync():  # sync gradients once per step
+            with run.autocast:
+                loss = forward_loss(run, video, target, text_ids) / args.grad_accum
+            run.scaler.scale(loss).backward()
+        total += loss.detach()
+    if args.clip_grad:
+        run.scaler.unscale_(run.optimizer)
+        nn.utils.clip_grad_norm_(run.model.parameters(), args.clip_grad)
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    run.optimizer.zero_grad(set_to_none=True)
+    if run.ddp.world > 1:
+        dist.all_reduce(total)                                        # the same everywhere: all ranks stop together
+        total /= run.ddp.world
+    return total.item()
+
+
+def stop_on_non_finite(run, loss):
+    if not math.isfinite(loss):
+        raise SystemExit(f"step {run.step}: the loss is {loss}; stopping. {checkpoint_path(run.args)} (the last good "
+                         f"checkpoint) is intact: continue with --resume after lowering --lr, or with --clip-grad "
+                         f"or --precision fp32")
+
+
+def log_step(run, losses, since):
+    """A log line and a metrics.jsonl record: epoch, step, loss, learning rates, videos/s, ETA."""
+    args, now = run.args, time.time()
+    seconds_per_step = (now - since) / len(losses)
+    total_steps = args.epochs * run.steps_per_epoch
+    lr = lr_at((run.step - 1) / run.steps_per_epoch, args)
+    record = dict(step=run.step, epoch=round(run.step / run.steps_per_epoch, 4), loss=sum(losses) / len(losses),
+                  lr=lr, lr_new=lr * args.new_lr_mult, videos_per_s=args.batch_size / seconds_per_step)
+    text = (f"epoch {math.ceil(record['epoch'])}/{args.epochs} step {run.step}/{total_steps} loss {record['loss']:.4f} "
+            f"lr {lr:.2e} (new {record['lr_new']:.2e}) {record['videos_per_s']:.1f} videos/s "
+            f"eta {evaluate.clock(seconds_per_step * (total_steps - run.step))}")
+    log_line(args.out, record, run.ddp.master, text)
+
+
+def train_epoch(run, epoch):
+    """Train `epoch`, or what is left of it, or until --stop-after-steps."""
+    args = run.args
+    first = run.step - epoch * run.steps_per_epoch
+    batches = epoch_batches(run, epoch, first)
+    losses, since = [], time.time()
+    for _ in range(first, run.steps_per_epoch):
+        set_lr(run.optimizer, lr_at(run.step / run.steps_per_epoch, args))  # per iteration, fractional epoch
+        torch.manual_seed(mix_seed(args.seed, run.ddp.rank, run.step))  # dropout etc.: a function of the step
+        losses.append(optimizer_step(run, batches))
+        stop_on_non_finite(run, losses[-1])
+        run.step += 1
+        if run.step % args.log_every == 0:
+            log_step(run, losses, since)
+            losses, since = [], time.time()
+        if stopping(run):
+            return
+
+
+def stopping(run):
+    return run.args.stop_after_steps is not None and run.step >= run.args.stop_after_steps
+
+
+# ----------------------------------------------------------------------------------------------------
+# Validation: every video of the split once, sharded over the processes
+
+
+def predict(run, dataset, classnames):
+    """evaluate.py's test (template ensemble, one view) of every video of `dataset`: evaluate.Predictions."""
+    args, ddp = run.args, run.ddp
+    loader = evaluate.eval_loader(dataset, run.micro_batch, args.workers, distributed=ddp.world > 1)
+    dtype = None if run.dtype == torch.float32 else run.dtype
+    text = None
+    if not args.unimodal:
+        with run.autocast:
+            text = prompts.text_features(run.model, classnames, run.templates, device=ddp.device)  # (K, C, E)
+    progress = "validate" if ddp.master else None
+    predictions = evaluate.predict(run.model, loader, text, ddp.device, dtype, progress=progress)
+    train_mode(run.model, args)
+    return predictions
+
+
+def validate(run):
+    """Metrics on --val-split: top-1/top-5 (mAP for multi-label data), unreadable videos counted."""
+    return evaluate.summarize(predict(run, run.val, run.classnames), run.classnames, run.val.multilabel)
+
+
+def end_of_epoch(run, epoch):
+    """Validate (every --eval-every epochs and after the last), then write last.pt, and best.pt if it is."""
+    args, names = run.args, ["last.pt"]
+    if args.eval_every and ((epoch + 1) % args.eval_every == 0 or epoch + 1 == args.epochs):
+        metrics = validate(run)
+        score = metrics["mAP"] if "mAP" in metrics else metrics["top1"]
+        if score is not None and score > run.best:
+            run.best = score
+            names.append("best.pt")
+        summary = {k: v for k, v in metrics.items() if k != "per_class"}
+        log_line(args.out, dict(step=run.step, epoch=epoch + 1, val=summary), run.ddp.master,
+                 f"epoch {epoch + 1}/{args.epochs} {args.val_split}: {evaluate.headline(metrics)} (best {run.best:.2f})")
+    save_checkpoint(run, names)
+
+
+def describe_run(run):
+    """The opening lines of the log: what is trained on what, and how."""
+    args, ddp = run.args, run.ddp
+    trainable = sum(p.numel() for p in run.model.parameters() if p.requires_grad)
+    frozen = sum(p.numel() for p in run.model.parameters() if not p.requires_grad)
+    lines = [f"{args.dataset}: {len(run.items)} training videos, {len(run.val)} {args.val_split} videos, "
+             f"{len(run.classnames)} classes",
+             f"model: {args.arch if not args.finetune_from else args.finetune_from} {args.visual_prompt} "
+             f"{args.frames} frames{' unimodal' if args.unimodal else ''}; {trainable / 1e6:.2f}M trainable, "
+             f"{frozen / 1e6:.2f}M frozen parameters",
+             f"{ddp.world} process(es) on {ddp.device.type}, {str(run.dtype).replace('torch.', '')}; global batch "
+             f"{args.batch_size} = {ddp.world} x {args.grad_accum} x {run.micro_batch}; {run.steps_per_epoch} steps "
+             f"per epoch, {args.epochs} epochs; output {args.out}"]
+    if args.resume:
+        lines.append(f"resumed from {checkpoint_path(args)} at step {run.step}")
+    log_line(args.out, dict(config=vars(args)), ddp.master, "\n".join(lines))
+
+
+def train(args):
+    """One training run as configured by `args`; returns the Run (the demo evaluates its model further)."""
+    ddp = setup_distributed()
+    prepare_out(args, ddp)
+    run = build_run(args, ddp)
+    if args.resume:
+        load_checkpoint(run)
+    describe_run(run)
+    torch.manual_seed(mix_seed(args.seed, ddp.rank))                 # seeds offset by rank
+    total_steps = args.epochs * run.steps_per_epoch
+    while run.step < total_steps and not stopping(run):
+        epoch = run.step // run.steps_per_epoch
+        train_epoch(run, epoch)
+        if run.step % run.steps_per_epoch == 0:
+            end_of_epoch(run, epoch)
+        elif stopping(run):
+            save_checkpoint(run, ["last.pt"])                         # mid-epoch: resume picks up from here
+    if run.step < total_steps:
+        log_line(args.out, dict(step=run.step, stopped=True), ddp.master,
+                 f"stopped after step {run.step} (--stop-after-steps); continue with --resume --out {args.out}")
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    return run
+
+
+# ----------------------------------------------------------------------------------------------------
+# The demo: synthetic action videos, a tiny CLIP from scratch, the CPU, minutes
+
+# Zero-shot classes: for six colour-shape pairs, both directions of one motion never appear in training
+# (no red circle moves left or right, though red shapes and circles do). Naming colour and shape leaves
+# two candidates among the unseen classes; only the order of the frames tells them apart.
+DEMO_HELD_OUT = [("red", "circle", ("moving left", "moving right")), ("green", "square", ("growing", "shrinking")),
+                 ("blue", "triangle", ("moving left", "moving right")), ("yellow", "circle", ("growing", "shrinking")),
+                 ("red", "square", ("growing", "shrinking")), ("green", "triangle", ("moving left", "moving right"))]
+DEMO_VIDEOS = {"train": 24, "val": 6, "unseen": 10}  # videos per class of each split
+DEMO_EPOCHS = 80  # warm-up: the first 1/16 of them
+DEMO_LOG_EVERY = 120  # steps
+DEMO_DIRECTIONS = ("moving left", "moving right")
+DEMO_MARKER = "DEMO"  # the demo only ever deletes inside a folder that holds this file
+
+
+def demo_classes():
+    """(seen, unseen) (colour, shape, motion) classes of the demo."""
+    unseen = [(colour, shape, motion) for colour, shape, motions in DEMO_HELD_OUT for motion in motions]
+    seen = [(colour, shape, motion) for colour in video_data.COLOURS for shape in video_data.SHAPES
+            for motion in video_data.MOTIONS if (colour, shape, motion) not in unseen]
+    return seen, unseen
+
+
+def claim_demo_folder(out):
+    """The demo re-creates its own folder (runs/demo) on every run, and refuses any other non-empty one."""
+    if os.path.isdir(out) and os.listdir(out) and not os.path.isfile(os.path.join(out, DEMO_MARKER)):
+        raise SystemExit(f"{out} is not empty and was not written by --demo: choose another --out")
+    for name in ("data", "transf", "meanP"):
+        shutil.rmtree(os.path.join(out, name), ignore_errors=True)
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, DEMO_MARKER), "w") as f:
+        f.write("written by `python train.py --demo`, which deletes and rewrites this folder on each run\n")
+
+
+def demo_data(root):
+    """Write the synthetic videos (H.264 .mp4, 16 frames of 32 x 32): seen classes' train and val, unseen."""
+    seen, unseen = demo_classes()
+    for split, classes in (("train", seen), ("val", seen), ("unseen", unseen)):
+        video_data.make_synthetic_dataset(root, classes, DEMO_VIDEOS[split], split=split)
+    print(f"demo data in {root}: {len(seen)} seen classes x {DEMO_VIDEOS['train']} training and {DEMO_VIDEOS['val']} "
+          f"held-out videos, {len(unseen)} unseen classes x {DEMO_VIDEOS['unseen']} videos")
+
+
+def demo_flags(root, out, visual_prompt):
+    """The command line of one demo run. The CLIP is tiny and trained from scratch, so its lr is 100x the
+    paper's fine-tuning lr; new modules keep the paper's 10x. 4 frames: with 8, the tiny temporal
+    transformer needed several times more steps to tell left from right."""
+    return ["--arch", "tiny", "--dataset", "synthetic", "--root", root, "--frames", "4",
+            "--visual-prompt", visual_prompt, "--epochs", str(DEMO_EPOCHS), "--batch-size", "48", "--lr", "5e-4",
+            "--new-lr-mult", "10", "--warmup-epochs", str(DEMO_EPOCHS / 16), "--weight-decay", "0.05",
+            "--augment", "crop", "--in-memory", "--workers", "0", "--eval-every", "0",
+            "--log-every", str(DEMO_LOG_EVERY), "--out", out]
+
+
+def top1(predictions, keep=None):
+    """Top-1 (%) of the videos where `keep` (bool per video) is True (all by default)."""
+    keep = torch.ones_like(predictions.ok) if keep is None else keep
+    scores, targets = predictions.scores[keep], predictions.targets[keep]
+    return evaluate.topk_accuracy(scores, targets, (1,))["top1"]
+
+
+def demo_scores(run, root):
+    """Seen-class top-1 (held-out videos), the same on the direction classes, zero-shot top-1 on unseen classes."""
+    seen = predict(run, run.val, run.classnames)
+    direction = torch.tensor([run.classnames[int(t)].endswith(DEMO_DIRECTIONS) for t in seen.targets])
+    unseen_split = video_data.load_split("synthetic", root, "unseen")
+    unseen_videos = video_data.VideoDataset(unseen_split, run.args.frames, "test", video_data.test_transform(
+        run.model.clip.input_resolution), in_memory=True)
+    unseen = predict(run, unseen_videos, unseen_split.classnames)
+    return {"seen": top1(seen), "direction": top1(seen, direction), "zero-shot": top1(unseen)}
+
+
+def demo_report(results, seconds):
+    seen, unseen = demo_classes()
+    directions = sum(motion in DEMO_DIRECTIONS for _, _, motion in seen)
+    rows = [(f"{len(seen)} seen classes, held-out videos", "seen", 100 / len(seen)),
+            (f"  of which the {directions} moving left or right", "direction", 100 / len(seen)),
+            (f"zero-shot: {len(unseen)} combinations never trained on", "zero-shot", 100 / len(unseen))]
+    lines = ["", f"ActionCLIP demo, top-1 % ({evaluate.clock(seconds)} in all): a tiny CLIP trained from scratch on "
+             f"synthetic videos of colour x shape x motion", f"{'':46}{'transf':>8}{'meanP':>8}{'chance':>8}"]
+    lines += [f"{label:46}{results['transf'][key]:8.1f}{results['meanP'][key]:8.1f}{chance:8.1f}"
+              for label, key, chance in rows]
+    print("\n".join(lines))
+
+
+def demo(args):
+    """python train.py --demo: generate videos, train transf and meanP through train(), compare them."""
+    start = time.time()
+    out = args.out or os.path.join("runs", "demo")
+    claim_demo_folder(out)
+    root = os.path.join(out, "data")
+    demo_data(root)
+    results = {}
+    for visual_prompt in ("transf", "meanP"):
+        flags = demo_flags(root, os.path.join(out, visual_prompt), visual_prompt)
+        print(f"\n$ python train.py {' '.join(flags)}", flush=True)
+        results[visual_prompt] = demo_scores(train(parse_args(flags)), root)
+    demo_report(results, time.time() - start)
+    return results
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.demo:
+        demo(args)
+    else:
+        train(args)
+
+
+if __name__ == "__main__":
+    main()
