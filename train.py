@@ -219,18 +219,10 @@ class Dist:
 
 
 def setup_distributed():
-    """DDP from torchrun's environment (RANK, LOCAL_RANK, WORLD_SIZE); plain `python` is one process."""
-    if "RANK" not in os.environ:
-        return Dist(device=torch.device("cuda" if torch.cuda.is_available() else "cpu"))
-    rank, local_rank, world = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), int(os.environ["WORLD_SIZE"])
-    if torch.cuda.is_available():
-        device = torch.device("cuda", local_rank)
-        torch.cuda.set_device(device)
-        dist.init_process_group("nccl", device_id=device)
-    else:
-        device = torch.device("cpu")
-        dist.init_process_group("gloo")
-    return Dist(rank, local_rank, world, device)
+    """DDP from torchrun's environment (RANK, LOCAL_RANK, WORLD_SIZE); plain `python` is one process.
+    The process group (NCCL on GPUs, gloo on the CPU) is evaluate.py's, so both scripts start alike."""
+    rank, world, device = evaluate.setup_distributed()
+    return Dist(rank, int(os.environ.get("LOCAL_RANK", 0)), world, device)
 
 
 def autocast_dtype(precision, device):
