@@ -10,6 +10,8 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 import speed  # noqa: E402
+import video_data  # noqa: E402
+import video_decoding  # noqa: E402
 
 
 def test_contestants_compute_the_same_clip_features():
@@ -42,3 +44,25 @@ def test_benchmark_runs_on_cpu_shapes(tmp_path):
         assert row["infer_videos_s"] > 0 and row["train_videos_s"] > 0
     assert ours["infer_ratio"] == ours["infer_videos_s"] / reference["infer_videos_s"]
     assert any(k.startswith("DataLoader videos/s") and v > 0 for k, v in figures.items())
+
+
+def test_decode_floor_is_exactly_the_work_an_exact_reader_needs(tmp_path):
+    """The decoding benchmark's floor decodes only the packets the sampled frames depend on, and
+    those packets are enough: the frames it yields equal read_frames' pixel for pixel."""
+    path = video_data.write_video(str(tmp_path / "clip.mp4"), list(video_decoding.textured_clip(64, 48, seed=0))[:90],
+                                  codec="libx264", gop=40, bframes=3)
+    video_data._INDEX_CACHE.clear()
+    (indices,) = video_decoding.train_draws(path, 1, seed=3)
+    codec, extradata, runs, wanted_pts = video_decoding.required_packets(path, indices)
+    decoded = video_decoding.decode_floor(codec, extradata, runs, wanted_pts)
+
+    ours = video_data.read_frames(path, indices).numpy()
+    floor = [decoded[pts] for pts in sorted(decoded)]
+    assert len(floor) == len(set(indices))
+    for i, frame in zip(sorted(set(indices)), floor):
+        assert (ours[indices.index(i)] == frame).all()
+    sent = sum(len(run) for run in runs)
+    index = video_data._video_index(path)
+    assert index.keyframes[:2] == (0, 40)
+    assert len(runs) == len({index.keyframe_at_or_before(i) for i in indices}) >= 2  # one run per keyframe used
+    assert sent < max(indices) + 1  # unwanted non-reference frames were left out
