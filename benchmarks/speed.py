@@ -85,10 +85,11 @@ def build_ours(state_dict, num_frames, device):
     return prompts.ActionCLIP(clip_model.build_model(state_dict), "transf", num_frames).to(device).train()
 
 
-def compile_in_place(model):
-    """The image encoder, the text transformer and the head each become one compiled graph (same keys)."""
+def compile_in_place(model, mode=None):
+    """The image encoder, the text transformer and the head each become one compiled graph (same keys).
+    mode: torch.compile's mode (None = default; "reduce-overhead" adds CUDA graphs)."""
     for module in (model.clip.visual, model.clip.transformer, model.visual_prompt):
-        module.compile()
+        module.compile(mode=mode)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -185,7 +186,7 @@ def measure_arch(args, arch, batch, device, autocast, peak):
     gflop = video_gflop(ours, arch, args.frames, device)  # eager, before compiling: no batch-1 graph
     parity = relative_error_fp32(ours, reference, arch, device)
     if args.compile:
-        compile_in_place(ours)
+        compile_in_place(ours, args.compile_mode)
     rows = []
     for name, model, trim, optimizer_kw in (("ours", ours, True, {"fused": device.type == "cuda"}),
                                             ("open_clip", reference, False, {})):
@@ -279,6 +280,8 @@ def main():
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps first (compilation happens here)")
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                         help="torch.compile our model (default: on for CUDA)")
+    parser.add_argument("--compile-mode", choices=["reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"],
+                        help="torch.compile mode (default: torch's default mode)")
     parser.add_argument("--max-batch", action=argparse.BooleanOptionalAction, default=None,
                         help="search the largest ViT-B/16 training batch (default: on for CUDA)")
     parser.add_argument("--loader-workers", type=int, default=None, help="DataLoader workers (default: all cores)")
@@ -293,7 +296,8 @@ def main():
     peak = matmul_tflops(device, torch.bfloat16 if cuda else torch.float32, 8192 if cuda else 512)
     plan = [(arch, ARCH_BATCH[arch]) for arch in (args.archs or (["ViT-B/32", "ViT-B/16"] if cuda else ["tiny-p8"]))]
     name = torch.cuda.get_device_name() if cuda else f"CPU ({os.cpu_count()} cores)"
-    figures = {"device": name, "torch": torch.__version__, "peak_tflops": peak, "rows": []}
+    figures = {"device": name, "torch": torch.__version__, "peak_tflops": peak, "rows": [],
+               "compile": args.compile and (args.compile_mode or "default")}
     save = (lambda: json.dump(figures, open(args.json, "w"), indent=1)) if args.json else (lambda: None)
 
     for arch, batch in plan:  # figures are saved after every stage: a run cut short keeps what it measured
