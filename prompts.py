@@ -264,10 +264,11 @@ class Joint(VisualPrompt):
 class Shift(VisualPrompt):
     """In-network prompt [Sec. 3.3]: TSM's parameter-free temporal shift inside CLIP's ViT.
 
-    Each frame runs through the ViT as an image, but in every block the input of the attention branch
-    has 1/8 of its channels taken from the next frame and 1/8 from the previous one (TSM's "residual
-    shift", which leaves the residual stream, and so each frame's own features, intact). CLIP's
-    weights are reused unchanged; the video feature is the mean of the frames' features.
+    Each frame runs through the ViT as an image, but before every block the patch tokens of the
+    residual stream have 1/8 of their channels taken from the next frame and 1/8 from the previous
+    one; the class token is not shifted. This is the official code's TemporalShift_VIT, which wraps
+    each block (TSM's "in-place" shift, applied to the whole block input). CLIP's weights are reused
+    unchanged; the video feature is the mean of the frames' features.
     """
     encodes_frames = True
 
@@ -276,10 +277,10 @@ class Shift(VisualPrompt):
         require_vit(clip, "shift")
         self.fraction = fraction
 
-    def block(self, block, x, num_frames):                            # (B*T, L, D)
-        """One of CLIP's ResidualAttentionBlocks, with the shift before its attention."""
-        x = x + block.attn(temporal_shift(block.ln_1(x), num_frames, self.fraction), causal=block.causal)
-        return x + block.mlp(block.ln_2(x))
+    def block(self, block, x, num_frames):                            # (B*T, 1 + G*G, D)
+        """One of CLIP's ResidualAttentionBlocks, on a stream whose patch tokens were shifted in time."""
+        x = torch.cat([x[:, :1], temporal_shift(x[:, 1:], num_frames, self.fraction)], dim=1)
+        return block(x)
 
     def forward(self, visual, video):                                 # (B, T, 3, H, W)
         B, T = video.shape[:2]

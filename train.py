@@ -41,7 +41,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
-import torch.distributed.nn.functional as dist_nn  # all_gather that carries gradients back
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
@@ -105,6 +104,9 @@ def add_data_args(p):
     d.add_argument("--augment", default="official", choices=["official", "crop", "none"], help="official: TSN "
                    "multi-scale crop, flip, colour jitter, grayscale [Sec. 4.1]; crop: the crop only (for data whose "
                    "labels a flip or a colour change would alter); none: the whole frame, resized")
+    d.add_argument("--randaugment", action=argparse.BooleanOptionalAction, default=None, help="RandAugment(N=2, "
+                   "M=9) with --augment official, one draw per video (default: on for Kinetics, as the official "
+                   "K-400 config; off for the others, as their official configs)")
     d.add_argument("--in-memory", action="store_true", help="decode every video once, before training, and keep all "
                    "its frames in memory (small datasets; frames and crops are still drawn afresh each epoch)")
     d.add_argument("--workers", type=int, default=8, help="data loading processes per GPU")
@@ -196,6 +198,12 @@ def parse_args(argv=None):
         parser.error("--root is required (or --demo, or --resume with --out)")
     if args.finetune_from and "random" in (args.init_text, args.init_vision):
         parser.error("--finetune-from starts from trained weights; it cannot be combined with --init-* random")
+    if args.finetune_from and "visual_prompt" in given_flags(argv):
+        parser.error("--finetune-from takes the visual prompt from its checkpoint: drop --visual-prompt")
+    if args.randaugment is None:
+        args.randaugment = args.dataset.startswith("kinetics")
+    elif args.randaugment and args.augment != "official":
+        parser.error(f"--randaugment is part of --augment official; --augment {args.augment} leaves it out")
     if args.out is None and not args.demo:
         arch = os.path.splitext(os.path.basename(args.arch))[0] if os.path.isfile(args.arch) else args.arch
         args.out = os.path.join("runs", f"{args.dataset}_{arch.replace('/', '-')}_f{args.frames}")
@@ -277,6 +285,22 @@ def kl_video_text_loss(logits, video_labels, text_labels):
     return (video_to_text + text_to_video) / 2
 
 
+class GatherWithGradients(torch.autograd.Function):
+    """all_gather whose backward pass gives each rank the sum, over ranks, of the gradient of its slice."""
+
+    @staticmethod
+    def forward(ctx, x):                                              # (B, ...)
+        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, x.contiguous())
+        return torch.cat(parts)                                       # (N, ...), rank order
+
+    @staticmethod
+    def backward(ctx, grad):                                          # (N, ...)
+        grad = grad.contiguous()
+        dist.all_reduce(grad)                                         # summed over ranks
+        return grad.chunk(dist.get_world_size())[dist.get_rank()]     # (B, ...): this rank's slice
+
+
 def gather(x):
     """Every rank's x, concatenated in rank order: (B, ...) -> (N, ...), N = B x world size.
 
@@ -288,7 +312,7 @@ def gather(x):
     """
     if not dist.is_initialized() or dist.get_world_size() == 1:
         return x
-    return torch.cat(dist_nn.all_gather(x))
+    return GatherWithGradients.apply(x)
 
 
 class VideoTextEncoder(nn.Module):
@@ -300,16 +324,18 @@ class VideoTextEncoder(nn.Module):
         self.model = model
 
     def forward(self, video, tokens):                                 # (B, T, 3, H, W), (B, L)
-        video_features = F.normalize(self.model.encode_video(video), dim=-1)  # (B, E)
-        text_features = F.normalize(self.model.encode_text(tokens), dim=-1)   # (B, E)
+        video_features = F.normalize(self.model.encode_video(video).float(), dim=-1)  # (B, E), fp32
+        text_features = F.normalize(self.model.encode_text(tokens).float(), dim=-1)   # (B, E), fp32
         return video_features, text_features, self.model.logit_scale.exp()
 
 
 def contrastive_loss(video_features, text_features, scale, video_labels, text_labels):
-    """Eq. 4 on the global batch: (N, N) logits from every rank's videos and texts."""
-    video_features, text_features = gather(video_features.float()), gather(text_features.float())  # (N, E)
-    logits = scale.float() * video_features @ text_features.t()       # (N, N) [Eq. 2-3]
-    return kl_video_text_loss(logits, gather(video_labels), gather(text_labels))
+    """Eq. 4 on the global batch: (N, N) logits from every rank's videos and texts, in fp32 even under
+    autocast (in bf16, logits of 100 x cosine, ~30, would round to steps of 1/8)."""
+    with torch.autocast(video_features.device.type, enabled=False):
+        video_features, text_features = gather(video_features.float()), gather(text_features.float())  # (N, E)
+        logits = scale.float() * video_features @ text_features.t()   # (N, N) [Eq. 2-3]
+        return kl_video_text_loss(logits, gather(video_labels), gather(text_labels))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -371,7 +397,7 @@ class TrainItems(Dataset):
 def train_transform(args, size):
     """--augment: the official augmentation, its crop alone, or none (the whole frame at `size`)."""
     if args.augment == "official":
-        return video_data.train_transform(size)
+        return video_data.train_transform(size, randaugment=args.randaugment)
     scales = video_data.MSC_SCALES if args.augment == "crop" else (1,)
     return video_data.train_transform(size, flip=False, color_jitter=False, grayscale=False, scales=scales)
 
@@ -451,6 +477,7 @@ def build_model(args, num_classes):
     if args.finetune_from:
         model = prompts.load_actionclip(args.finetune_from, num_frames=args.frames)
         model = getattr(model, "actionclip", model)                   # a unimodal checkpoint: keep its encoder
+        args.visual_prompt = model.config["visual_prompt"]            # logged and saved as what it is
     else:
         model = prompts.ActionCLIP(load_clip(args), args.visual_prompt, args.frames)
     if args.grad_checkpointing:
@@ -537,7 +564,10 @@ def save_checkpoint(run, names):
                    args=vars(run.args))
     for name in names:
         path = checkpoint_path(run.args, name)
-        torch.save(payload, path + ".tmp")
+        with open(path + ".tmp", "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())                                      # on disk before it replaces the old one
         os.replace(path + ".tmp", path)
 
 
@@ -602,7 +632,8 @@ def build_run(args, ddp):
     items, sampler, val = build_data(args, ddp, train_split, val_split, clip.input_resolution)
     micro_batch, steps_per_epoch = batch_sizes(args, ddp, len(sampler) * ddp.world)
     templates = prompts.LABEL_ONLY if args.no_text_prompts else prompts.TEMPLATES
-    tokens = prompts.tokenize_prompts(train_split.classnames, templates, clip.context_length).to(ddp.device)
+    tokens = prompts.tokenize_prompts(train_split.classnames, templates, clip.context_length)
+    tokens = clip_model.trim_padding(tokens).to(ddp.device)  # cut after the longest prompt: same features, less work
     dtype = autocast_dtype(args.precision, ddp.device)
     autocast = nullcontext() if dtype == torch.float32 else torch.autocast(ddp.device.type, dtype=dtype)
     net = model if args.unimodal else VideoTextEncoder(model)

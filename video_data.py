@@ -689,7 +689,12 @@ def _ucf101_classes(list_dir):
         parts = line.split()
         if len(parts) != 2 or not parts[0].isdigit():
             raise _bad_line(path, n, line, "'<id> <ClassName>'")
+        if int(parts[0]) - 1 in names:
+            raise _bad_line(path, n, line, f"each class id once; {parts[0]} is used twice")
         names[int(parts[0]) - 1] = parts[1]
+    if sorted(names) != list(range(len(names))):
+        raise ValueError(f"{path}: class ids must be 1..{len(names)}, each once; got "
+                         f"{sorted(i + 1 for i in names)}. Renumber the lines.")
     return [names[i] for i in range(len(names))]
 
 
@@ -780,7 +785,12 @@ def _kinetics_csv(root, dataset, split):
         for name in _KINETICS_CSV[split]
     ]
     path = _first_existing(*candidates)
-    return _require(path, f"{dataset} {split} annotation CSV (label,youtube_id,time_start,time_end,split)")
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"{dataset} {split} annotation CSV (label,youtube_id,time_start,time_end,split) not found: expected "
+            f"{os.path.join(root, '[annotations/]')}[kinetics{number}_]{{{','.join(_KINETICS_CSV[split])}}}.csv, "
+            f"e.g. {candidates[0]}")
+    return path
 
 
 def _read_kinetics_csv(path):
@@ -816,18 +826,28 @@ def load_kinetics(root, dataset="kinetics400", split="train", videos_dir=None):
     """
     _check_split(dataset, split, ("train", "val", "test"))
     _require(root, f"{dataset} root")
-    classes = sorted({label for label, _ in _read_kinetics_csv(_kinetics_csv(root, dataset, "train"))})
+    video_dir = _require(videos_dir or root, f"{dataset} video folder")
+    rows = _read_kinetics_csv(_kinetics_csv(root, dataset, split))
+    try:
+        classes = sorted({label for label, _ in _read_kinetics_csv(_kinetics_csv(root, dataset, "train"))})
+    except FileNotFoundError:  # an evaluation-only copy: the classes its own split names
+        classes = sorted({label for label, _ in rows})
+        log.warning("%s: no train CSV under %s; the %d classes are those the %s CSV names", dataset, root,
+                    len(classes), split)
     class_ids = {c: i for i, c in enumerate(classes)}
-    videos = _find_videos(videos_dir or root)
+    videos = _find_videos(video_dir)
     records, missing = [], 0
-    for label, stem in _read_kinetics_csv(_kinetics_csv(root, dataset, split)):
+    for label, stem in rows:
         if stem in videos and label in class_ids:
             records.append(VideoRecord(videos[stem], class_ids[label]))
         else:
             missing += 1
+    if not records:
+        raise ValueError(f"{dataset} {split}: none of the {missing} listed videos were found under {video_dir} "
+                         f"(files named <youtube_id>_<start:06d>_<end:06d>.<ext>): check --root / --videos-dir")
     if missing:
         log.warning("%s %s: %d of %d listed videos are missing under %s", dataset, split, missing,
-                    missing + len(records), videos_dir or root)
+                    missing + len(records), video_dir)
     return DatasetSplit(records, classes, missing=missing)
 
 
@@ -884,13 +904,17 @@ def read_classnames(path):
     lines = _read_lines(path)
     if not path.endswith(".csv") and not (lines and lines[0][1].replace(" ", "") == "id,name"):
         return [line for _, line in lines]
+    if lines and not lines[0][1].split(",")[0].strip().isdigit():
+        lines = lines[1:]  # a header line ('id,name')
     names = {}
-    for (n, _), row in zip(lines[1:], csv.reader(line for _, line in lines[1:])):
+    for (n, _), row in zip(lines, csv.reader(line for _, line in lines)):
         if len(row) != 2 or not row[0].strip().isdigit():
             raise _bad_line(path, n, ",".join(row), "'<id>,<name>'")
+        if int(row[0]) in names:
+            raise _bad_line(path, n, ",".join(row), f"each class id once; {row[0]} is used twice")
         names[int(row[0])] = row[1].strip()
     if sorted(names) != list(range(len(names))):
-        raise ValueError(f"{path}: class ids must be 0..{len(names) - 1}, each once")
+        raise ValueError(f"{path}: class ids must be 0..{len(names) - 1}, each once; got {sorted(names)}")
     return [names[i] for i in range(len(names))]
 
 

@@ -2,7 +2,8 @@
 
 Every visual prompt runs on a tiny random CLIP (built by clip_model.build_model) for T = 1, 8, 16, is
 (or, for meanP, is not) sensitive to frame order, and trains. Exact properties: conv1d starts as a
-temporal shift, shift with fraction 0 is CLIP per frame, joint with one frame is CLIP's image encoder.
+temporal shift; shift is the official block wrapper, and with fraction 0 it is CLIP per frame; joint
+with one frame is CLIP's image encoder.
 An official ActionCLIP checkpoint, written in the release's layout with random weights, must load with
 every key used and give the video features of the official Transf head, written out here step by step.
 """
@@ -176,6 +177,30 @@ def test_shift_with_zero_fraction_is_clip_per_frame(clip):
         shifted = Shift(clip, 8, fraction=0)(clip.visual, x)
         per_frame = clip.encode_image(x.flatten(0, 1)).view(2, 8, -1).mean(1)
     torch.testing.assert_close(shifted, per_frame, rtol=1e-6, atol=1e-6)
+
+
+def test_shift_is_the_official_block_wrapper(clip):
+    """The official TemporalShift_VIT, step by step in its sequence-first layout: before every block,
+    the patch tokens (not the class token) of the (L, B*T, D) stream take channels [0, D/8) from
+    frame t+1 and [D/8, 2D/8) from frame t-1, zeros past the ends; then the whole block runs."""
+    B, T = 2, 4
+    x = video(B, T)
+    visual = clip.visual
+    with torch.no_grad():
+        ours = Shift(clip, T)(visual, x)
+        stream = visual.ln_pre(visual.tokens(x.flatten(0, 1))).permute(1, 0, 2)   # (L, B*T, D)
+        for block in visual.transformer.resblocks:
+            cls, patches = stream[:1], stream[1:]                                 # (1, BT, D), (HW, BT, D)
+            hw, bt, d = patches.shape
+            p = patches.permute(1, 2, 0).reshape(B, T, d, hw)
+            fold, out = d // 8, torch.zeros(B, T, d, hw)
+            out[:, :-1, :fold] = p[:, 1:, :fold]
+            out[:, 1:, fold:2 * fold] = p[:, :-1, fold:2 * fold]
+            out[:, :, 2 * fold:] = p[:, :, 2 * fold:]
+            stream = torch.cat([cls, out.reshape(bt, d, hw).permute(2, 0, 1)])
+            stream = block(stream.permute(1, 0, 2)).permute(1, 0, 2)
+        official = visual.head(stream[0]).view(B, T, -1).mean(1)
+    torch.testing.assert_close(ours, official, rtol=1e-6, atol=1e-6)
 
 
 def test_shift_with_gradient_checkpointing(clip):

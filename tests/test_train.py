@@ -15,6 +15,7 @@ import sys
 
 import pytest
 import torch
+from torchvision.transforms import v2
 
 import clip_model
 import prompts
@@ -136,6 +137,27 @@ def test_multi_hot_videos_match_every_text_of_their_classes():
 
 # ----------------------------------------------------------------------------------------------------
 # Optimiser and schedule [Sec. 4.1]
+
+
+def test_the_loss_is_fp32_under_bf16_autocast():
+    """Under autocast, a bf16 matmul would round logits of 100 x cosine to steps of 1/8 and the
+    gradients by about 10%: the loss, and its gradient, must equal the fp32 computation."""
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(64) % 10
+
+    def loss_and_grad(autocast):
+        video = torch.randn(64, 128, generator=torch.Generator().manual_seed(1), requires_grad=True)
+        text = torch.nn.functional.normalize(torch.randn(64, 128, generator=g.manual_seed(2)), dim=-1)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            loss = train.contrastive_loss(torch.nn.functional.normalize(video, dim=-1), text, torch.tensor(100.0),
+                                          labels, labels)
+        loss.backward()
+        return loss, video.grad
+
+    exact, mixed = loss_and_grad(False), loss_and_grad(True)
+    assert mixed[0].dtype == torch.float32
+    torch.testing.assert_close(mixed[0], exact[0], rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(mixed[1], exact[1], rtol=1e-5, atol=1e-7)
 
 
 def test_schedule_warms_up_linearly_then_cosine_to_zero():
@@ -316,7 +338,9 @@ def test_random_initialisation_of_one_encoder(data, encoder):   # Table 2
 def test_no_text_prompts_trains_and_tests_on_bare_class_names(data, tmp_path):   # Table 3
     result = run(data, tmp_path, "--no-text-prompts", "--stop-after-steps", "1")
     assert result.templates == prompts.LABEL_ONLY and result.tokens.shape[0] == len(CLASSES)
-    assert clip_model.tokenize(video_data.synthetic_classname(*CLASSES[2]), 24).equal(result.tokens[2:3].cpu())
+    full = clip_model.tokenize(video_data.synthetic_classname(*CLASSES[2]), 24)   # (1, 24)
+    width = result.tokens.shape[1]                                    # trimmed after the longest text's EOT
+    assert full[:, :width].equal(result.tokens[2:3].cpu()) and not full[:, width:].any()
     assert {result.items[i][2] for i in range(len(result.items))} == set(range(len(CLASSES)))
     with_prompts = run(data, tmp_path / "templates", "--stop-after-steps", "1")
     assert with_prompts.tokens.shape[0] == 16 * len(CLASSES)
@@ -383,6 +407,11 @@ def test_finetune_from_an_actionclip_checkpoint(data, tmp_path):   # UCF101/HMDB
     result = run(data, tmp_path / "ucf", "--finetune-from", str(tmp_path / "kinetics" / "last.pt"),
                  "--stop-after-steps", "1")
     assert isinstance(result.model.visual_prompt, prompts.LSTM)
+    saved = torch.load(tmp_path / "ucf" / "last.pt", map_location="cpu", weights_only=True)
+    assert saved["args"]["visual_prompt"] == "lstm"                  # what the run is, not the flag's default
+    with pytest.raises(SystemExit):                                   # the prompt comes with the checkpoint
+        train.parse_args(["--root", "x", "--finetune-from", str(tmp_path / "kinetics" / "last.pt"),
+                          "--visual-prompt", "transf"])
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -394,6 +423,20 @@ def test_grad_checkpointing_gives_the_same_step(data, tmp_path):
     checkpointed = run(data, tmp_path / "ckpt", "--grad-checkpointing", "--stop-after-steps", "1")
     assert checkpointed.model.clip.visual.transformer.grad_checkpointing
     assert_same_parameters(plain.model.state_dict(), checkpointed.model.state_dict(), atol=1e-6)
+
+
+def test_randaugment_follows_the_official_configs():
+    """RandAugment(2, 9) is on for Kinetics (the official K-400 config), off for the others, and a flag
+    either way; it belongs to --augment official."""
+    def transform(*extra):
+        return train.train_transform(train.parse_args(["--root", "x", *extra]), 32)
+
+    assert isinstance(transform("--dataset", "kinetics400").randaugment, v2.RandAugment)
+    assert transform("--dataset", "ucf101").randaugment is None
+    assert isinstance(transform("--dataset", "ucf101", "--randaugment").randaugment, v2.RandAugment)
+    assert transform("--dataset", "kinetics400", "--no-randaugment").randaugment is None
+    with pytest.raises(SystemExit):
+        train.parse_args(["--root", "x", "--augment", "crop", "--randaugment"])
 
 
 def test_grad_accum_splits_the_global_batch_into_micro_batches(data, tmp_path):

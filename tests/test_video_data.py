@@ -383,6 +383,45 @@ def test_kinetics(tmp_path, layout, caplog):
     assert sum("2 of 8 listed videos are missing" in r.message for r in caplog.records) == 3  # once per split
 
 
+def test_kinetics_evaluation_only_copy_and_wrong_video_folder(tmp_path, caplog):
+    """A copy with only the validation CSV takes its classes from it; a video folder that does not
+    exist, or holds none of the listed videos, is a clear error rather than an empty split."""
+    expected = dataset_fixtures.make_kinetics(tmp_path / "k", layout="flat", missing=0)
+    os.remove(os.path.join(expected["root"], "train.csv"))
+    with caplog.at_level(logging.WARNING, logger="video_data"):
+        got = video_data.load_split("kinetics400", expected["root"], "val")
+    assert pairs(got) == expected["val"] and got.classnames == expected["classnames"]
+    assert any("no train CSV" in r.message for r in caplog.records)
+    with pytest.raises(FileNotFoundError, match="video folder not found"):
+        video_data.load_split("kinetics400", expected["root"], "val", videos_dir=str(tmp_path / "nowhere"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="none of the 6 listed videos were found under .*empty"):
+        video_data.load_split("kinetics400", expected["root"], "val", videos_dir=str(tmp_path / "empty"))
+    with pytest.raises(FileNotFoundError, match=r"\[kinetics400_\]\{test\}.csv"):
+        os.remove(os.path.join(expected["root"], "test.csv"))
+        video_data.load_split("kinetics400", expected["root"], "test")
+
+
+def test_ucf101_class_ids_must_run_from_one(ucf101, tmp_path):
+    root = tmp_path / "ucf"
+    shutil.copytree(os.path.join(ucf101["root"], "ucfTrainTestlist"), root / "ucfTrainTestlist")
+    (root / "UCF-101").mkdir()
+    index = root / "ucfTrainTestlist" / "classInd.txt"
+    index.write_text(index.read_text().replace("2 ", "5 ", 1))
+    with pytest.raises(ValueError, match=r"classInd.txt: class ids must be 1..3"):
+        video_data.load_split("ucf101", str(root), "train", 1)
+
+
+def test_class_name_csv_with_or_without_header(tmp_path):
+    (tmp_path / "plain.csv").write_text("0,yoga\n1,zumba\n")
+    (tmp_path / "header.csv").write_text("id,name\n0,yoga\n1,zumba\n")
+    (tmp_path / "twice.csv").write_text("id,name\n0,yoga\n0,zumba\n")
+    assert video_data.read_classnames(str(tmp_path / "plain.csv")) == ["yoga", "zumba"]
+    assert video_data.read_classnames(str(tmp_path / "header.csv")) == ["yoga", "zumba"]
+    with pytest.raises(ValueError, match="twice.csv, line 3: expected each class id once"):
+        video_data.read_classnames(str(tmp_path / "twice.csv"))
+
+
 def test_charades_multi_hot(tmp_path):
     expected = dataset_fixtures.make_charades(tmp_path / "charades")
     for split in ("train", "test"):
