@@ -320,7 +320,7 @@ def headline(result):
     else:
         metrics = (f"top-1 {fmt(result['top1'])}  top-5 {fmt(result['top5'])}  "
                    f"mean class top-1 {fmt(result['mean_class_top1'])}")
-    return f"{metrics}   ({result['evaluated']} videos; " \
+    return f"{metrics}   ({result['evaluated']} video{'s' * (result['evaluated'] != 1)}; " \
            f"{video_data.unreadable_report(result['unreadable'], result['total'])})"
 
 
@@ -328,7 +328,7 @@ def format_report(header, result):
     """The human report: what was evaluated, a per-class table, the headline last (where the eye lands)."""
     metric = "AP" if "mAP" in result else "top1"
     count = "positives" if "mAP" in result else "videos"
-    width = max(len(row["class"]) for row in result["per_class"])
+    width = max(len("class"), *(len(row["class"]) for row in result["per_class"]))
     lines = header + ["", f"  {'class':<{width}}  {metric:>6}  {count}"]
     lines += [f"  {row['class']:<{width}}  {fmt(row[metric])}  {row[count]}" for row in result["per_class"]]
     return "\n".join(lines + ["", headline(result)])
@@ -366,6 +366,29 @@ CHECKPOINT_HELP = ("train one with train.py (it writes <out>/last.pt and best.pt
 DEFAULT_SPLIT = {"ucf101": "test", "hmdb51": "test", "charades": "test", "list": "test", "synthetic": "test"}
 
 
+def positive_int(text):
+    """argparse type: an int >= 1."""
+    if not text.lstrip("+").isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return int(text)
+
+
+def count_int(text):
+    """argparse type: an int >= 0."""
+    if not text.lstrip("+").isdigit():
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return int(text)
+
+
+def check_output_files(parser, args, *flags):
+    """Each output file given must go into an existing folder: found now, not after the whole run."""
+    for flag in flags:
+        path = getattr(args, flag.lstrip("-").replace("-", "_"))
+        if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+            parser.error(f"{flag} {path}: the folder {os.path.dirname(os.path.abspath(path))} does not exist; "
+                         f"create it first")
+
+
 def add_data_args(parser):
     """The dataset flags evaluate.py and zeroshot.py share."""
     parser.add_argument("--dataset", choices=video_data.DATASETS, help="which dataset's own annotation files to read")
@@ -376,9 +399,9 @@ def add_data_args(parser):
     parser.add_argument("--list-file", help="--dataset list: 'path label' lines (relative to --root)")
     parser.add_argument("--classnames-file", help="--dataset list: class names, one per line or an 'id,name' CSV")
     parser.add_argument("--prepared", help="folder written by `python video_data.py prepare` for this dataset")
-    parser.add_argument("--frames", type=int,
+    parser.add_argument("--frames", type=positive_int,
                         help="frames per video, T (default: a checkpoint's own; plain CLIP: 8, the paper's)")
-    parser.add_argument("--clips", type=int, default=1,
+    parser.add_argument("--clips", type=positive_int, default=1,
                         help="temporal clips per video, scores averaged over views (default 1, the paper's "
                              "single view; its best results use 10) [Sec. 4.1]")
     parser.add_argument("--crops", type=int, default=1, choices=(1, 3),
@@ -386,9 +409,9 @@ def add_data_args(parser):
                              "side (its best results)")
     parser.add_argument("--no-templates", action="store_true",
                         help="bare class names instead of the 16-template ensemble (Table 3's ablation)")
-    parser.add_argument("--batch-size", type=int, default=16,
+    parser.add_argument("--batch-size", type=positive_int, default=16,
                         help="videos per step per process, default 16 (each is clips x crops x frames images)")
-    parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
+    parser.add_argument("--workers", type=count_int, default=min(8, os.cpu_count() or 1),
                         help="DataLoader processes decoding videos (default: up to 8, one per core)")
     parser.add_argument("--device", choices=("cuda", "cpu"), help="default: cuda when available, else cpu")
     parser.add_argument("--fp32", action="store_true", help="no bf16 autocast on the GPU (the CPU always runs fp32)")
@@ -410,6 +433,7 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.dataset is None:
         parser.error("--dataset is required")
+    check_output_files(parser, args, "--json", "--save-scores", "--confusion")
     return args
 
 
@@ -423,9 +447,18 @@ def load_checkpoint(path, device, num_frames=None):
         raise SystemExit(f"error: {e}") from None
 
 
+def dataset_root(args):
+    """--root, or data/<dataset>; a folder that is not there ends the run, named, before any model loads."""
+    root = args.root or os.path.join("data", args.dataset)
+    if not os.path.isdir(root):
+        hint = "" if args.root else " (pass --root to say where the dataset is)"
+        raise SystemExit(f"error: {args.dataset} root folder not found: expected {root}{hint}")
+    return root
+
+
 def load_dataset_split(args, split, fold=None):
     """video_data.load_split with the command line's dataset flags; a missing file ends the run, named."""
-    root = args.root or os.path.join("data", args.dataset)
+    root = dataset_root(args)
     extra = {k: v for k, v in (("videos_dir", args.videos_dir), ("list_file", args.list_file),
                                ("classnames_file", args.classnames_file)) if v}
     try:
@@ -497,13 +530,16 @@ def write_outputs(args, header, result, preds, split):
 def main(argv=None):
     args = parse_args(argv)
     rank, world_size, device = setup_distributed(args.device)
-    model = load_checkpoint(args.checkpoint, device, args.frames)
     split_name = args.split or DEFAULT_SPLIT.get(args.dataset, "val")
-    split = load_dataset_split(args, split_name)
+    split = load_dataset_split(args, split_name)                      # a data problem is found before loading
+    model = load_checkpoint(args.checkpoint, device, args.frames)
     loader = eval_loader(eval_dataset(split, model, args), args.batch_size, args.workers, distributed=world_size > 1)
     dtype = autocast_dtype(device, args.fp32)
     text_feats = class_text_features(model, split.classnames, args, device, dtype)
-    preds = predict(model, loader, text_feats, device, dtype, progress="evaluate")
+    try:
+        preds = predict(model, loader, text_feats, device, dtype, progress="evaluate")
+    except video_data.VideoReadError as e:                            # only with --strict
+        raise SystemExit(f"error: {e} (--strict stops at the first video that cannot be read)") from None
     if rank == 0:
         header = [f"ActionCLIP evaluation of {args.checkpoint}",
                   f"model: {describe_model(model)}",
@@ -512,6 +548,8 @@ def main(argv=None):
         write_outputs(args, header, summarize(preds, split.classnames, split.multilabel), preds, split)
     if dist.is_initialized():
         dist.destroy_process_group()
+    if not preds.ok.any():
+        raise SystemExit(f"error: none of the {len(preds.ok)} videos could be read: nothing was evaluated")
 
 
 if __name__ == "__main__":

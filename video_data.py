@@ -956,6 +956,7 @@ def _prepared_rel(path, root):
 
 def _use_prepared(split, root, prepared):
     """Point each record at its prepared frame folder or .mp4 when one exists (else the original)."""
+    _require(prepared, "prepared folder (written by `python video_data.py prepare`)")
     found = 0
     for r in split.records:
         stem = os.path.join(prepared, _prepared_rel(r.path, root))

@@ -358,14 +358,14 @@ def parse_args(argv=None):
     parser.add_argument("--split", choices=("train", "val", "test"),
                         help="the split of all-classes / k600-novel (default: test for k600-novel, else as "
                              "evaluate.py: test for UCF101/HMDB51, val for Kinetics)")
-    parser.add_argument("--draws", type=int, default=10, help="half-classes: how many random halves (Text4Vis: 10)")
+    parser.add_argument("--draws", type=evaluate.positive_int, default=10, help="half-classes: how many random halves (Text4Vis: 10)")
     parser.add_argument("--seed", type=int, default=0, help="half-classes: numpy seed of the first draw (Text4Vis: 0)")
     parser.add_argument("--k600-splits", nargs="+", metavar="FILE",
                         help="k600-novel: one file per class subset (ER-ZSAR's 3 x 160 novel classes)")
     parser.add_argument("--video", nargs="+", metavar="FILE", help="rank --labels for these videos")
     parser.add_argument("--labels", nargs="+", metavar="TEXT", help="--video: the candidate labels")
     parser.add_argument("--labels-file", metavar="FILE", help="--video: candidate labels, one per line")
-    parser.add_argument("--top", type=int, default=5, help="--video: how many labels to print per video")
+    parser.add_argument("--top", type=evaluate.positive_int, default=5, help="--video: how many labels to print per video")
     args = parser.parse_args(argv)
     if not args.video and not args.dataset:
         parser.error("give --dataset (a benchmark), or --video with --labels / --labels-file")
@@ -373,6 +373,7 @@ def parse_args(argv=None):
         parser.error("--video and --dataset are two different runs: give one")
     if args.video and bool(args.labels) == bool(args.labels_file):
         parser.error("--video needs its candidate labels: --labels TEXT [TEXT ...] or --labels-file FILE")
+    evaluate.check_output_files(parser, args, "--json")
     return args
 
 
@@ -422,13 +423,18 @@ def run_benchmark(args, ctx):
 def main(argv=None):
     args = parse_args(argv)
     labels = video_labels(args) if args.video else None               # a bad label list fails before any loading
+    if not args.video:
+        evaluate.dataset_root(args)                                   # so does a dataset that is not there
     rank, world_size, device = evaluate.setup_distributed(args.device)
     model = load_model(args, device)
     ctx = Context(args, model, device, evaluate.autocast_dtype(device, args.fp32), distributed=world_size > 1)
-    if args.video:
-        rank_videos(args, ctx, labels)
-    else:
-        run_benchmark(args, ctx)
+    try:
+        if args.video:
+            rank_videos(args, ctx, labels)
+        else:
+            run_benchmark(args, ctx)
+    except video_data.VideoReadError as e:                            # only with --strict
+        raise SystemExit(f"error: {e} (--strict stops at the first video that cannot be read)") from None
     if dist.is_initialized():
         dist.destroy_process_group()
 

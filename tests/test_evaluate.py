@@ -271,8 +271,14 @@ def test_unreadable_videos_are_counted_and_strict_stops(tmp_path, capsys, one_th
     assert (result["total"], result["unreadable"], result["evaluated"]) == (3, 1, 2)
     assert saved["ok"].tolist() == [True, False, True]
     assert "1 of 3 videos could not be read" in capsys.readouterr().out
-    with pytest.raises(video_data.VideoReadError, match="not a video|cannot open"):
+    with pytest.raises(SystemExit, match=r"error: .*(not a video|cannot open).*--strict stops"):
         evaluate.main(args + ["--workers", "0", "--device", "cpu", "--strict"])
+    for path, _ in data["test"][1]:                                   # nothing readable: the run fails
+        with open(path, "wb") as f:
+            f.write(b"not a video")
+    with pytest.raises(SystemExit, match="none of the 3 videos could be read"):
+        evaluate.main(args + ["--workers", "0", "--device", "cpu"])
+    assert "3 of 3 videos could not be read" in capsys.readouterr().out   # the report is still written
 
 
 def test_charades_reports_map(tmp_path, capsys, one_thread):
@@ -294,6 +300,10 @@ def test_errors_name_what_is_missing(tmp_path, ucf101):
     os.makedirs(tmp_path / "empty")
     with pytest.raises(SystemExit, match=r"expected .*empty/ucfTrainTestlist"):
         evaluate.main(["--checkpoint", checkpoint, "--dataset", "ucf101", "--root", str(tmp_path / "empty")])
+    for bad in (["--clips", "0"], ["--frames", "-3"], ["--batch-size", "0"], ["--workers", "-1"],
+                ["--json", str(tmp_path / "no_dir" / "out.json")], ["--save-scores", str(tmp_path / "no_dir" / "s.pt")]):
+        with pytest.raises(SystemExit):                               # argparse's usage error, before any work
+            evaluate.parse_args(["--checkpoint", checkpoint, "--dataset", "ucf101", *bad])
 
 
 def test_confusion_matrix_image_only_with_matplotlib(ucf101, tmp_path, capsys, one_thread):

@@ -724,6 +724,8 @@ def test_prepare_then_read_the_prepared_form(ucf101, tmp_path, form):
     video, _, _, ok = video_data.VideoDataset(split, 8, "test", video_data.test_transform(32))[0]
     assert ok and video.shape == (1, 8, 3, 32, 32)
     assert video_data.prepare("ucf101", ucf101["root"], out, form, short_side=24, workers=1) == (0, 9, [])
+    with pytest.raises(FileNotFoundError, match="prepared folder .* not found: expected .*prepraed"):  # a typo
+        video_data.load_split("ucf101", ucf101["root"], "train", 2, prepared=str(tmp_path / "prepraed"))
 
 
 def test_prepared_video_has_a_short_keyframe_interval(tmp_path, videos):

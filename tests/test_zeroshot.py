@@ -13,6 +13,7 @@
 
 import json
 import math
+import os
 
 import numpy as np
 import pytest
@@ -229,6 +230,7 @@ def test_errors_say_where_and_how(tmp_path, monkeypatch):
     torch.save(clip_model.CLIP(**TINY).state_dict(), weights)
     with pytest.raises(SystemExit, match=r"ucf101 root folder not found: expected data/ucf101 .*pass --root"):
         zeroshot.main(["--dataset", "ucf101", "--weights", weights])
+    os.makedirs(tmp_path / "data" / "ucf101")                         # from here on, the models are what is wrong
     with pytest.raises(SystemExit, match=r"neither an official CLIP model name .* ~/.cache/clip"):
         zeroshot.main(["--dataset", "ucf101", "--weights", "ViT-B-16-missing.pt"])
     checkpoint = save_checkpoint(tmp_path / "ckpt.pt")
@@ -238,3 +240,7 @@ def test_errors_say_where_and_how(tmp_path, monkeypatch):
         zeroshot.main(["--dataset", "ucf101", "--checkpoint", "missing.pt"])
     with pytest.raises(SystemExit, match="no such file: missing.mp4"):
         zeroshot.main(["--video", "missing.mp4", "--weights", weights, "--labels", "a", "b"])
+    with pytest.raises(SystemExit):                                   # argparse: a whole number >= 1
+        zeroshot.parse_args(["--video", "a.mp4", "--labels", "a", "b", "--top", "-1"])
+    with pytest.raises(SystemExit):                                   # found before the run, not after it
+        zeroshot.parse_args(["--dataset", "ucf101", "--json", str(tmp_path / "no_dir" / "out.json")])
