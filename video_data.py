@@ -278,8 +278,8 @@ def _nonref_test(stream):
 def _run_frames(container, stream, index, run):
     """Decoded frames from the current position until the decoder has had every packet that the
     wanted frames `run` (which share one keyframe) need. Unwanted non-reference frames (H.264, and
-    MPEG-4 Part 2 B-VOPs) are not decoded at all, and once the last packet of `run` is sent the decoder is drained rather than fed
-    more packets to push its reordered output out."""
+    MPEG-4 Part 2 B-VOPs) are not decoded at all, and once the last packet of `run` is sent the
+    decoder is drained rather than fed more packets to push its reordered output out."""
     is_nonref, pending = _nonref_test(stream), set(run)
     for packet in container.demux(stream):
         i = None if packet.pts is None else index.frame_index(packet.pts)

@@ -358,14 +358,16 @@ def parse_args(argv=None):
     parser.add_argument("--split", choices=("train", "val", "test"),
                         help="the split of all-classes / k600-novel (default: test for k600-novel, else as "
                              "evaluate.py: test for UCF101/HMDB51, val for Kinetics)")
-    parser.add_argument("--draws", type=evaluate.positive_int, default=10, help="half-classes: how many random halves (Text4Vis: 10)")
+    parser.add_argument("--draws", type=evaluate.positive_int, default=10,
+                        help="half-classes: how many random halves (Text4Vis: 10)")
     parser.add_argument("--seed", type=int, default=0, help="half-classes: numpy seed of the first draw (Text4Vis: 0)")
     parser.add_argument("--k600-splits", nargs="+", metavar="FILE",
                         help="k600-novel: one file per class subset (ER-ZSAR's 3 x 160 novel classes)")
     parser.add_argument("--video", nargs="+", metavar="FILE", help="rank --labels for these videos")
     parser.add_argument("--labels", nargs="+", metavar="TEXT", help="--video: the candidate labels")
     parser.add_argument("--labels-file", metavar="FILE", help="--video: candidate labels, one per line")
-    parser.add_argument("--top", type=evaluate.positive_int, default=5, help="--video: how many labels to print per video")
+    parser.add_argument("--top", type=evaluate.positive_int, default=5,
+                        help="--video: how many labels to print per video")
     args = parser.parse_args(argv)
     if not args.video and not args.dataset:
         parser.error("give --dataset (a benchmark), or --video with --labels / --labels-file")

@@ -300,8 +300,9 @@ def test_errors_name_what_is_missing(tmp_path, ucf101):
     os.makedirs(tmp_path / "empty")
     with pytest.raises(SystemExit, match=r"expected .*empty/ucfTrainTestlist"):
         evaluate.main(["--checkpoint", checkpoint, "--dataset", "ucf101", "--root", str(tmp_path / "empty")])
+    no_dir = tmp_path / "no_dir"
     for bad in (["--clips", "0"], ["--frames", "-3"], ["--batch-size", "0"], ["--workers", "-1"],
-                ["--json", str(tmp_path / "no_dir" / "out.json")], ["--save-scores", str(tmp_path / "no_dir" / "s.pt")]):
+                ["--json", str(no_dir / "out.json")], ["--save-scores", str(no_dir / "s.pt")]):
         with pytest.raises(SystemExit):                               # argparse's usage error, before any work
             evaluate.parse_args(["--checkpoint", checkpoint, "--dataset", "ucf101", *bad])
 
