@@ -571,6 +571,26 @@ def save_checkpoint(run, names):
         os.replace(path + ".tmp", path)
 
 
+def forget_metrics_after(out, step):
+    """--resume: drop the metrics.jsonl records of steps after `step` (those steps run again), and a
+    line a crash cut short, so that every step is logged once."""
+    path = os.path.join(out, "metrics.jsonl")
+    if not os.path.isfile(path):
+        return
+    kept = []
+    with open(path) as f:
+        for line in f:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if record.get("step", 0) <= step:
+                kept.append(line)
+    with open(path + ".tmp", "w") as f:
+        f.writelines(kept)
+    os.replace(path + ".tmp", path)
+
+
 def load_checkpoint(run):
     """Restore model, optimiser, loss scaler, step and best score from out/last.pt (every process reads it,
     so a multi-node run needs --out on a shared filesystem)."""
@@ -582,6 +602,8 @@ def load_checkpoint(run):
     run.optimizer.load_state_dict(checkpoint["optimizer"])
     run.scaler.load_state_dict(checkpoint["scaler"])
     run.step, run.best = checkpoint["step"], checkpoint["best"]
+    if run.ddp.master:
+        forget_metrics_after(run.args.out, run.step)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -236,8 +236,12 @@ def test_resume_equals_an_uninterrupted_run(data, tmp_path, stop):
     run(data, straight, "--epochs", "3", "--eval-every", "1")
     run(data, resumed, "--epochs", "3", "--eval-every", "1", "--stop-after-steps", str(stop))
     assert torch.load(resumed / "last.pt", weights_only=True)["step"] == stop
+    with open(resumed / "metrics.jsonl", "a") as f:                   # a step logged after the checkpoint, and
+        f.write(json.dumps({"step": stop + 1, "loss": 9.9}) + '\n{"step": ')   # a line a crash cut short
     finished = train.train(train.parse_args(["--resume", "--out", str(resumed)]))
     assert finished.step == 6
+    steps = [r["step"] for r in map(json.loads, open(resumed / "metrics.jsonl")) if "loss" in r]
+    assert steps == list(range(1, 7))                                 # every step logged once, in order
     assert_same_parameters(saved_model(straight), saved_model(resumed))
     a, b = (torch.load(d / "last.pt", weights_only=True) for d in (straight, resumed))
     assert a["best"] == b["best"] and a["step"] == b["step"]

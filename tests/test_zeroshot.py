@@ -244,3 +244,8 @@ def test_errors_say_where_and_how(tmp_path, monkeypatch):
         zeroshot.parse_args(["--video", "a.mp4", "--labels", "a", "b", "--top", "-1"])
     with pytest.raises(SystemExit):                                   # found before the run, not after it
         zeroshot.parse_args(["--dataset", "ucf101", "--json", str(tmp_path / "no_dir" / "out.json")])
+    for ignored in (["--fold", "2"], ["--split=val"], ["--draws", "3"]):   # the default protocol, splits, runs all
+        with pytest.raises(SystemExit):                                     # three test splits and no draws
+            zeroshot.parse_args(["--dataset", "ucf101", *ignored])
+    assert zeroshot.parse_args(["--dataset", "ucf101", "--protocol", "half-classes", "--draws", "3"]).draws == 3
+    assert zeroshot.parse_args(["--dataset", "kinetics400", "--split", "val"]).split == "val"
