@@ -380,13 +380,21 @@ def count_int(text):
     return int(text)
 
 
+def given_flags(parser, argv=None):
+    """The flags given on the command line, without the defaults: {dest: value}. Spends `parser`
+    (its defaults are suppressed): pass one that has done its own parsing."""
+    for action in parser._actions:
+        action.default = argparse.SUPPRESS
+    return vars(parser.parse_args(argv))
+
+
 def check_output_files(parser, args, *flags):
     """Each output file given must go into an existing folder: found now, not after the whole run."""
     for flag in flags:
         path = getattr(args, flag.lstrip("-").replace("-", "_"))
-        if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
-            parser.error(f"{flag} {path}: the folder {os.path.dirname(os.path.abspath(path))} does not exist; "
-                         f"create it first")
+        folder = os.path.dirname(os.path.abspath(path)) if path else None
+        if folder and not os.path.isdir(folder):
+            parser.error(f"{flag} {path}: the folder {folder} does not exist; create it first")
 
 
 def add_data_args(parser):

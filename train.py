@@ -165,10 +165,7 @@ def get_parser():
 
 def given_flags(argv):
     """The flags given on the command line, without the defaults: {dest: value}."""
-    parser = get_parser()
-    for action in parser._actions:
-        action.default = argparse.SUPPRESS
-    return vars(parser.parse_args(argv))
+    return evaluate.given_flags(get_parser(), argv)
 
 
 def resumed_args(args, given):

@@ -659,6 +659,21 @@ def _bad_line(path, n, line, expected):
     return ValueError(f"{path}, line {n}: expected {expected}, got {line!r}. Fix or remove the line.")
 
 
+def _names_by_id(path, rows, first_id):
+    """[name of id first_id, name of first_id + 1, ...] from (line number, line, id, name) rows; every
+    id from first_id up must appear exactly once."""
+    names = {}
+    for n, line, i, name in rows:
+        if i in names:
+            raise _bad_line(path, n, line, f"each class id once; {i} is used twice")
+        names[i] = name
+    expected = list(range(first_id, first_id + len(names)))
+    if sorted(names) != expected:
+        raise ValueError(f"{path}: class ids must be {first_id}..{first_id + len(names) - 1}, each once; got "
+                         f"{sorted(names)}. Renumber the lines.")
+    return [names[i] for i in expected]
+
+
 def _first_existing(*paths):
     return next((p for p in paths if os.path.exists(p)), paths[0])
 
@@ -684,18 +699,13 @@ def _check_fold(dataset, fold):
 def _ucf101_classes(list_dir):
     """classInd.txt ('1 ApplyEyeMakeup') -> folder names in class-id order."""
     path = os.path.join(list_dir, "classInd.txt")
-    names = {}
+    rows = []
     for n, line in _read_lines(path):
         parts = line.split()
         if len(parts) != 2 or not parts[0].isdigit():
             raise _bad_line(path, n, line, "'<id> <ClassName>'")
-        if int(parts[0]) - 1 in names:
-            raise _bad_line(path, n, line, f"each class id once; {parts[0]} is used twice")
-        names[int(parts[0]) - 1] = parts[1]
-    if sorted(names) != list(range(len(names))):
-        raise ValueError(f"{path}: class ids must be 1..{len(names)}, each once; got "
-                         f"{sorted(i + 1 for i in names)}. Renumber the lines.")
-    return [names[i] for i in range(len(names))]
+        rows.append((n, line, int(parts[0]), parts[1]))
+    return _names_by_id(path, rows, first_id=1)
 
 
 def _ucf101_list(path, video_dir, class_ids):
@@ -906,16 +916,12 @@ def read_classnames(path):
         return [line for _, line in lines]
     if lines and not lines[0][1].split(",")[0].strip().isdigit():
         lines = lines[1:]  # a header line ('id,name')
-    names = {}
+    rows = []
     for (n, _), row in zip(lines, csv.reader(line for _, line in lines)):
         if len(row) != 2 or not row[0].strip().isdigit():
             raise _bad_line(path, n, ",".join(row), "'<id>,<name>'")
-        if int(row[0]) in names:
-            raise _bad_line(path, n, ",".join(row), f"each class id once; {row[0]} is used twice")
-        names[int(row[0])] = row[1].strip()
-    if sorted(names) != list(range(len(names))):
-        raise ValueError(f"{path}: class ids must be 0..{len(names) - 1}, each once; got {sorted(names)}")
-    return [names[i] for i in range(len(names))]
+        rows.append((n, ",".join(row), int(row[0]), row[1].strip()))
+    return _names_by_id(path, rows, first_id=0)
 
 
 def _parse_list_line(path, n, line, root):

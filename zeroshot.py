@@ -32,7 +32,6 @@ import argparse
 import json
 import math
 import os
-import sys
 
 import numpy as np
 import torch
@@ -281,11 +280,11 @@ def run_all_classes(ctx):
 
 # Flags a protocol does not read: given anyway, they are an error rather than silently ignored.
 IGNORED_BY = {
-    "splits": {"--fold", "--split", "--draws", "--seed", "--k600-splits"},  # it runs all three test splits
-    "half-classes": {"--fold", "--k600-splits"},
-    "k600-novel": {"--fold", "--draws", "--seed"},
-    "all-classes": {"--draws", "--seed", "--k600-splits"},
-    "--video": {"--protocol", "--fold", "--split", "--draws", "--seed", "--k600-splits"},
+    "splits": {"fold", "split", "draws", "seed", "k600_splits"},                     # it runs all three test splits
+    "half-classes": {"fold", "k600_splits"},
+    "k600-novel": {"fold", "draws", "seed"},
+    "all-classes": {"draws", "seed", "k600_splits"},
+    "--video": {"protocol", "fold", "split", "draws", "seed", "k600_splits"},
 }
 RUNNERS = {"splits": run_splits, "half-classes": run_half_classes, "k600-novel": run_k600_novel,
            "all-classes": run_all_classes}
@@ -385,12 +384,11 @@ def parse_args(argv=None):
     if args.video and bool(args.labels) == bool(args.labels_file):
         parser.error("--video needs its candidate labels: --labels TEXT [TEXT ...] or --labels-file FILE")
     evaluate.check_output_files(parser, args, "--json")
-    given = {a.split("=", 1)[0] for a in (sys.argv[1:] if argv is None else argv) if a.startswith("--")}
     protocol = "--video" if args.video else choose_protocol(args)
-    ignored = sorted(given & IGNORED_BY.get(protocol, set()))
+    ignored = sorted(IGNORED_BY[protocol].intersection(evaluate.given_flags(parser, argv)))
     if ignored:
-        parser.error(f"{', '.join(ignored)} has no effect with {protocol if args.video else '--protocol ' + protocol}: "
-                     f"drop it")
+        flags = ", ".join("--" + dest.replace("_", "-") for dest in ignored)
+        parser.error(f"{flags} has no effect with {protocol if args.video else '--protocol ' + protocol}: drop it")
     return args
 
 
