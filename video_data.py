@@ -143,6 +143,11 @@ def _cached(key, build):
     return _INDEX_CACHE[key]
 
 
+# PyAV < 19 decodes container metadata strictly as UTF-8 and raises on a stray byte unless told to
+# ignore it; PyAV 19 removed the argument and always decodes with surrogateescape (never raises).
+_METADATA_ERRORS = {"metadata_errors": "ignore"} if int(av.__version__.split(".")[0]) < 19 else {}
+
+
 def _open_video(path, threads=0):
     """Open `path` and return (container, its first video stream) set up for threaded decoding."""
     if not os.path.isfile(path):
@@ -152,7 +157,7 @@ def _open_video(path, threads=0):
     try:
         # skip_frame=all: FFmpeg's stream probing need not decode a frame (saves ~2 ms per open); our
         # own decoder is unaffected. Frames are matched by pts, so a reorder delay found late is harmless.
-        container = av.open(path, metadata_errors="ignore", options={"skip_frame": "all"})
+        container = av.open(path, options={"skip_frame": "all"}, **_METADATA_ERRORS)
     except (av.FFmpegError, UnicodeDecodeError) as e:
         raise VideoReadError(path, f"cannot open ({e})") from e
     if not container.streams.video:
@@ -1306,7 +1311,8 @@ def _write_frame_folder(src, tmp, short_side, quality):
 
 def _write_short_gop(src, tmp, short_side, gop):
     container, stream = _open_video(src)
-    rate = stream.guessed_rate or stream.average_rate or 30
+    rate = stream.guessed_rate or stream.average_rate  # PyAV 19: an unset rate is a falsy AVRational
+    rate = Fraction(rate.numerator, rate.denominator) if rate else Fraction(30)
     container.close()
     try:
         write_video(tmp, _decoded_rgb(src, short_side), fps=rate, codec="libx264", gop=gop, bframes=0,
