@@ -232,8 +232,22 @@ def count_frames(path):
     return index if isinstance(index, int) else index.num_frames
 
 
-def _to_rgb(frame):
-    return frame.to_ndarray(format="rgb24")  # (H, W, 3) uint8
+def _to_rgb(frame, **size):
+    """(H, W, 3) uint8 RGB of a decoded frame (scaled bilinearly to `size`'s width/height if given).
+
+    The conversion uses this process's own single-threaded swscale context, never PyAV's shared one:
+    PyAV 19 keeps one SwsContext per thread, and FFmpeg 8 gives it a thread pool, so a DataLoader
+    worker forked after its parent converted a frame inherits a pool whose threads do not exist
+    and hangs on its first frame.
+    """
+    pid = os.getpid()
+    if _REFORMATTER[0] != pid:
+        _REFORMATTER[:] = [pid, av.video.reformatter.VideoReformatter()]
+    rgb = _REFORMATTER[1].reformat(frame, format="rgb24", interpolation="BILINEAR", threads=1, **size)
+    return rgb.to_ndarray()
+
+
+_REFORMATTER = [None, None]  # [pid, VideoReformatter]: one per process, made after any fork
 
 
 class _NeedInOrder(Exception):
@@ -1289,7 +1303,7 @@ def _decoded_rgb(src, short_side):
     try:
         width, height = _scaled_size(stream.codec_context.width, stream.codec_context.height, short_side)
         for frame in container.decode(stream):
-            yield frame.to_ndarray(width=width, height=height, format="rgb24", interpolation="BILINEAR")
+            yield _to_rgb(frame, width=width, height=height)
     except av.FFmpegError as e:
         raise VideoReadError(src, f"cannot decode ({e})") from e
     finally:

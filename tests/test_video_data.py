@@ -537,6 +537,29 @@ def test_dataloader_workers_pinned_persistent_distributed(ucf101, tmp_path):
         assert sorted(seen) == sorted(list(sampler))
 
 
+class _ReadFrames(torch.utils.data.Dataset):
+    def __init__(self, paths):
+        self.paths = paths
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        return video_data.read_frames(self.paths[i], [0, 3, 7], threads=1)
+
+
+def test_forked_workers_decode_after_the_parent_has_decoded(videos):
+    """PyAV 19 + FFmpeg 8 hung here: the parent's per-thread swscale context (with its thread pool)
+    was inherited by forked DataLoader workers, which then waited forever on their first frame.
+    The loader's timeout turns such a hang into a failure instead of a stuck suite."""
+    path = videos["mp4-h264-bframes"]
+    expected = video_data.read_frames(path, [0, 3, 7])  # the parent converts frames first
+    loader = DataLoader(_ReadFrames([path] * 4), batch_size=2, num_workers=2, timeout=60,
+                        multiprocessing_context="fork")
+    for batch in loader:
+        assert torch.equal(batch, expected.expand(2, *expected.shape))
+
+
 # ------------------------------------------------------------------------------------------- bad input
 
 
