@@ -2,7 +2,8 @@
 
 Sections, in order:
   constants      CLIP's normalisation, file extensions, the TSN frame-folder naming
-  decoding       read_frames / count_frames: frame-exact PyAV decoding with keyframe seeks, frame folders
+  decoding       read_frames / count_frames: frame-exact PyAV decoding with keyframe seeks, frame folders;
+                 frames come upright, as a player shows them (a phone video's rotation flag applied)
   sampling       sample_indices: segment-based sampling [Sec. 4.1], multi-clip test views
   transforms     train_transform / test_transform on whole clips (one random draw per video)
   parsers        load_split: UCF101, HMDB51, Kinetics-400/600/700, Charades, generic list files
@@ -232,8 +233,16 @@ def count_frames(path):
     return index if isinstance(index, int) else index.num_frames
 
 
+def upright(rgb, rotation):
+    """A decoded (H, W, 3) frame as a player shows it: turned by the container's display rotation
+    (degrees counter-clockwise, PyAV's `frame.rotation`). Phones store portrait video sideways with
+    such a flag; a rotation that is not a multiple of 90 is rounded to one; mirroring is ignored."""
+    turns = round(rotation / 90) % 4
+    return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb  # np.rot90: counter-clockwise
+
+
 def _to_rgb(frame):
-    return frame.to_ndarray(format="rgb24")  # (H, W, 3) uint8
+    return upright(frame.to_ndarray(format="rgb24"), frame.rotation)  # (H, W, 3) uint8, upright
 
 
 class _NeedInOrder(Exception):
@@ -390,7 +399,8 @@ def read_frames(path, indices, threads=0):
     """Exactly the frames at `indices` (0-based, any order, repeats allowed) -> uint8 (T, H, W, 3).
 
     `path` is a video file (decoded with PyAV, seeking to the keyframe before a wanted frame when
-    that skips work) or a TSN frame folder. `threads`: decoder threads, 0 = one per core (use 1 in
+    that skips work; frames turned upright by the file's display rotation, as a player shows them)
+    or a TSN frame folder. `threads`: decoder threads, 0 = one per core (use 1 in
     DataLoader workers). Raises VideoReadError (VideoTooShortError if the video ends too soon).
     """
     indices = [int(i) for i in indices]
@@ -1288,8 +1298,9 @@ def _decoded_rgb(src, short_side):
     container, stream = _open_video(src, threads=1)
     try:
         width, height = _scaled_size(stream.codec_context.width, stream.codec_context.height, short_side)
-        for frame in container.decode(stream):
-            yield frame.to_ndarray(width=width, height=height, format="rgb24", interpolation="BILINEAR")
+        for frame in container.decode(stream):  # written upright: a copy carries no rotation flag
+            rgb = frame.to_ndarray(width=width, height=height, format="rgb24", interpolation="BILINEAR")
+            yield upright(rgb, frame.rotation)
     except av.FFmpegError as e:
         raise VideoReadError(src, f"cannot decode ({e})") from e
     finally:

@@ -12,6 +12,7 @@ import logging
 import os
 import pickle
 import shutil
+import struct
 import warnings
 
 import av
@@ -191,6 +192,64 @@ def test_read_frames_rejects_bad_indices(videos):
         video_data.read_frames(videos["mp4-h264-bframes"], [])
     with pytest.raises(ValueError, match="indices"):
         video_data.read_frames(videos["mp4-h264-bframes"], [-1])
+
+
+# The display matrix in the MP4 track header (tkhd), as QuickTime defines it: (a, b, u, c, d, v, x, y, w),
+# 16.16 fixed point (u, v, w 2.30). A phone's portrait video carries the first: a quarter turn clockwise.
+DISPLAY_MATRIX = {-90: (0, 1 << 16, 0, -1 << 16, 0, 0, 0, 0, 1 << 30),   # shown turned clockwise
+                  90: (0, -1 << 16, 0, 1 << 16, 0, 0, 0, 0, 1 << 30),   # shown turned counter-clockwise
+                  180: (-1 << 16, 0, 0, 0, -1 << 16, 0, 0, 0, 1 << 30)}
+PLAYER_TURNS = {-90: -1, 90: 1, 180: 2}  # what a player shows: np.rot90(frame, k) (k > 0: counter-clockwise)
+
+
+def tkhd_matrix(path):
+    data = open(path, "rb").read()
+    box = data.find(b"tkhd")
+    start = box + 4 + 4 + (32 if data[box + 4] == 1 else 20) + 8 + 8  # version/flags, times/ids, reserved
+    return struct.unpack(">9i", data[start:start + 36])
+
+
+def write_rotated(path, frames, degrees):
+    """An H.264 MP4 of `frames` whose display matrix says: show it turned by `degrees` (counter-clockwise)."""
+    with av.open(path, "w") as container:
+        stream = container.add_stream("libx264", rate=30, options={"threads": "1"})
+        stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
+        stream.set_display_rotation(degrees)
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode(None))
+    return path
+
+
+@pytest.mark.parametrize("degrees", [-90, 90, 180])
+def test_rotated_videos_are_read_upright_as_a_player_shows_them(tmp_path, degrees):
+    frames = [index_frame(i) for i in range(12)]
+    plain = write_rotated(str(tmp_path / "plain.mp4"), frames, 0)
+    rotated = write_rotated(str(tmp_path / "rotated.mp4"), frames, degrees)
+    assert tkhd_matrix(plain) == (1 << 16, 0, 0, 0, 1 << 16, 0, 0, 0, 1 << 30)
+    assert tkhd_matrix(rotated) == DISPLAY_MATRIX[degrees]          # the flag is really in the file
+    stored = video_data.read_frames(plain, [0, 5, 11]).numpy()      # the same pixels, unflagged: (3, H, W, 3)
+    expected = np.rot90(stored, PLAYER_TURNS[degrees], axes=(1, 2))
+    assert torch.equal(video_data.read_frames(rotated, [0, 5, 11]), torch.from_numpy(expected.copy()))
+    video_data._INDEX_CACHE.clear()                                  # the in-order path turns them too
+    assert np.array_equal(video_data._decode(rotated, 12, [0, 5, 11], 1)[0][5], expected[1])
+
+
+@pytest.mark.parametrize("form", ["frames", "video"])
+def test_prepare_writes_rotated_videos_upright(tmp_path, form):
+    frames = [index_frame(i) for i in range(12)]
+    plain = write_rotated(str(tmp_path / "plain.mp4"), frames, 0)
+    rotated = write_rotated(str(tmp_path / "phone.mp4"), frames, -90)
+    dst = str(tmp_path / "prepared") + (".mp4" if form == "video" else "")
+    assert video_data._prepare_one((rotated, dst, form, 256, 95, 4)) == (rotated, None)
+    upright = np.rot90(video_data.read_frames(plain, range(12)).numpy(), -1, axes=(1, 2))  # (12, W, H, 3)
+    copy = video_data.read_frames(dst, range(12)).numpy()
+    assert copy.shape == upright.shape == (12, W, H, 3)
+    assert np.abs(copy.astype(int) - upright).mean() < 4                # JPEG / re-encoding: nearly equal
+    assert [frame_number(torch.from_numpy(np.rot90(f, 1).copy())) for f in copy] == list(range(12))
+    if form == "video":                                                 # upright pixels, no flag to apply twice
+        with av.open(dst) as container:
+            assert next(container.decode(video=0)).rotation == 0
 
 
 # ----------------------------------------------------------------------------------------------- sampling
