@@ -61,6 +61,7 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 VIDEO_EXTS = (".avi", ".mp4", ".mkv", ".webm", ".mov", ".m4v")
 FRAME_NAME = "img_{:05d}.jpg"  # TSN / official ActionCLIP frame folders, 1-based
 FRAME_GLOB = "img_*.jpg"
+PREPARED_RECORD = "PREPARED.json"  # in every folder `prepare` writes: its settings; dataset walks skip it
 TEST_SCALE = 256 / 224  # test: short side resized to 256 for a 224 crop (384 for 336) [Sec. 4.1]
 MSC_SCALES = (1, 0.875, 0.75, 0.66)  # TSN multi-scale crop scales, as in the official code
 DATASETS = ("ucf101", "hmdb51", "kinetics400", "kinetics600", "kinetics700", "charades", "list", "synthetic")
@@ -832,9 +833,13 @@ def _read_kinetics_csv(path):
 
 
 def _find_videos(video_dir):
-    """{file stem: path} of every video file below video_dir (per-class folders or flat)."""
+    """{file stem: path} of every video file below video_dir (per-class folders or flat). A folder
+    holding a PREPARED_RECORD is a copy `prepare` wrote, not originals: it is not walked."""
     found = {}
-    for folder, _, files in os.walk(video_dir):
+    for folder, subfolders, files in os.walk(video_dir):
+        if PREPARED_RECORD in files:
+            subfolders.clear()
+            continue
         for name in files:
             stem, ext = os.path.splitext(name)
             if ext.lower() in VIDEO_EXTS:
@@ -847,7 +852,7 @@ def load_kinetics(root, dataset="kinetics400", split="train", videos_dir=None):
     the videos '<youtube_id>_<start:06d>_<end:06d>.<ext>' anywhere below `videos_dir` (default
     root), in per-class folders or flat. Classes: sorted labels of the train CSV, names as written.
     Videos listed but missing (often 5-10% of a copy; also rows whose label the train CSV lacks) are
-    counted, reported once, and skipped. Keep prepared copies outside root: the walk would find them.
+    counted, reported once, and skipped. Copies written by `prepare` below root are not read as videos.
     """
     _check_split(dataset, split, ("train", "val", "test"))
     _require(root, f"{dataset} root")
@@ -1381,16 +1386,17 @@ class _Progress:
 
 def _dataset_videos(dataset, root, **kw):
     """Every video file of every split (and fold) of a dataset, sorted, each once."""
-    paths = set()
+    paths, first_error = set(), None
     folds = (1, 2, 3) if dataset in ("ucf101", "hmdb51") else (1,)
     for split in ("train", "val", "test"):
         for fold in folds:
             try:
                 paths.update(r.path for r in load_split(dataset, root, split, fold, **kw).records)
-            except FileNotFoundError:
+            except FileNotFoundError as e:
+                first_error = first_error or e
                 continue  # e.g. a Kinetics copy without test.csv
     if not paths:
-        raise FileNotFoundError(f"prepare: no split of {dataset} could be read under {root}")
+        raise FileNotFoundError(f"prepare: no split of {dataset} could be read under {root} ({first_error})")
     return sorted(p for p in paths if not os.path.isdir(p))  # frame folders are prepared already
 
 
@@ -1407,15 +1413,64 @@ def _run_jobs(jobs, workers):
         yield from pool.imap_unordered(_prepare_one, jobs, chunksize=4)
 
 
+def _check_settings(form, short_side, quality, gop):
+    if form not in ("frames", "video"):
+        raise ValueError(f"prepare: --form must be 'frames' or 'video', got {form!r}")
+    for flag, value, low, high in (("--short-side", short_side, 2, None), ("--quality", quality, 1, 100),
+                                   ("--gop", gop, 1, None)):
+        if not isinstance(value, int) or value < low or (high is not None and value > high):
+            raise ValueError(f"prepare: {flag} must be a whole number from {low}{f' to {high}' if high else ' up'}, "
+                             f"got {value!r}")
+
+
+def _check_out(out, root, videos_dir):
+    """`out` must be a folder of its own: not a file, not the dataset root or its video folder."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ValueError(f"--out {out} is a file; give a folder for the prepared copy")
+    for flag, folder in (("--root", root), ("--videos-dir", videos_dir)):
+        if folder and os.path.realpath(out) == os.path.realpath(folder):
+            raise ValueError(f"--out {out} is the dataset's {flag} folder; the copies need a folder of their own, "
+                             f"e.g. {os.path.normpath(out)}_prepared")
+
+
+def _check_same_settings(out, settings):
+    """`out` must hold no copy made with other settings: its files would not be what PREPARED.json says."""
+    path = os.path.join(out, PREPARED_RECORD)
+    if os.path.isfile(path):
+        try:
+            with open(path, encoding="utf-8") as f:
+                before = json.load(f)
+        except ValueError as e:
+            raise ValueError(f"{path} is not a record `prepare` wrote ({e}); move it away") from None
+        changed = [f"{key} {before[key]!r} then, {value!r} now" for key, value in settings.items()
+                   if key in before and before[key] != value]
+        if changed:
+            raise ValueError(f"--out {out} holds a copy prepared with other settings ({'; '.join(changed)}; see "
+                             f"{path}): rerun with that copy's settings to finish it, or give another --out")
+
+
+def _write_json(path, payload):
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        json.dump(payload, f, indent=1)
+    os.replace(path + ".tmp", path)
+
+
 def prepare(dataset, root, out, form="frames", short_side=256, workers=1, quality=90, gop=PREPARED_GOP, **kw):
     """Convert every video of a dataset into frame folders (form='frames': img_00001.jpg ..., the
     official format) or short-keyframe-interval H.264 (form='video') with the short side scaled to
     `short_side` (never up), below `out` mirroring the layout below root. Resumable: finished outputs
-    are skipped. Returns (converted, skipped, failed paths). Read with load_split(..., prepared=out)."""
-    if form not in ("frames", "video"):
-        raise ValueError(f"prepare: --form must be 'frames' or 'video', got {form!r}")
+    are skipped; a rerun with other settings is refused (out/PREPARED.json records them). Returns
+    (converted, skipped, failed paths). Read with load_split(..., prepared=out)."""
+    _check_settings(form, short_side, quality, gop)
+    _check_out(out, root, kw.get("videos_dir"))
+    settings = {"dataset": dataset, "root": os.path.abspath(root), "form": form, "short_side": short_side,
+                **({"quality": quality} if form == "frames" else {"gop": gop})}
+    _check_same_settings(out, settings)
+    sources = _dataset_videos(dataset, root, **kw)
+    os.makedirs(out, exist_ok=True)  # the record first: a walk below root skips `out` even if this run is killed
+    _write_json(os.path.join(out, PREPARED_RECORD), settings)
     jobs, skipped = [], 0
-    for src in _dataset_videos(dataset, root, **kw):
+    for src in sources:
         dst = os.path.join(out, _prepared_rel(src, root)) + (".mp4" if form == "video" else "")
         if os.path.exists(dst):
             skipped += 1
@@ -1427,15 +1482,25 @@ def prepare(dataset, root, out, form="frames", short_side=256, workers=1, qualit
         if error:
             failed.append(src)
             log.warning("prepare: %s", error)
-    with open(os.path.join(out, "PREPARED.json"), "w") as f:
-        json.dump({"dataset": dataset, "root": os.path.abspath(root), "form": form, "short_side": short_side,
-                   "converted": len(jobs) - len(failed), "skipped": skipped, "failed": failed}, f, indent=1)
+    _write_json(os.path.join(out, PREPARED_RECORD),
+                {**settings, "converted": len(jobs) - len(failed), "skipped": skipped, "failed": failed})
     return len(jobs) - len(failed), skipped, failed
 
 
 # ----------------------------------------------------------------------------------------------------
 # CLI
 # ----------------------------------------------------------------------------------------------------
+
+
+def _whole_number(low, high=None):
+    """argparse type: an int from `low` (to `high`)."""
+    def parse(text):
+        value = int(text) if text.strip().lstrip("+-").isdigit() else None
+        if value is None or value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"expected a whole number from {low}"
+                                             f"{f' to {high}' if high else ' up'}, got {text!r}")
+        return value
+    return parse
 
 
 def _parse_args(argv):
@@ -1448,14 +1513,19 @@ def _parse_args(argv):
     p.add_argument("--form", choices=("frames", "video"), default="frames",
                    help="frames: JPEG folders img_00001.jpg (the official code's format); video: H.264 with "
                         f"a keyframe every {PREPARED_GOP} frames and no B-frames")
-    p.add_argument("--short-side", type=int, default=256, help="scale the short side to this (never up); 256 as TSN")
-    p.add_argument("--workers", type=int, default=os.cpu_count(), help="parallel processes (default: all cores)")
-    p.add_argument("--quality", type=int, default=90, help="JPEG quality of --form frames")
-    p.add_argument("--gop", type=int, default=PREPARED_GOP, help="keyframe interval of --form video")
+    p.add_argument("--short-side", type=_whole_number(2), default=256,
+                   help="scale the short side to this (never up); 256 as TSN")
+    p.add_argument("--workers", type=_whole_number(0), default=os.cpu_count(),
+                   help="parallel processes (default: all cores; 0 or 1: this process)")
+    p.add_argument("--quality", type=_whole_number(1, 100), default=90, help="JPEG quality (1-100) of --form frames")
+    p.add_argument("--gop", type=_whole_number(1), default=PREPARED_GOP, help="keyframe interval of --form video")
     p.add_argument("--list-file", help="--dataset list: the 'path label' list file")
     p.add_argument("--classnames-file", help="--dataset list: the class names file")
     p.add_argument("--videos-dir", help="kinetics/charades: where the videos are, if not below root")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.dataset == "list" and not (args.list_file and args.classnames_file):
+        p.error("--dataset list needs --list-file FILE and --classnames-file FILE (relative to --root)")
+    return args
 
 
 def main(argv=None):
@@ -1463,8 +1533,11 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     kw = {k: v for k, v in (("list_file", args.list_file), ("classnames_file", args.classnames_file),
                             ("videos_dir", args.videos_dir)) if v}
-    converted, skipped, failed = prepare(args.dataset, args.root, args.out, args.form, args.short_side,
-                                         args.workers, args.quality, args.gop, **kw)
+    try:
+        converted, skipped, failed = prepare(args.dataset, args.root, args.out, args.form, args.short_side,
+                                             args.workers, args.quality, args.gop, **kw)
+    except (FileNotFoundError, ValueError) as e:
+        raise SystemExit(f"error: {e}") from None
     print(f"prepared {converted} videos into {args.out} ({skipped} were done before); "
           f"{unreadable_report(len(failed), converted + len(failed))}")
     return 1 if failed and not (converted or skipped) else 0  # fail only when nothing could be prepared

@@ -8,6 +8,7 @@ and MKV, VP9 in WebM (some Kinetics copies).
 """
 
 import dataclasses
+import json
 import logging
 import os
 import pickle
@@ -811,6 +812,54 @@ def test_prepare_cli_resumes_and_survives_bad_videos(ucf101, tmp_path, capsys):
     assert not os.path.exists(str(stale) + ".tmp999") and not os.path.exists(stale)
     assert video_data.main(args) == 0
     assert "prepared 0 videos" in capsys.readouterr().out  # the 8 finished ones are skipped
+
+
+def test_prepare_into_its_own_kinetics_root_twice_keeps_reading_the_originals(tmp_path, capsys):
+    """The issue's case: --out inside a Kinetics root, whose videos are found by walking it."""
+    data = dataset_fixtures.make_kinetics(tmp_path / "k4", videos_per_class=1, missing=0)
+    out = os.path.join(data["root"], "prepared")
+    args = ["prepare", "--dataset", "kinetics400", "--root", data["root"], "--out", out, "--form", "video",
+            "--workers", "1"]
+    assert video_data.main(args) == 0
+    assert "prepared 9 videos" in capsys.readouterr().out
+    assert video_data.main(args) == 0                                   # the rerun finds its own copies done
+    assert "prepared 0 videos into" in capsys.readouterr().out
+    assert not os.path.exists(os.path.join(out, "prepared"))            # no copies of copies
+    for split in ("train", "val", "test"):                               # the originals, not the copies
+        assert pairs(video_data.load_split("kinetics400", data["root"], split)) == data[split]
+        prepared = video_data.load_split("kinetics400", data["root"], split, prepared=out)
+        assert all(r.path.startswith(out + os.sep) for r in prepared.records)
+    with pytest.raises(SystemExit, match=r"--out .* is the dataset's --root folder"):
+        video_data.main(args[:-4] + ["--out", data["root"], "--form", "video"])
+
+
+@pytest.mark.parametrize("flag, value", [("--short-side", "0"), ("--short-side", "-8"), ("--quality", "0"),
+                                         ("--quality", "101"), ("--gop", "0"), ("--workers", "-1")])
+def test_prepare_rejects_bad_settings_before_reading_anything(tmp_path, capsys, flag, value):
+    with pytest.raises(SystemExit) as error:
+        video_data.main(["prepare", "--dataset", "ucf101", "--root", str(tmp_path / "nowhere"),
+                         "--out", str(tmp_path / "out"), flag, value])
+    assert error.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {flag}: expected a whole number from" in err and "Traceback" not in err and not os.path.exists(tmp_path / "out")
+
+
+def test_prepare_rerun_with_other_settings_is_refused(ucf101, tmp_path, capsys):
+    out = tmp_path / "frames"
+    args = ["prepare", "--dataset", "ucf101", "--root", ucf101["root"], "--out", str(out), "--workers", "1"]
+    assert video_data.main(args + ["--short-side", "24"]) == 0
+    with pytest.raises(SystemExit, match=r"--out .* other settings \(short_side 24 then, 16 now"):
+        video_data.main(args + ["--short-side", "16"])
+    assert json.load(open(out / video_data.PREPARED_RECORD))["short_side"] == 24   # still true of the files
+    with pytest.raises(SystemExit, match=r"--out .* other settings \(form 'frames' then, 'video' now"):
+        video_data.main(args + ["--short-side", "24", "--form", "video"])
+    assert video_data.main(args + ["--short-side", "24"]) == 0              # the same settings: resumed
+    with pytest.raises(SystemExit, match=r"--out .*test_video_data.py is a file"):
+        video_data.main(["prepare", "--dataset", "ucf101", "--root", ucf101["root"], "--out", __file__])
+    with pytest.raises(SystemExit):
+        video_data.main(["prepare", "--dataset", "list", "--root", ucf101["root"], "--out", str(out),
+                         "--list-file", "train.txt"])
+    assert "--dataset list needs --list-file FILE and --classnames-file FILE" in capsys.readouterr().err
 
 
 def test_read_errors_survive_pickling_across_worker_processes():
