@@ -27,6 +27,8 @@ import bisect
 import collections
 import csv
 import glob
+import hashlib
+import io
 import itertools
 import json
 import logging
@@ -36,8 +38,10 @@ import random
 import re
 import shutil
 import sys
+import tempfile
 import time
 import warnings
+import weakref
 import zlib
 from dataclasses import dataclass
 from fractions import Fraction
@@ -76,6 +80,8 @@ class VideoReadError(RuntimeError):
     """A video (or frame folder) that cannot give the frames asked for; `path` names it."""
 
     def __init__(self, path, reason=None):  # one argument: the whole message (how DataLoader re-raises)
+        if reason is None and "\n" in path:  # DataLoader's re-raise: the worker's traceback, ours last
+            path = path.rstrip().rsplit("\n", 1)[-1].split(": ", 1)[-1]  # 'video_data.VideoReadError: <ours>'
         super().__init__(path if reason is None else f"{path}: {reason}")
         self.path, self.reason = path, reason
 
@@ -220,6 +226,14 @@ def _video_index(path):
 
 def _frame_folder_count(path):
     return _cached(_cache_key(path), lambda: len(glob.glob(os.path.join(glob.escape(path), FRAME_GLOB))))
+
+
+def _no_frames_reason(folder):
+    """Why a folder gives no frames: what it holds instead, and what a frame folder holds."""
+    names = sorted(os.listdir(folder))
+    found = f"it holds {len(names)} other files, e.g. {names[0]}" if names else "it is empty"
+    return (f"is a folder without {FRAME_GLOB} files ({found}); a frame folder holds JPEGs named "
+            f"{FRAME_NAME.format(1)}, {FRAME_NAME.format(2)}, ... as `python video_data.py prepare` writes them")
 
 
 def count_frames(path):
@@ -383,7 +397,7 @@ def _read_folder(path, wanted):
     """Frames `wanted` (0-based) of a TSN frame folder (img_00001.jpg is frame 0)."""
     count = _frame_folder_count(path)
     if count == 0:
-        raise VideoReadError(path, f"frame folder holds no {FRAME_GLOB} files")
+        raise VideoReadError(path, _no_frames_reason(path))
     if wanted[-1] >= count:
         raise VideoTooShortError(path, count, wanted[-1])
     try:
@@ -665,10 +679,26 @@ def _require(path, what):
     return path
 
 
+def read_text(path, what="annotation file"):
+    """The text of a UTF-8 file, without a byte-order mark (Windows editors add one); every error names
+    the file and says what to do."""
+    _require(path, what)
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            return f.read()
+    except IsADirectoryError:
+        raise ValueError(f"{what} {path} is a folder; expected a text file") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{what} {path} is not UTF-8 text (byte {e.start} is {e.object[e.start]:#04x}): "
+                         f"save it as UTF-8") from None
+    except OSError as e:
+        raise ValueError(f"{what} {path} cannot be read ({e.strerror})") from None
+
+
 def _read_lines(path):
     """(line number, stripped text) of the non-blank lines of a text file."""
-    with open(_require(path, "annotation file"), encoding="utf-8") as f:
-        return [(n, line.strip()) for n, line in enumerate(f, 1) if line.strip()]
+    lines = read_text(path).split("\n")
+    return [(n, line.strip()) for n, line in enumerate(lines, 1) if line.strip()]
 
 
 def _bad_line(path, n, line, expected):
@@ -822,13 +852,12 @@ def _kinetics_csv(root, dataset, split):
 def _read_kinetics_csv(path):
     """Rows of a Kinetics CSV as (label, file stem '<id>_<start:06d>_<end:06d>')."""
     rows = []
-    with open(path, newline="", encoding="utf-8") as f:
-        for n, row in enumerate(csv.DictReader(f), 2):
-            try:
-                stem = f"{row['youtube_id']}_{int(float(row['time_start'])):06d}_{int(float(row['time_end'])):06d}"
-                rows.append((row["label"], stem))
-            except (KeyError, TypeError, ValueError):
-                raise _bad_line(path, n, row, "columns label,youtube_id,time_start,time_end") from None
+    for n, row in enumerate(csv.DictReader(io.StringIO(read_text(path), newline="")), 2):
+        try:
+            stem = f"{row['youtube_id']}_{int(float(row['time_start'])):06d}_{int(float(row['time_end'])):06d}"
+            rows.append((row["label"], stem))
+        except (KeyError, TypeError, ValueError):
+            raise _bad_line(path, n, row, "columns label,youtube_id,time_start,time_end") from None
     return rows
 
 
@@ -916,12 +945,11 @@ def load_charades(root, split="train", videos_dir=None):
     videos_dir = videos_dir or _first_existing(os.path.join(root, "Charades_v1_480"), root)
     path = _require(os.path.join(root, f"Charades_v1_{'train' if split == 'train' else 'test'}.csv"), "Charades CSV")
     records = []
-    with open(path, newline="", encoding="utf-8") as f:
-        for n, row in enumerate(csv.DictReader(f), 2):
-            if not row.get("id") or row.get("actions") is None:
-                raise _bad_line(path, n, row, "columns id and actions")
-            labels = _charades_labels(row["actions"], path, n)
-            records.append(VideoRecord(os.path.join(videos_dir, row["id"] + ".mp4"), labels))
+    for n, row in enumerate(csv.DictReader(io.StringIO(read_text(path), newline="")), 2):
+        if not row.get("id") or row.get("actions") is None:
+            raise _bad_line(path, n, row, "columns id and actions")
+        labels = _charades_labels(row["actions"], path, n)
+        records.append(VideoRecord(os.path.join(videos_dir, row["id"] + ".mp4"), labels))
     return DatasetSplit(records, classes, multilabel=True)
 
 
@@ -1036,6 +1064,32 @@ def unreadable_report(num_failed, num_total):
     return f"{num_failed} of {num_total} videos could not be read"
 
 
+class FirstTime:
+    """first(key) is True only the first time any process sharing this object asks about `key`: the
+    process that made it and its DataLoader workers, in every epoch (a DataLoader starts new workers
+    each epoch, each with a fresh copy of the dataset, so a set in the dataset forgets). The keys are
+    files created exclusively in a temporary folder, which the creating process removes at its end."""
+
+    def __init__(self):
+        self.folder = tempfile.mkdtemp(prefix="video_data_seen_")
+        weakref.finalize(self, _remove_own_folder, self.folder, os.getpid())
+
+    def first(self, key):
+        name = hashlib.sha1(key.encode("utf-8", "surrogateescape")).hexdigest()
+        try:
+            os.close(os.open(os.path.join(self.folder, name), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            return False
+        except OSError:  # the folder is gone (a cleaned /tmp): say it again rather than never
+            return True
+        return True
+
+
+def _remove_own_folder(folder, pid):
+    if os.getpid() == pid:  # not from a forked worker's copy
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 class ClipReader:
     """The sampled uint8 frames (N*T, H, W, 3), clip-major, of a VideoRecord [Sec. 4.1].
 
@@ -1051,7 +1105,8 @@ class ClipReader:
     def _count(self, record):
         n = self._counts.get(record.path) or record.num_frames or count_frames(record.path)
         if n < 1:
-            raise VideoReadError(record.path, "has no frames")
+            raise VideoReadError(record.path, _no_frames_reason(record.path) if os.path.isdir(record.path)
+                                 else "has no frames")
         return n
 
     def _read(self, record):
@@ -1079,7 +1134,8 @@ class VideoDataset(torch.utils.data.Dataset):
 
     __getitem__(i) -> (video, target, index, ok):
       train: video (T, 3, S, S). A bad video is replaced by another one (a deterministic choice
-             from `seed` and i), its path logged once per process; index is the video returned.
+             from `seed` and i), its path logged once (in all DataLoader workers and epochs; once per
+             process under torchrun); index is the video returned.
       test:  video (V, T, 3, S, S), V = num_clips * num_crops, clip-major. A bad video gives zeros
              of that shape and ok=False; strict=True raises VideoReadError (naming the path) instead.
       target: int64 class id, or a float multi-hot (C,) for multi-label splits.
@@ -1100,6 +1156,7 @@ class VideoDataset(torch.utils.data.Dataset):
         self.transform = transform
         self.read = ClipReader(num_frames, mode, self.num_clips, in_memory)
         self._bad, self._blank = set(), None  # indices found unreadable; zeros for a failed test item
+        self._logged = FirstTime()  # each bad path is logged once in all, whatever the workers and epochs
 
     def __len__(self):
         return len(self.records)
@@ -1115,7 +1172,7 @@ class VideoDataset(torch.utils.data.Dataset):
     def _note_bad(self, i, error, action):
         if self.strict:
             raise error
-        if i not in self._bad:
+        if i not in self._bad and self._logged.first(self.records[i].path):
             log.warning("unreadable video (%s): %s", action, error)
         self._bad.add(i)
 

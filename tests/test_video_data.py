@@ -676,6 +676,34 @@ def test_training_replaces_bad_videos_and_logs_each_once(bad_files, videos, capl
         assert sum(bad_files[case] in r.getMessage() for r in caplog.records) == 1
 
 
+def test_a_bad_path_is_logged_once_across_workers_and_epochs(bad_files, videos, tmp_path):
+    """A DataLoader starts new worker processes every epoch, each with its own copy of the dataset."""
+    records = [video_data.VideoRecord(bad_files["empty"], 0)] + [video_data.VideoRecord(videos["mp4-h264-bframes"], 1)] * 3
+    dataset = video_data.VideoDataset(records, 4, "train", video_data.train_transform(32))
+    handler = logging.FileHandler(tmp_path / "log.txt")               # forked workers inherit it: one file for all
+    logger = logging.getLogger("video_data")
+    logger.addHandler(handler)
+    try:
+        for _ in range(3):                                            # epochs
+            assert len(list(DataLoader(dataset, batch_size=1, num_workers=2))) == 4
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+    assert (tmp_path / "log.txt").read_text().count(bad_files["empty"]) == 1
+
+
+def test_a_folder_of_pngs_says_what_a_frame_folder_holds(tmp_path):
+    folder = tmp_path / "pngs"
+    folder.mkdir()
+    for i in range(3):
+        (folder / f"{i:04d}.png").write_bytes(b"a png")
+    expected = r"pngs: is a folder without img_\*.jpg files \(it holds 3 other files, e.g. 0000.png\); a frame folder holds JPEGs named img_00001.jpg"
+    with pytest.raises(video_data.VideoReadError, match=expected):
+        video_data.VideoDataset([video_data.VideoRecord(str(folder), 0)], 4, "test", strict=True)[0]
+    with pytest.raises(video_data.VideoReadError, match=expected):
+        video_data.read_frames(str(folder), [0])
+
+
 def test_training_replacement_is_deterministic(bad_files, videos):
     records = [video_data.VideoRecord(bad_files["missing"], 0)] + [
         video_data.VideoRecord(videos[f], k) for k, f in enumerate(FORMATS, 1)]
@@ -875,5 +903,6 @@ def test_strict_failure_in_a_dataloader_worker_names_the_video(tmp_path):
     dataset = video_data.VideoDataset([video_data.VideoRecord(str(bad), 0)], 4, "test",
                                       video_data.test_transform(32), strict=True)
     loader = torch.utils.data.DataLoader(dataset, batch_size=1, num_workers=1)
-    with pytest.raises(video_data.VideoReadError, match="broken.mp4"):
+    with pytest.raises(video_data.VideoReadError, match="broken.mp4") as error:
         next(iter(loader))
+    assert str(error.value).startswith(str(bad) + ": cannot open") and "\n" not in str(error.value)  # no traceback
