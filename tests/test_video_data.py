@@ -843,16 +843,17 @@ def test_prepare_cli_resumes_and_survives_bad_videos(ucf101, tmp_path, capsys):
 
 
 def test_prepare_into_its_own_kinetics_root_twice_keeps_reading_the_originals(tmp_path, capsys):
-    """The issue's case: --out inside a Kinetics root, whose videos are found by walking it."""
+    """The issue's case: --out inside a Kinetics root, whose videos are found by walking it (in sorted
+    order: below train/, val/ and test/, the copies would be found last and win)."""
     data = dataset_fixtures.make_kinetics(tmp_path / "k4", videos_per_class=1, missing=0)
-    out = os.path.join(data["root"], "prepared")
+    out = os.path.join(data["root"], "videos_256")
     args = ["prepare", "--dataset", "kinetics400", "--root", data["root"], "--out", out, "--form", "video",
             "--workers", "1"]
     assert video_data.main(args) == 0
     assert "prepared 9 videos" in capsys.readouterr().out
     assert video_data.main(args) == 0                                   # the rerun finds its own copies done
     assert "prepared 0 videos into" in capsys.readouterr().out
-    assert not os.path.exists(os.path.join(out, "prepared"))            # no copies of copies
+    assert not os.path.exists(os.path.join(out, "videos_256"))          # no copies of copies
     for split in ("train", "val", "test"):                               # the originals, not the copies
         assert pairs(video_data.load_split("kinetics400", data["root"], split)) == data[split]
         prepared = video_data.load_split("kinetics400", data["root"], split, prepared=out)
