@@ -389,8 +389,8 @@ def given_flags(parser, argv=None):
 
 
 def check_output_files(parser, args, *flags):
-    """Each output file given must be a file (not a folder) in an existing, writable folder, and no two
-    flags may name the same file: found now, not after the whole run."""
+    """Each output file given must be a file (not a folder) in an existing, writable folder, and no
+    two flags may name the same file: found now, not after the whole run."""
     given = {}
     for flag in flags:
         path = getattr(args, flag.lstrip("-").replace("-", "_"))
@@ -400,26 +400,29 @@ def check_output_files(parser, args, *flags):
         if not os.path.isdir(folder):
             parser.error(f"{flag} {path}: the folder {folder} does not exist; create it first")
         if os.path.isdir(path):
-            parser.error(f"{flag} {path} is a folder; give a file name, e.g. {os.path.join(path, 'results')}")
+            example = os.path.join(path, "results")
+            parser.error(f"{flag} {path} is a folder; give a file name, e.g. {example}")
         if not os.access(folder, os.W_OK):
             parser.error(f"{flag} {path}: the folder {folder} is not writable; choose another")
         same = given.setdefault(os.path.realpath(path), flag)
         if same != flag:
-            parser.error(f"{same} and {flag} both name {path}: one would overwrite the other; give two files")
+            parser.error(f"{same} and {flag} both name {path}: one would overwrite the other; "
+                         f"give two files")
 
 
 def check_device(parser, args):
     """--device cuda needs a GPU that torch can see."""
     if getattr(args, "device", None) == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: torch sees no CUDA GPU here (torch.cuda.is_available() is False); "
-                     "use --device cpu, or leave --device out to use a GPU when there is one")
+        parser.error("--device cuda: torch sees no CUDA GPU here (torch.cuda.is_available() is "
+                     "False); use --device cpu, or leave --device out to use a GPU when there is "
+                     "one")
 
 
 def check_dataset_flags(parser, args):
     """--dataset list reads its videos and class names from two files that have no default here."""
     if args.dataset == "list" and not (args.list_file and args.classnames_file):
-        parser.error("--dataset list needs --list-file FILE ('path label' lines) and --classnames-file FILE "
-                     "(class names), both relative to --root")
+        parser.error("--dataset list needs --list-file FILE ('path label' lines) and "
+                     "--classnames-file FILE (class names), both relative to --root")
 
 
 def add_data_args(parser):
@@ -516,19 +519,20 @@ def eval_dataset(split, model, args):
 
 
 def check_classifier_classes(model, split, checkpoint):
-    """A unimodal VideoClassifier scores the classes it was trained on: the evaluated classes must be
-    those, in the same order (checkpoints without names are checked by count)."""
+    """A unimodal VideoClassifier scores the classes it was trained on: the evaluated classes must
+    be those, in the same order (checkpoints without names are checked by count)."""
     if not isinstance(model, prompts.VideoClassifier):
-        return                                                        # texts name the classes: any list works
+        return                                                        # texts name the classes
     trained, names = model.config["num_classes"], model.config.get("classnames")
-    if trained != len(split.classnames):
-        raise SystemExit(f"error: --checkpoint {checkpoint} is a unimodal classifier of {trained} classes, the split "
-                         f"has {len(split.classnames)}: evaluate it on the dataset and class list it was trained on")
-    if names is not None and list(names) != list(split.classnames):
-        wrong = next(i for i, (a, b) in enumerate(zip(names, split.classnames)) if a != b)
-        raise SystemExit(f"error: --checkpoint {checkpoint} is a unimodal classifier whose class {wrong} is "
-                         f"{names[wrong]!r}; the split's class {wrong} is {split.classnames[wrong]!r}: evaluate it "
-                         f"on the class list it was trained on")
+    wanted = split.classnames
+    what = f"error: --checkpoint {checkpoint} is a unimodal classifier"
+    todo = "evaluate it on the class list it was trained on"
+    if trained != len(wanted):
+        raise SystemExit(f"{what} of {trained} classes, the split has {len(wanted)}: {todo}")
+    if names is not None and list(names) != list(wanted):
+        c = next(i for i, (a, b) in enumerate(zip(names, wanted)) if a != b)
+        raise SystemExit(f"{what} whose class {c} is {names[c]!r}; the split's class {c} is "
+                         f"{wanted[c]!r}: {todo}")
 
 
 def class_text_features(model, classnames, args, device, dtype):
@@ -539,7 +543,7 @@ def class_text_features(model, classnames, args, device, dtype):
     try:
         with autocast(device, dtype):
             return prompts.text_features(model, classnames, templates, device=device)
-    except ValueError as e:                                           # a class name longer than the context
+    except ValueError as e:                                           # a class name too long
         raise SystemExit(f"error: {e}") from None
 
 

@@ -348,7 +348,7 @@ class VideoClassifier(nn.Module):
         self.actionclip = actionclip
         self.fc = nn.Linear(actionclip.clip.embed_dim, num_classes)
         self.config = {**actionclip.config, "num_classes": num_classes}
-        if classnames is not None:                                    # what each output means, for evaluation
+        if classnames is not None:                                    # what each output means
             self.config["classnames"] = list(classnames)
 
     def forward(self, video):                                         # (B, T, 3, H, W)

@@ -100,8 +100,9 @@ def add_data_args(p):
                    help="--dataset list: the validation list")
     d.add_argument("--classnames-file", dest="classnames", default="classnames.txt", metavar="FILE",
                    help="--dataset list: class names, one per line or an 'id,name' CSV, in --root")
-    for old, dest in (("--train-list", "train_list"), ("--val-list", "val_list"), ("--classnames", "classnames")):
-        d.add_argument(old, dest=dest, default=argparse.SUPPRESS, help=argparse.SUPPRESS)  # earlier spellings
+    for old in ("--train-list", "--val-list", "--classnames"):   # earlier spellings, still accepted
+        d.add_argument(old, dest=old[2:].replace("-", "_"), default=argparse.SUPPRESS,
+                       help=argparse.SUPPRESS)
     d.add_argument("--val-split", default="val", help="split validated every epoch and used to pick best.pt "
                    "(UCF101/HMDB51/Charades: val is their test list)")
     d.add_argument("--shots", type=int, metavar="K", help="few-shot (Fig. 3): train on K videos per class, drawn "

@@ -2,8 +2,8 @@
 
 Sections, in order:
   constants      CLIP's normalisation, file extensions, the TSN frame-folder naming
-  decoding       read_frames / count_frames: frame-exact PyAV decoding with keyframe seeks, frame folders;
-                 frames come upright, as a player shows them (a phone video's rotation flag applied)
+  decoding       read_frames / count_frames: frame-exact PyAV decoding with keyframe seeks, frame
+                 folders; frames upright, as a player shows them (a phone video's rotation applied)
   sampling       sample_indices: segment-based sampling [Sec. 4.1], multi-clip test views
   transforms     train_transform / test_transform on whole clips (one random draw per video)
   parsers        load_split: UCF101, HMDB51, Kinetics-400/600/700, Charades, generic list files
@@ -65,7 +65,7 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 VIDEO_EXTS = (".avi", ".mp4", ".mkv", ".webm", ".mov", ".m4v")
 FRAME_NAME = "img_{:05d}.jpg"  # TSN / official ActionCLIP frame folders, 1-based
 FRAME_GLOB = "img_*.jpg"
-PREPARED_RECORD = "PREPARED.json"  # in every folder `prepare` writes: its settings; dataset walks skip it
+PREPARED_RECORD = "PREPARED.json"  # in each folder `prepare` writes: its settings; walks skip it
 TEST_SCALE = 256 / 224  # test: short side resized to 256 for a 224 crop (384 for 336) [Sec. 4.1]
 MSC_SCALES = (1, 0.875, 0.75, 0.66)  # TSN multi-scale crop scales, as in the official code
 DATASETS = ("ucf101", "hmdb51", "kinetics400", "kinetics600", "kinetics700", "charades", "list", "synthetic")
@@ -80,8 +80,9 @@ class VideoReadError(RuntimeError):
     """A video (or frame folder) that cannot give the frames asked for; `path` names it."""
 
     def __init__(self, path, reason=None):  # one argument: the whole message (how DataLoader re-raises)
-        if reason is None and "\n" in path:  # DataLoader's re-raise: the worker's traceback, ours last
-            path = path.rstrip().rsplit("\n", 1)[-1].split(": ", 1)[-1]  # 'video_data.VideoReadError: <ours>'
+        if reason is None and "\n" in path:  # DataLoader's re-raise: the worker's traceback
+            last = path.rstrip().rsplit("\n", 1)[-1]  # 'video_data.VideoReadError: <our message>'
+            path = last.split(": ", 1)[-1]
         super().__init__(path if reason is None else f"{path}: {reason}")
         self.path, self.reason = path, reason
 
@@ -233,7 +234,8 @@ def _no_frames_reason(folder):
     names = sorted(os.listdir(folder))
     found = f"it holds {len(names)} other files, e.g. {names[0]}" if names else "it is empty"
     return (f"is a folder without {FRAME_GLOB} files ({found}); a frame folder holds JPEGs named "
-            f"{FRAME_NAME.format(1)}, {FRAME_NAME.format(2)}, ... as `python video_data.py prepare` writes them")
+            f"{FRAME_NAME.format(1)}, {FRAME_NAME.format(2)}, ... as `video_data.py prepare` "
+            f"writes them")
 
 
 def count_frames(path):
@@ -253,7 +255,7 @@ def upright(rgb, rotation):
     (degrees counter-clockwise, PyAV's `frame.rotation`). Phones store portrait video sideways with
     such a flag; a rotation that is not a multiple of 90 is rounded to one; mirroring is ignored."""
     turns = round(rotation / 90) % 4
-    return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb  # np.rot90: counter-clockwise
+    return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb  # counter-clockwise turns
 
 
 def _to_rgb(frame):
@@ -680,8 +682,8 @@ def _require(path, what):
 
 
 def read_text(path, what="annotation file"):
-    """The text of a UTF-8 file, without a byte-order mark (Windows editors add one); every error names
-    the file and says what to do."""
+    """The text of a UTF-8 file, without a byte-order mark (Windows editors add one); every error
+    names the file and says what to do."""
     _require(path, what)
     try:
         with open(path, encoding="utf-8-sig") as f:
@@ -689,7 +691,8 @@ def read_text(path, what="annotation file"):
     except IsADirectoryError:
         raise ValueError(f"{what} {path} is a folder; expected a text file") from None
     except UnicodeDecodeError as e:
-        raise ValueError(f"{what} {path} is not UTF-8 text (byte {e.start} is {e.object[e.start]:#04x}): "
+        byte = e.object[e.start]
+        raise ValueError(f"{what} {path} is not UTF-8 text (byte {e.start} is {byte:#04x}): "
                          f"save it as UTF-8") from None
     except OSError as e:
         raise ValueError(f"{what} {path} cannot be read ({e.strerror})") from None
@@ -854,7 +857,8 @@ def _read_kinetics_csv(path):
     rows = []
     for n, row in enumerate(csv.DictReader(io.StringIO(read_text(path), newline="")), 2):
         try:
-            stem = f"{row['youtube_id']}_{int(float(row['time_start'])):06d}_{int(float(row['time_end'])):06d}"
+            start, end = int(float(row["time_start"])), int(float(row["time_end"]))
+            stem = f"{row['youtube_id']}_{start:06d}_{end:06d}"
             rows.append((row["label"], stem))
         except (KeyError, TypeError, ValueError):
             raise _bad_line(path, n, row, "columns label,youtube_id,time_start,time_end") from None
@@ -883,7 +887,7 @@ def load_kinetics(root, dataset="kinetics400", split="train", videos_dir=None):
     the videos '<youtube_id>_<start:06d>_<end:06d>.<ext>' anywhere below `videos_dir` (default
     root), in per-class folders or flat. Classes: sorted labels of the train CSV, names as written.
     Videos listed but missing (often 5-10% of a copy; also rows whose label the train CSV lacks) are
-    counted, reported once, and skipped. Copies written by `prepare` below root are not read as videos.
+    counted, reported once, and skipped. Copies `prepare` wrote below root are not read as videos.
     """
     _check_split(dataset, split, ("train", "val", "test"))
     _require(root, f"{dataset} root")
@@ -1067,10 +1071,10 @@ def unreadable_report(num_failed, num_total):
 
 
 class FirstTime:
-    """first(key) is True only the first time any process sharing this object asks about `key`: the
-    process that made it and its DataLoader workers, in every epoch (a DataLoader starts new workers
-    each epoch, each with a fresh copy of the dataset, so a set in the dataset forgets). The keys are
-    files created exclusively in a temporary folder, which the creating process removes at its end."""
+    """first(key) is True only the first time any process sharing this object asks about `key`:
+    the process that made it and its DataLoader workers, in every epoch (a DataLoader starts new
+    workers each epoch, each with a fresh copy of the dataset, so a set in the dataset forgets).
+    The keys are files created exclusively in a temporary folder, removed when its maker ends."""
 
     def __init__(self):
         self.folder = tempfile.mkdtemp(prefix="video_data_seen_")
@@ -1107,8 +1111,9 @@ class ClipReader:
     def _count(self, record):
         n = self._counts.get(record.path) or record.num_frames or count_frames(record.path)
         if n < 1:
-            raise VideoReadError(record.path, _no_frames_reason(record.path) if os.path.isdir(record.path)
-                                 else "has no frames")
+            folder = os.path.isdir(record.path)
+            reason = _no_frames_reason(record.path) if folder else "has no frames"
+            raise VideoReadError(record.path, reason)
         return n
 
     def _read(self, record):
@@ -1136,8 +1141,8 @@ class VideoDataset(torch.utils.data.Dataset):
 
     __getitem__(i) -> (video, target, index, ok):
       train: video (T, 3, S, S). A bad video is replaced by another one (a deterministic choice
-             from `seed` and i), its path logged once (in all DataLoader workers and epochs; once per
-             process under torchrun); index is the video returned.
+             from `seed` and i), its path logged once (across DataLoader workers and epochs;
+             once per process under torchrun); index is the video returned.
       test:  video (V, T, 3, S, S), V = num_clips * num_crops, clip-major. A bad video gives zeros
              of that shape and ok=False; strict=True raises VideoReadError (naming the path) instead.
       target: int64 class id, or a float multi-hot (C,) for multi-label splits.
@@ -1158,7 +1163,7 @@ class VideoDataset(torch.utils.data.Dataset):
         self.transform = transform
         self.read = ClipReader(num_frames, mode, self.num_clips, in_memory)
         self._bad, self._blank = set(), None  # indices found unreadable; zeros for a failed test item
-        self._logged = FirstTime()  # each bad path is logged once in all, whatever the workers and epochs
+        self._logged = FirstTime()  # each bad path logged once, whatever the workers and epochs
 
     def __len__(self):
         return len(self.records)
@@ -1363,7 +1368,8 @@ def _decoded_rgb(src, short_side):
     try:
         width, height = _scaled_size(stream.codec_context.width, stream.codec_context.height, short_side)
         for frame in container.decode(stream):  # written upright: a copy carries no rotation flag
-            rgb = frame.to_ndarray(width=width, height=height, format="rgb24", interpolation="BILINEAR")
+            rgb = frame.to_ndarray(width=width, height=height, format="rgb24",
+                                   interpolation="BILINEAR")
             yield upright(rgb, frame.rotation)
     except av.FFmpegError as e:
         raise VideoReadError(src, f"cannot decode ({e})") from e
@@ -1455,7 +1461,8 @@ def _dataset_videos(dataset, root, **kw):
                 first_error = first_error or e
                 continue  # e.g. a Kinetics copy without test.csv
     if not paths:
-        raise FileNotFoundError(f"prepare: no split of {dataset} could be read under {root} ({first_error})")
+        raise FileNotFoundError(f"prepare: no split of {dataset} could be read under {root} "
+                                f"({first_error})")
     return sorted(p for p in paths if not os.path.isdir(p))  # frame folders are prepared already
 
 
@@ -1475,11 +1482,11 @@ def _run_jobs(jobs, workers):
 def _check_settings(form, short_side, quality, gop):
     if form not in ("frames", "video"):
         raise ValueError(f"prepare: --form must be 'frames' or 'video', got {form!r}")
-    for flag, value, low, high in (("--short-side", short_side, 2, None), ("--quality", quality, 1, 100),
-                                   ("--gop", gop, 1, None)):
+    for flag, value, low, high in (("--short-side", short_side, 2, None),
+                                   ("--quality", quality, 1, 100), ("--gop", gop, 1, None)):
         if not isinstance(value, int) or value < low or (high is not None and value > high):
-            raise ValueError(f"prepare: {flag} must be a whole number from {low}{f' to {high}' if high else ' up'}, "
-                             f"got {value!r}")
+            span = f"{low} to {high}" if high else f"{low} up"
+            raise ValueError(f"prepare: {flag} must be a whole number from {span}, got {value!r}")
 
 
 def _check_out(out, root, videos_dir):
@@ -1488,24 +1495,25 @@ def _check_out(out, root, videos_dir):
         raise ValueError(f"--out {out} is a file; give a folder for the prepared copy")
     for flag, folder in (("--root", root), ("--videos-dir", videos_dir)):
         if folder and os.path.realpath(out) == os.path.realpath(folder):
-            raise ValueError(f"--out {out} is the dataset's {flag} folder; the copies need a folder of their own, "
-                             f"e.g. {os.path.normpath(out)}_prepared")
+            raise ValueError(f"--out {out} is the dataset's {flag} folder; the copies need a "
+                             f"folder of their own, e.g. {os.path.normpath(out)}_prepared")
 
 
 def _check_same_settings(out, settings):
-    """`out` must hold no copy made with other settings: its files would not be what PREPARED.json says."""
+    """`out` must hold no copy made with other settings: PREPARED.json would not describe it."""
     path = os.path.join(out, PREPARED_RECORD)
     if os.path.isfile(path):
         try:
             with open(path, encoding="utf-8") as f:
                 before = json.load(f)
         except ValueError as e:
-            raise ValueError(f"{path} is not a record `prepare` wrote ({e}); move it away") from None
+            raise ValueError(f"{path} is not a record `prepare` wrote ({e}); move it") from None
         changed = [f"{key} {before[key]!r} then, {value!r} now" for key, value in settings.items()
                    if key in before and before[key] != value]
         if changed:
-            raise ValueError(f"--out {out} holds a copy prepared with other settings ({'; '.join(changed)}; see "
-                             f"{path}): rerun with that copy's settings to finish it, or give another --out")
+            raise ValueError(f"--out {out} holds a copy prepared with other settings "
+                             f"({'; '.join(changed)}; see {path}): rerun with that copy's settings "
+                             f"to finish it, or give another --out")
 
 
 def _write_json(path, payload):
@@ -1522,11 +1530,12 @@ def prepare(dataset, root, out, form="frames", short_side=256, workers=1, qualit
     (converted, skipped, failed paths). Read with load_split(..., prepared=out)."""
     _check_settings(form, short_side, quality, gop)
     _check_out(out, root, kw.get("videos_dir"))
-    settings = {"dataset": dataset, "root": os.path.abspath(root), "form": form, "short_side": short_side,
-                **({"quality": quality} if form == "frames" else {"gop": gop})}
+    settings = {"dataset": dataset, "root": os.path.abspath(root), "form": form,
+                "short_side": short_side}
+    settings.update({"quality": quality} if form == "frames" else {"gop": gop})
     _check_same_settings(out, settings)
     sources = _dataset_videos(dataset, root, **kw)
-    os.makedirs(out, exist_ok=True)  # the record first: a walk below root skips `out` even if this run is killed
+    os.makedirs(out, exist_ok=True)  # the record first: walks skip `out` even if this run is killed
     _write_json(os.path.join(out, PREPARED_RECORD), settings)
     jobs, skipped = [], 0
     for src in sources:
@@ -1541,8 +1550,8 @@ def prepare(dataset, root, out, form="frames", short_side=256, workers=1, qualit
         if error:
             failed.append(src)
             log.warning("prepare: %s", error)
-    _write_json(os.path.join(out, PREPARED_RECORD),
-                {**settings, "converted": len(jobs) - len(failed), "skipped": skipped, "failed": failed})
+    counts = {"converted": len(jobs) - len(failed), "skipped": skipped, "failed": failed}
+    _write_json(os.path.join(out, PREPARED_RECORD), {**settings, **counts})
     return len(jobs) - len(failed), skipped, failed
 
 
@@ -1576,14 +1585,16 @@ def _parse_args(argv):
                    help="scale the short side to this (never up); 256 as TSN")
     p.add_argument("--workers", type=_whole_number(0), default=os.cpu_count(),
                    help="parallel processes (default: all cores; 0 or 1: this process)")
-    p.add_argument("--quality", type=_whole_number(1, 100), default=90, help="JPEG quality (1-100) of --form frames")
-    p.add_argument("--gop", type=_whole_number(1), default=PREPARED_GOP, help="keyframe interval of --form video")
+    p.add_argument("--quality", type=_whole_number(1, 100), default=90,
+                   help="JPEG quality (1-100) of --form frames")
+    p.add_argument("--gop", type=_whole_number(1), default=PREPARED_GOP,
+                   help="keyframe interval of --form video")
     p.add_argument("--list-file", help="--dataset list: the 'path label' list file")
     p.add_argument("--classnames-file", help="--dataset list: the class names file")
     p.add_argument("--videos-dir", help="kinetics/charades: where the videos are, if not below root")
     args = parser.parse_args(argv)
     if args.dataset == "list" and not (args.list_file and args.classnames_file):
-        p.error("--dataset list needs --list-file FILE and --classnames-file FILE (relative to --root)")
+        p.error("--dataset list needs --list-file FILE and --classnames-file FILE (in --root)")
     return args
 
 
@@ -1593,9 +1604,10 @@ def main(argv=None):
     kw = {k: v for k, v in (("list_file", args.list_file), ("classnames_file", args.classnames_file),
                             ("videos_dir", args.videos_dir)) if v}
     try:
-        converted, skipped, failed = prepare(args.dataset, args.root, args.out, args.form, args.short_side,
-                                             args.workers, args.quality, args.gop, **kw)
-    except (FileNotFoundError, ValueError) as e:
+        converted, skipped, failed = prepare(args.dataset, args.root, args.out, args.form,
+                                             args.short_side, args.workers, args.quality, args.gop,
+                                             **kw)
+    except (OSError, ValueError) as e:  # a missing or unreadable root, annotation file or --out
         raise SystemExit(f"error: {e}") from None
     print(f"prepared {converted} videos into {args.out} ({skipped} were done before); "
           f"{unreadable_report(len(failed), converted + len(failed))}")

@@ -81,7 +81,7 @@ def check_labels(labels, source):
 
 def read_labels(path):
     """One label per line. A blank line is an error (it would be an empty class), named by line number."""
-    lines = video_data.read_text(path, "--labels-file").splitlines()  # UTF-8, a byte-order mark dropped
+    lines = video_data.read_text(path, "--labels-file").splitlines()  # UTF-8, without a BOM
     blank = [n for n, line in enumerate(lines, 1) if not line.strip()]
     if blank:
         raise ValueError(f"{path}: lines {blank} are blank; remove them (one label per line)")
@@ -89,13 +89,14 @@ def read_labels(path):
 
 
 def check_label_lengths(labels, source, templates):
-    """Every label, in every template, must fit CLIP's text context: checked before any model loads."""
+    """Every label, in every template, must fit CLIP's text context (checked before any model)."""
     for label in labels:
         try:
             prompts.tokenize_prompts([label], templates, CLIP_CONTEXT)
         except ValueError:
-            raise ValueError(f"{source}: the label {label[:60]!r}{'...' * (len(label) > 60)} is too long: in a "
-                             f"template it exceeds CLIP's {CLIP_CONTEXT}-token text context; shorten it") from None
+            shown = f"{label[:60]!r}{'...' * (len(label) > 60)}"
+            raise ValueError(f"{source}: the label {shown} is too long: in a template it exceeds "
+                             f"CLIP's {CLIP_CONTEXT}-token text context; shorten it") from None
     return labels
 
 
@@ -408,7 +409,10 @@ def parse_args(argv=None):
 def video_labels(args):
     templates = prompts.LABEL_ONLY if args.no_templates else prompts.TEMPLATES
     try:
-        labels = read_labels(args.labels_file) if args.labels_file else check_labels(args.labels, "--labels")
+        if args.labels_file:
+            labels = read_labels(args.labels_file)
+        else:
+            labels = check_labels(args.labels, "--labels")
         return check_label_lengths(labels, args.labels_file or "--labels", templates)
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"error: {e}") from None
@@ -434,8 +438,8 @@ def rank_videos(args, ctx, labels):
         {"path": path, "ok": bool(ok), "probabilities": dict(zip(labels, scores.tolist())) if ok else None}
         for path, scores, ok in zip(args.video, preds.scores, preds.ok)]})
     if not preds.ok.any():
-        raise SystemExit(f"error: none of the {len(preds.ok)} videos could be read (the warnings above say why): "
-                         f"nothing was ranked")
+        raise SystemExit(f"error: none of the {len(preds.ok)} videos could be read (the warnings "
+                         f"above say why): nothing was ranked")
 
 
 def run_benchmark(args, ctx):
@@ -452,8 +456,8 @@ def run_benchmark(args, ctx):
     print(format_benchmark(header, results, summary))
     write_json(args.json, {"protocol": protocol, "header": header, "std_kind": STD_TEXT, **summary, "runs": results})
     if not any(r["evaluated"] for r in results):
-        raise SystemExit(f"error: none of the {sum(r['total'] for r in results)} videos could be read: nothing "
-                         f"was evaluated")
+        total = sum(r["total"] for r in results)
+        raise SystemExit(f"error: none of the {total} videos could be read: nothing was evaluated")
 
 
 def main(argv=None):

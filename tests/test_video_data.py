@@ -888,7 +888,7 @@ def test_prepare_rerun_with_other_settings_is_refused(ucf101, tmp_path, capsys):
     with pytest.raises(SystemExit):
         video_data.main(["prepare", "--dataset", "list", "--root", ucf101["root"], "--out", str(out),
                          "--list-file", "train.txt"])
-    assert "--dataset list needs --list-file FILE and --classnames-file FILE" in capsys.readouterr().err
+    assert "--dataset list needs --list-file FILE and --classnames-file FILE (in --root)" in capsys.readouterr().err
 
 
 def test_read_errors_survive_pickling_across_worker_processes():
