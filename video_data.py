@@ -1535,7 +1535,10 @@ def prepare(dataset, root, out, form="frames", short_side=256, workers=1, qualit
     settings.update({"quality": quality} if form == "frames" else {"gop": gop})
     _check_same_settings(out, settings)
     sources = _dataset_videos(dataset, root, **kw)
-    os.makedirs(out, exist_ok=True)  # the record first: walks skip `out` even if this run is killed
+    try:
+        os.makedirs(out, exist_ok=True)  # the record first: walks skip `out` even if this run is killed
+    except OSError as e:
+        raise ValueError(f"--out {out}: cannot create the folder ({e.strerror})") from None
     _write_json(os.path.join(out, PREPARED_RECORD), settings)
     jobs, skipped = [], 0
     for src in sources:
