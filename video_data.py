@@ -867,12 +867,12 @@ def _read_kinetics_csv(path):
 
 def _find_videos(video_dir):
     """{file stem: path} of every video file below video_dir (per-class folders or flat), walked in
-    sorted order (a stem found twice: the last one, on every machine). A folder holding a
+    sorted order (a stem found twice: the last one, on every machine). A subfolder holding a
     PREPARED_RECORD is a copy `prepare` wrote, not originals: it is not walked."""
     found = {}
     for folder, subfolders, files in os.walk(video_dir):
         subfolders.sort()
-        if PREPARED_RECORD in files:
+        if PREPARED_RECORD in files and folder != video_dir:
             subfolders.clear()
             continue
         for name in sorted(files):
