@@ -388,10 +388,12 @@ def given_flags(parser, argv=None):
     return vars(parser.parse_args(argv))
 
 
-def check_output_files(parser, args, *flags):
+def check_output_files(parser, args, *flags, inputs=()):
     """Each output file given must be a file (not a folder) in an existing, writable folder, and no
-    two flags may name the same file: found now, not after the whole run."""
-    given = {}
+    two flags may name the same file, nor an output an input file (flags `inputs`): found now, not
+    after the whole run."""
+    given = {os.path.realpath(path): flag for flag in inputs
+             if (path := getattr(args, flag.lstrip("-").replace("-", "_")))}
     for flag in flags:
         path = getattr(args, flag.lstrip("-").replace("-", "_"))
         if not path:
@@ -406,8 +408,8 @@ def check_output_files(parser, args, *flags):
             parser.error(f"{flag} {path}: the folder {folder} is not writable; choose another")
         same = given.setdefault(os.path.realpath(path), flag)
         if same != flag:
-            parser.error(f"{same} and {flag} both name {path}: one would overwrite the other; "
-                         f"give two files")
+            parser.error(f"{same} and {flag} both name {path}: the run would overwrite "
+                         f"{'it' if same in inputs else 'one with the other'}; give two files")
 
 
 def check_device(parser, args):
@@ -471,7 +473,8 @@ def parse_args(argv=None):
         parser.error("--dataset is required")
     check_dataset_flags(parser, args)
     check_device(parser, args)
-    check_output_files(parser, args, "--json", "--save-scores", "--confusion")
+    check_output_files(parser, args, "--json", "--save-scores", "--confusion",
+                       inputs=("--checkpoint",))
     return args
 
 

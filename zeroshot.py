@@ -397,7 +397,8 @@ def parse_args(argv=None):
     if args.dataset:
         evaluate.check_dataset_flags(parser, args)
     evaluate.check_device(parser, args)
-    evaluate.check_output_files(parser, args, "--json")
+    evaluate.check_output_files(parser, args, "--json",
+                                inputs=("--checkpoint", "--weights", "--labels-file"))
     protocol = "--video" if args.video else choose_protocol(args)
     ignored = sorted(IGNORED_BY[protocol].intersection(evaluate.given_flags(parser, argv)))
     if ignored:

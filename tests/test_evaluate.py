@@ -345,7 +345,11 @@ def test_output_files_are_checked_before_the_run(ucf101, tmp_path, capsys):
     assert f"--json {tmp_path} is a folder; give a file name" in err
     same = str(tmp_path / "out")
     err = usage_error(evaluate.main, common + ["--json", same, "--save-scores", same], capsys)
-    assert f"--json and --save-scores both name {same}: one would overwrite the other" in err
+    assert f"--json and --save-scores both name {same}: the run would overwrite one with" in err
+    checkpoint = save_checkpoint(tmp_path / "ckpt.pt")
+    err = usage_error(evaluate.main, ["--checkpoint", checkpoint, *common[2:],
+                                      "--save-scores", checkpoint], capsys)
+    assert f"--checkpoint and --save-scores both name {checkpoint}: the run would overwrite it" in err
 
 
 def test_flags_are_checked_before_any_data_or_model(ucf101, tmp_path, capsys, monkeypatch):
