@@ -349,7 +349,8 @@ def test_output_files_are_checked_before_the_run(ucf101, tmp_path, capsys):
     checkpoint = save_checkpoint(tmp_path / "ckpt.pt")
     err = usage_error(evaluate.main, ["--checkpoint", checkpoint, *common[2:],
                                       "--save-scores", checkpoint], capsys)
-    assert f"--checkpoint and --save-scores both name {checkpoint}: the run would overwrite it" in err
+    assert f"--checkpoint and --save-scores both name {checkpoint}: the run would overwrite it" \
+        in err
 
 
 def test_flags_are_checked_before_any_data_or_model(ucf101, tmp_path, capsys, monkeypatch):
