@@ -492,7 +492,7 @@ def dataset_root(args):
     """--root, or data/<dataset>; a folder that is not there ends the run, named, before any model loads."""
     root = args.root or os.path.join("data", args.dataset)
     if os.path.isfile(root):
-        raise SystemExit(f"error: --root {root} is a file; expected the {args.dataset} dataset folder")
+        raise SystemExit(f"error: --root {root} is a file; expected the {args.dataset} folder")
     if not os.path.isdir(root):
         hint = "" if args.root else " (pass --root to say where the dataset is)"
         raise SystemExit(f"error: {args.dataset} root folder not found: expected {root}{hint}")

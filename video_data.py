@@ -1536,7 +1536,7 @@ def prepare(dataset, root, out, form="frames", short_side=256, workers=1, qualit
     _check_same_settings(out, settings)
     sources = _dataset_videos(dataset, root, **kw)
     try:
-        os.makedirs(out, exist_ok=True)  # the record first: walks skip `out` even if this run is killed
+        os.makedirs(out, exist_ok=True)  # the record first: walks skip `out` even if killed
     except OSError as e:
         raise ValueError(f"--out {out}: cannot create the folder ({e.strerror})") from None
     _write_json(os.path.join(out, PREPARED_RECORD), settings)
