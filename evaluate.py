@@ -388,13 +388,43 @@ def given_flags(parser, argv=None):
     return vars(parser.parse_args(argv))
 
 
-def check_output_files(parser, args, *flags):
-    """Each output file given must go into an existing folder: found now, not after the whole run."""
+def check_output_files(parser, args, *flags, inputs=()):
+    """Each output file given must be a file (not a folder) in an existing, writable folder, and no
+    two flags may name the same file, nor an output an input file (flags `inputs`): found now, not
+    after the whole run."""
+    given = {os.path.realpath(path): flag for flag in inputs
+             if (path := getattr(args, flag.lstrip("-").replace("-", "_")))}
     for flag in flags:
         path = getattr(args, flag.lstrip("-").replace("-", "_"))
-        folder = os.path.dirname(os.path.abspath(path)) if path else None
-        if folder and not os.path.isdir(folder):
+        if not path:
+            continue
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
             parser.error(f"{flag} {path}: the folder {folder} does not exist; create it first")
+        if os.path.isdir(path):
+            example = os.path.join(path, "results")
+            parser.error(f"{flag} {path} is a folder; give a file name, e.g. {example}")
+        if not os.access(folder, os.W_OK):
+            parser.error(f"{flag} {path}: the folder {folder} is not writable; choose another")
+        same = given.setdefault(os.path.realpath(path), flag)
+        if same != flag:
+            parser.error(f"{same} and {flag} both name {path}: the run would overwrite "
+                         f"{'it' if same in inputs else 'one with the other'}; give two files")
+
+
+def check_device(parser, args):
+    """--device cuda needs a GPU that torch can see."""
+    if getattr(args, "device", None) == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: torch sees no CUDA GPU here (torch.cuda.is_available() is "
+                     "False); use --device cpu, or leave --device out to use a GPU when there is "
+                     "one")
+
+
+def check_dataset_flags(parser, args):
+    """--dataset list reads its videos and class names from two files that have no default here."""
+    if args.dataset == "list" and not (args.list_file and args.classnames_file):
+        parser.error("--dataset list needs --list-file FILE ('path label' lines) and "
+                     "--classnames-file FILE (class names), both relative to --root")
 
 
 def add_data_args(parser):
@@ -441,7 +471,10 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.dataset is None:
         parser.error("--dataset is required")
-    check_output_files(parser, args, "--json", "--save-scores", "--confusion")
+    check_dataset_flags(parser, args)
+    check_device(parser, args)
+    check_output_files(parser, args, "--json", "--save-scores", "--confusion",
+                       inputs=("--checkpoint",))
     return args
 
 
@@ -458,6 +491,8 @@ def load_checkpoint(path, device, num_frames=None):
 def dataset_root(args):
     """--root, or data/<dataset>; a folder that is not there ends the run, named, before any model loads."""
     root = args.root or os.path.join("data", args.dataset)
+    if os.path.isfile(root):
+        raise SystemExit(f"error: --root {root} is a file; expected the {args.dataset} folder")
     if not os.path.isdir(root):
         hint = "" if args.root else " (pass --root to say where the dataset is)"
         raise SystemExit(f"error: {args.dataset} root folder not found: expected {root}{hint}")
@@ -488,13 +523,33 @@ def eval_dataset(split, model, args):
                                    num_crops=args.crops, strict=args.strict)
 
 
+def check_classifier_classes(model, split, checkpoint):
+    """A unimodal VideoClassifier scores the classes it was trained on: the evaluated classes must
+    be those, in the same order (checkpoints without names are checked by count)."""
+    if not isinstance(model, prompts.VideoClassifier):
+        return                                                        # texts name the classes
+    trained, names = model.config["num_classes"], model.config.get("classnames")
+    wanted = split.classnames
+    what = f"error: --checkpoint {checkpoint} is a unimodal classifier"
+    todo = "evaluate it on the class list it was trained on"
+    if trained != len(wanted):
+        raise SystemExit(f"{what} of {trained} classes, the split has {len(wanted)}: {todo}")
+    if names is not None and list(names) != list(wanted):
+        c = next(i for i, (a, b) in enumerate(zip(names, wanted)) if a != b)
+        raise SystemExit(f"{what} whose class {c} is {names[c]!r}; the split's class {c} is "
+                         f"{wanted[c]!r}: {todo}")
+
+
 def class_text_features(model, classnames, args, device, dtype):
     """(K, C, E) for every template and class, once per run; None for a unimodal VideoClassifier."""
     if isinstance(model, prompts.VideoClassifier):
         return None
     templates = prompts.LABEL_ONLY if args.no_templates else prompts.TEMPLATES
-    with autocast(device, dtype):
-        return prompts.text_features(model, classnames, templates, device=device)
+    try:
+        with autocast(device, dtype):
+            return prompts.text_features(model, classnames, templates, device=device)
+    except ValueError as e:                                           # a class name too long
+        raise SystemExit(f"error: {e}") from None
 
 
 def describe_model(model):
@@ -541,6 +596,7 @@ def main(argv=None):
     split_name = args.split or DEFAULT_SPLIT.get(args.dataset, "val")
     split = load_dataset_split(args, split_name)                      # a data problem is found before loading
     model = load_checkpoint(args.checkpoint, device, args.frames)
+    check_classifier_classes(model, split, args.checkpoint)
     loader = eval_loader(eval_dataset(split, model, args), args.batch_size, args.workers, distributed=world_size > 1)
     dtype = autocast_dtype(device, args.fp32)
     text_feats = class_text_features(model, split.classnames, args, device, dtype)

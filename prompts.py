@@ -343,11 +343,13 @@ class ActionCLIP(nn.Module):
 class VideoClassifier(nn.Module):
     """The unimodal baseline of Table 1: ActionCLIP's video encoder and a linear classifier, no text."""
 
-    def __init__(self, actionclip: ActionCLIP, num_classes):
+    def __init__(self, actionclip: ActionCLIP, num_classes, classnames=None):
         super().__init__()
         self.actionclip = actionclip
         self.fc = nn.Linear(actionclip.clip.embed_dim, num_classes)
         self.config = {**actionclip.config, "num_classes": num_classes}
+        if classnames is not None:                                    # what each output means
+            self.config["classnames"] = list(classnames)
 
     def forward(self, video):                                         # (B, T, 3, H, W)
         return self.fc(self.actionclip.encode_video(video))           # (B, C)
@@ -489,7 +491,7 @@ def load_ours(checkpoint, num_frames, path):
     prompt_state = fit_frame_tables(model.visual_prompt, take(state_dict, inner + "visual_prompt."), path)
     load_checked(model.visual_prompt, prompt_state, f"{path}: the visual prompt")
     if "num_classes" in config:
-        model = VideoClassifier(model, config["num_classes"])
+        model = VideoClassifier(model, config["num_classes"], config.get("classnames"))
         load_checked(model.fc, take(state_dict, "fc."), f"{path}: the classifier")
     if state_dict:
         raise ValueError(f"{path}: unexpected keys in the model state dict: {describe(state_dict)}")

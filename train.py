@@ -94,9 +94,15 @@ def add_data_args(p):
     d.add_argument("--fold", type=int, default=1, help="UCF101/HMDB51 split 1-3; paper: 1")
     d.add_argument("--videos-dir", help="Kinetics/Charades: where the videos are, if not under --root")
     d.add_argument("--prepared", help="folder written by `python video_data.py prepare` for this dataset")
-    d.add_argument("--train-list", default="train.txt", help="--dataset list: the training list file in --root")
-    d.add_argument("--val-list", default="val.txt", help="--dataset list: the validation list file in --root")
-    d.add_argument("--classnames", default="classnames.txt", help="--dataset list: class names file in --root")
+    d.add_argument("--list-file", dest="train_list", default="train.txt", metavar="FILE",
+                   help="--dataset list: the training list ('path label' lines) in --root")
+    d.add_argument("--val-list-file", dest="val_list", default="val.txt", metavar="FILE",
+                   help="--dataset list: the validation list")
+    d.add_argument("--classnames-file", dest="classnames", default="classnames.txt", metavar="FILE",
+                   help="--dataset list: class names, one per line or an 'id,name' CSV, in --root")
+    for old in ("--train-list", "--val-list", "--classnames"):   # earlier spellings, still accepted
+        d.add_argument(old, dest=old[2:].replace("-", "_"), default=argparse.SUPPRESS,
+                       help=argparse.SUPPRESS)
     d.add_argument("--val-split", default="val", help="split validated every epoch and used to pick best.pt "
                    "(UCF101/HMDB51/Charades: val is their test list)")
     d.add_argument("--shots", type=int, metavar="K", help="few-shot (Fig. 3): train on K videos per class, drawn "
@@ -468,7 +474,7 @@ def load_clip(args):
     return clip
 
 
-def build_model(args, num_classes):
+def build_model(args, num_classes, classnames=None):
     """ActionCLIP (or Table 1's VideoClassifier), its frozen parts marked requires_grad=False."""
     torch.manual_seed(args.seed)                                      # the same new weights on every rank
     if args.finetune_from:
@@ -485,7 +491,7 @@ def build_model(args, num_classes):
     for name, param in model.clip.named_parameters():                 # --unimodal has no use for text
         param.requires_grad_(not frozen[encoder_of(name)])
     if args.unimodal:
-        model = prompts.VideoClassifier(model, num_classes)
+        model = prompts.VideoClassifier(model, num_classes, classnames)
     train_mode(model, args)
     return model
 
@@ -646,7 +652,7 @@ def batch_sizes(args, ddp, num_videos):
 def build_run(args, ddp):
     """Data, model, optimiser, precision and the DDP wrapper of one run."""
     train_split, val_split = load_splits(args)
-    model = build_model(args, len(train_split.classnames)).to(ddp.device)
+    model = build_model(args, len(train_split.classnames), train_split.classnames).to(ddp.device)
     clip = getattr(model, "actionclip", model).clip
     items, sampler, val = build_data(args, ddp, train_split, val_split, clip.input_resolution)
     micro_batch, steps_per_epoch = batch_sizes(args, ddp, len(sampler) * ddp.world)

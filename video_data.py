@@ -2,7 +2,8 @@
 
 Sections, in order:
   constants      CLIP's normalisation, file extensions, the TSN frame-folder naming
-  decoding       read_frames / count_frames: frame-exact PyAV decoding with keyframe seeks, frame folders
+  decoding       read_frames / count_frames: frame-exact PyAV decoding with keyframe seeks, frame
+                 folders; frames upright, as a player shows them (a phone video's rotation applied)
   sampling       sample_indices: segment-based sampling [Sec. 4.1], multi-clip test views
   transforms     train_transform / test_transform on whole clips (one random draw per video)
   parsers        load_split: UCF101, HMDB51, Kinetics-400/600/700, Charades, generic list files
@@ -26,6 +27,8 @@ import bisect
 import collections
 import csv
 import glob
+import hashlib
+import io
 import itertools
 import json
 import logging
@@ -35,8 +38,10 @@ import random
 import re
 import shutil
 import sys
+import tempfile
 import time
 import warnings
+import weakref
 import zlib
 from dataclasses import dataclass
 from fractions import Fraction
@@ -60,6 +65,7 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 VIDEO_EXTS = (".avi", ".mp4", ".mkv", ".webm", ".mov", ".m4v")
 FRAME_NAME = "img_{:05d}.jpg"  # TSN / official ActionCLIP frame folders, 1-based
 FRAME_GLOB = "img_*.jpg"
+PREPARED_RECORD = "PREPARED.json"  # in each folder `prepare` writes: its settings; walks skip it
 TEST_SCALE = 256 / 224  # test: short side resized to 256 for a 224 crop (384 for 336) [Sec. 4.1]
 MSC_SCALES = (1, 0.875, 0.75, 0.66)  # TSN multi-scale crop scales, as in the official code
 DATASETS = ("ucf101", "hmdb51", "kinetics400", "kinetics600", "kinetics700", "charades", "list", "synthetic")
@@ -74,6 +80,9 @@ class VideoReadError(RuntimeError):
     """A video (or frame folder) that cannot give the frames asked for; `path` names it."""
 
     def __init__(self, path, reason=None):  # one argument: the whole message (how DataLoader re-raises)
+        if reason is None and "\n" in path:  # DataLoader's re-raise: the worker's traceback
+            last = path.rstrip().rsplit("\n", 1)[-1]  # 'video_data.VideoReadError: <our message>'
+            path = last.split(": ", 1)[-1]
         super().__init__(path if reason is None else f"{path}: {reason}")
         self.path, self.reason = path, reason
 
@@ -220,6 +229,15 @@ def _frame_folder_count(path):
     return _cached(_cache_key(path), lambda: len(glob.glob(os.path.join(glob.escape(path), FRAME_GLOB))))
 
 
+def _no_frames_reason(folder):
+    """Why a folder gives no frames: what it holds instead, and what a frame folder holds."""
+    names = sorted(os.listdir(folder))
+    found = f"it holds {len(names)} other files, e.g. {names[0]}" if names else "it is empty"
+    return (f"is a folder without {FRAME_GLOB} files ({found}); a frame folder holds JPEGs named "
+            f"{FRAME_NAME.format(1)}, {FRAME_NAME.format(2)}, ... as `video_data.py prepare` "
+            f"writes them")
+
+
 def count_frames(path):
     """Number of frames in a video file or TSN frame folder, counted once per process and cached.
 
@@ -232,8 +250,17 @@ def count_frames(path):
     return index if isinstance(index, int) else index.num_frames
 
 
+def upright(rgb, rotation):
+    """A decoded (H, W, 3) frame as a player shows it: turned by the container's display rotation
+    (degrees counter-clockwise, PyAV's `frame.rotation`). Phones store portrait video sideways with
+    such a flag; a rotation that is not a multiple of 90 is rounded to one; mirroring is ignored."""
+    turns = round(rotation / 90) % 4
+    return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb  # counter-clockwise turns
+
+
 def _to_rgb(frame, **size):
-    """(H, W, 3) uint8 RGB of a decoded frame (scaled bilinearly to `size`'s width/height if given).
+    """(H, W, 3) uint8 RGB of a decoded frame, upright (scaled bilinearly to `size`'s width/height
+    before turning, if given).
 
     The conversion uses this process's own single-threaded swscale context, never PyAV's shared one:
     PyAV 19 keeps one SwsContext per thread, and FFmpeg 8 gives it a thread pool, so a DataLoader
@@ -244,7 +271,7 @@ def _to_rgb(frame, **size):
     if _REFORMATTER[0] != pid:
         _REFORMATTER[:] = [pid, av.video.reformatter.VideoReformatter()]
     rgb = _REFORMATTER[1].reformat(frame, format="rgb24", interpolation="BILINEAR", threads=1, **size)
-    return rgb.to_ndarray()
+    return upright(rgb.to_ndarray(), frame.rotation)
 
 
 _REFORMATTER = [None, None]  # [pid, VideoReformatter]: one per process, made after any fork
@@ -387,7 +414,7 @@ def _read_folder(path, wanted):
     """Frames `wanted` (0-based) of a TSN frame folder (img_00001.jpg is frame 0)."""
     count = _frame_folder_count(path)
     if count == 0:
-        raise VideoReadError(path, f"frame folder holds no {FRAME_GLOB} files")
+        raise VideoReadError(path, _no_frames_reason(path))
     if wanted[-1] >= count:
         raise VideoTooShortError(path, count, wanted[-1])
     try:
@@ -404,7 +431,8 @@ def read_frames(path, indices, threads=0):
     """Exactly the frames at `indices` (0-based, any order, repeats allowed) -> uint8 (T, H, W, 3).
 
     `path` is a video file (decoded with PyAV, seeking to the keyframe before a wanted frame when
-    that skips work) or a TSN frame folder. `threads`: decoder threads, 0 = one per core (use 1 in
+    that skips work; frames turned upright by the file's display rotation, as a player shows them)
+    or a TSN frame folder. `threads`: decoder threads, 0 = one per core (use 1 in
     DataLoader workers). Raises VideoReadError (VideoTooShortError if the video ends too soon).
     """
     indices = [int(i) for i in indices]
@@ -668,10 +696,27 @@ def _require(path, what):
     return path
 
 
+def read_text(path, what="annotation file"):
+    """The text of a UTF-8 file, without a byte-order mark (Windows editors add one); every error
+    names the file and says what to do."""
+    _require(path, what)
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            return f.read()
+    except IsADirectoryError:
+        raise ValueError(f"{what} {path} is a folder; expected a text file") from None
+    except UnicodeDecodeError as e:
+        byte = e.object[e.start]
+        raise ValueError(f"{what} {path} is not UTF-8 text (byte {e.start} is {byte:#04x}): "
+                         f"save it as UTF-8") from None
+    except OSError as e:
+        raise ValueError(f"{what} {path} cannot be read ({e.strerror})") from None
+
+
 def _read_lines(path):
     """(line number, stripped text) of the non-blank lines of a text file."""
-    with open(_require(path, "annotation file"), encoding="utf-8") as f:
-        return [(n, line.strip()) for n, line in enumerate(f, 1) if line.strip()]
+    lines = read_text(path).split("\n")
+    return [(n, line.strip()) for n, line in enumerate(lines, 1) if line.strip()]
 
 
 def _bad_line(path, n, line, expected):
@@ -825,21 +870,27 @@ def _kinetics_csv(root, dataset, split):
 def _read_kinetics_csv(path):
     """Rows of a Kinetics CSV as (label, file stem '<id>_<start:06d>_<end:06d>')."""
     rows = []
-    with open(path, newline="", encoding="utf-8") as f:
-        for n, row in enumerate(csv.DictReader(f), 2):
-            try:
-                stem = f"{row['youtube_id']}_{int(float(row['time_start'])):06d}_{int(float(row['time_end'])):06d}"
-                rows.append((row["label"], stem))
-            except (KeyError, TypeError, ValueError):
-                raise _bad_line(path, n, row, "columns label,youtube_id,time_start,time_end") from None
+    for n, row in enumerate(csv.DictReader(io.StringIO(read_text(path), newline="")), 2):
+        try:
+            start, end = int(float(row["time_start"])), int(float(row["time_end"]))
+            stem = f"{row['youtube_id']}_{start:06d}_{end:06d}"
+            rows.append((row["label"], stem))
+        except (KeyError, TypeError, ValueError):
+            raise _bad_line(path, n, row, "columns label,youtube_id,time_start,time_end") from None
     return rows
 
 
 def _find_videos(video_dir):
-    """{file stem: path} of every video file below video_dir (per-class folders or flat)."""
+    """{file stem: path} of every video file below video_dir (per-class folders or flat), walked in
+    sorted order (a stem found twice: the last one, on every machine). A subfolder holding a
+    PREPARED_RECORD is a copy `prepare` wrote, not originals: it is not walked."""
     found = {}
-    for folder, _, files in os.walk(video_dir):
-        for name in files:
+    for folder, subfolders, files in os.walk(video_dir):
+        subfolders.sort()
+        if PREPARED_RECORD in files and folder != video_dir:
+            subfolders.clear()
+            continue
+        for name in sorted(files):
             stem, ext = os.path.splitext(name)
             if ext.lower() in VIDEO_EXTS:
                 found[stem] = os.path.join(folder, name)
@@ -851,7 +902,7 @@ def load_kinetics(root, dataset="kinetics400", split="train", videos_dir=None):
     the videos '<youtube_id>_<start:06d>_<end:06d>.<ext>' anywhere below `videos_dir` (default
     root), in per-class folders or flat. Classes: sorted labels of the train CSV, names as written.
     Videos listed but missing (often 5-10% of a copy; also rows whose label the train CSV lacks) are
-    counted, reported once, and skipped. Keep prepared copies outside root: the walk would find them.
+    counted, reported once, and skipped. Copies `prepare` wrote below root are not read as videos.
     """
     _check_split(dataset, split, ("train", "val", "test"))
     _require(root, f"{dataset} root")
@@ -915,12 +966,11 @@ def load_charades(root, split="train", videos_dir=None):
     videos_dir = videos_dir or _first_existing(os.path.join(root, "Charades_v1_480"), root)
     path = _require(os.path.join(root, f"Charades_v1_{'train' if split == 'train' else 'test'}.csv"), "Charades CSV")
     records = []
-    with open(path, newline="", encoding="utf-8") as f:
-        for n, row in enumerate(csv.DictReader(f), 2):
-            if not row.get("id") or row.get("actions") is None:
-                raise _bad_line(path, n, row, "columns id and actions")
-            labels = _charades_labels(row["actions"], path, n)
-            records.append(VideoRecord(os.path.join(videos_dir, row["id"] + ".mp4"), labels))
+    for n, row in enumerate(csv.DictReader(io.StringIO(read_text(path), newline="")), 2):
+        if not row.get("id") or row.get("actions") is None:
+            raise _bad_line(path, n, row, "columns id and actions")
+        labels = _charades_labels(row["actions"], path, n)
+        records.append(VideoRecord(os.path.join(videos_dir, row["id"] + ".mp4"), labels))
     return DatasetSplit(records, classes, multilabel=True)
 
 
@@ -1035,6 +1085,32 @@ def unreadable_report(num_failed, num_total):
     return f"{num_failed} of {num_total} videos could not be read"
 
 
+class FirstTime:
+    """first(key) is True only the first time any process sharing this object asks about `key`:
+    the process that made it and its DataLoader workers, in every epoch (a DataLoader starts new
+    workers each epoch, each with a fresh copy of the dataset, so a set in the dataset forgets).
+    The keys are files created exclusively in a temporary folder, removed when its maker ends."""
+
+    def __init__(self):
+        self.folder = tempfile.mkdtemp(prefix="video_data_seen_")
+        weakref.finalize(self, _remove_own_folder, self.folder, os.getpid())
+
+    def first(self, key):
+        name = hashlib.sha1(key.encode("utf-8", "surrogateescape")).hexdigest()
+        try:
+            os.close(os.open(os.path.join(self.folder, name), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            return False
+        except OSError:  # the folder is gone (a cleaned /tmp): say it again rather than never
+            return True
+        return True
+
+
+def _remove_own_folder(folder, pid):
+    if os.getpid() == pid:  # not from a forked worker's copy
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 class ClipReader:
     """The sampled uint8 frames (N*T, H, W, 3), clip-major, of a VideoRecord [Sec. 4.1].
 
@@ -1050,7 +1126,9 @@ class ClipReader:
     def _count(self, record):
         n = self._counts.get(record.path) or record.num_frames or count_frames(record.path)
         if n < 1:
-            raise VideoReadError(record.path, "has no frames")
+            folder = os.path.isdir(record.path)
+            reason = _no_frames_reason(record.path) if folder else "has no frames"
+            raise VideoReadError(record.path, reason)
         return n
 
     def _read(self, record):
@@ -1078,7 +1156,8 @@ class VideoDataset(torch.utils.data.Dataset):
 
     __getitem__(i) -> (video, target, index, ok):
       train: video (T, 3, S, S). A bad video is replaced by another one (a deterministic choice
-             from `seed` and i), its path logged once per process; index is the video returned.
+             from `seed` and i), its path logged once (across DataLoader workers and epochs;
+             once per process under torchrun); index is the video returned.
       test:  video (V, T, 3, S, S), V = num_clips * num_crops, clip-major. A bad video gives zeros
              of that shape and ok=False; strict=True raises VideoReadError (naming the path) instead.
       target: int64 class id, or a float multi-hot (C,) for multi-label splits.
@@ -1099,6 +1178,7 @@ class VideoDataset(torch.utils.data.Dataset):
         self.transform = transform
         self.read = ClipReader(num_frames, mode, self.num_clips, in_memory)
         self._bad, self._blank = set(), None  # indices found unreadable; zeros for a failed test item
+        self._logged = FirstTime()  # each bad path logged once, whatever the workers and epochs
 
     def __len__(self):
         return len(self.records)
@@ -1114,7 +1194,7 @@ class VideoDataset(torch.utils.data.Dataset):
     def _note_bad(self, i, error, action):
         if self.strict:
             raise error
-        if i not in self._bad:
+        if i not in self._bad and self._logged.first(self.records[i].path):
             log.warning("unreadable video (%s): %s", action, error)
         self._bad.add(i)
 
@@ -1302,7 +1382,7 @@ def _decoded_rgb(src, short_side):
     container, stream = _open_video(src, threads=1)
     try:
         width, height = _scaled_size(stream.codec_context.width, stream.codec_context.height, short_side)
-        for frame in container.decode(stream):
+        for frame in container.decode(stream):  # written upright: a copy carries no rotation flag
             yield _to_rgb(frame, width=width, height=height)
     except av.FFmpegError as e:
         raise VideoReadError(src, f"cannot decode ({e})") from e
@@ -1384,16 +1464,18 @@ class _Progress:
 
 def _dataset_videos(dataset, root, **kw):
     """Every video file of every split (and fold) of a dataset, sorted, each once."""
-    paths = set()
+    paths, first_error = set(), None
     folds = (1, 2, 3) if dataset in ("ucf101", "hmdb51") else (1,)
     for split in ("train", "val", "test"):
         for fold in folds:
             try:
                 paths.update(r.path for r in load_split(dataset, root, split, fold, **kw).records)
-            except FileNotFoundError:
+            except FileNotFoundError as e:
+                first_error = first_error or e
                 continue  # e.g. a Kinetics copy without test.csv
     if not paths:
-        raise FileNotFoundError(f"prepare: no split of {dataset} could be read under {root}")
+        raise FileNotFoundError(f"prepare: no split of {dataset} could be read under {root} "
+                                f"({first_error})")
     return sorted(p for p in paths if not os.path.isdir(p))  # frame folders are prepared already
 
 
@@ -1410,15 +1492,69 @@ def _run_jobs(jobs, workers):
         yield from pool.imap_unordered(_prepare_one, jobs, chunksize=4)
 
 
+def _check_settings(form, short_side, quality, gop):
+    if form not in ("frames", "video"):
+        raise ValueError(f"prepare: --form must be 'frames' or 'video', got {form!r}")
+    for flag, value, low, high in (("--short-side", short_side, 2, None),
+                                   ("--quality", quality, 1, 100), ("--gop", gop, 1, None)):
+        if not isinstance(value, int) or value < low or (high is not None and value > high):
+            span = f"{low} to {high}" if high else f"{low} up"
+            raise ValueError(f"prepare: {flag} must be a whole number from {span}, got {value!r}")
+
+
+def _check_out(out, root, videos_dir):
+    """`out` must be a folder of its own: not a file, not the dataset root or its video folder."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ValueError(f"--out {out} is a file; give a folder for the prepared copy")
+    for flag, folder in (("--root", root), ("--videos-dir", videos_dir)):
+        if folder and os.path.realpath(out) == os.path.realpath(folder):
+            raise ValueError(f"--out {out} is the dataset's {flag} folder; the copies need a "
+                             f"folder of their own, e.g. {os.path.normpath(out)}_prepared")
+
+
+def _check_same_settings(out, settings):
+    """`out` must hold no copy made with other settings: PREPARED.json would not describe it."""
+    path = os.path.join(out, PREPARED_RECORD)
+    if os.path.isfile(path):
+        try:
+            with open(path, encoding="utf-8") as f:
+                before = json.load(f)
+        except ValueError as e:
+            raise ValueError(f"{path} is not a record `prepare` wrote ({e}); move it") from None
+        changed = [f"{key} {before[key]!r} then, {value!r} now" for key, value in settings.items()
+                   if key in before and before[key] != value]
+        if changed:
+            raise ValueError(f"--out {out} holds a copy prepared with other settings "
+                             f"({'; '.join(changed)}; see {path}): rerun with that copy's settings "
+                             f"to finish it, or give another --out")
+
+
+def _write_json(path, payload):
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        json.dump(payload, f, indent=1)
+    os.replace(path + ".tmp", path)
+
+
 def prepare(dataset, root, out, form="frames", short_side=256, workers=1, quality=90, gop=PREPARED_GOP, **kw):
     """Convert every video of a dataset into frame folders (form='frames': img_00001.jpg ..., the
     official format) or short-keyframe-interval H.264 (form='video') with the short side scaled to
     `short_side` (never up), below `out` mirroring the layout below root. Resumable: finished outputs
-    are skipped. Returns (converted, skipped, failed paths). Read with load_split(..., prepared=out)."""
-    if form not in ("frames", "video"):
-        raise ValueError(f"prepare: --form must be 'frames' or 'video', got {form!r}")
+    are skipped; a rerun with other settings is refused (out/PREPARED.json records them). Returns
+    (converted, skipped, failed paths). Read with load_split(..., prepared=out)."""
+    _check_settings(form, short_side, quality, gop)
+    _check_out(out, root, kw.get("videos_dir"))
+    settings = {"dataset": dataset, "root": os.path.abspath(root), "form": form,
+                "short_side": short_side}
+    settings.update({"quality": quality} if form == "frames" else {"gop": gop})
+    _check_same_settings(out, settings)
+    sources = _dataset_videos(dataset, root, **kw)
+    try:
+        os.makedirs(out, exist_ok=True)  # the record first: walks skip `out` even if killed
+    except OSError as e:
+        raise ValueError(f"--out {out}: cannot create the folder ({e.strerror})") from None
+    _write_json(os.path.join(out, PREPARED_RECORD), settings)
     jobs, skipped = [], 0
-    for src in _dataset_videos(dataset, root, **kw):
+    for src in sources:
         dst = os.path.join(out, _prepared_rel(src, root)) + (".mp4" if form == "video" else "")
         if os.path.exists(dst):
             skipped += 1
@@ -1430,15 +1566,25 @@ def prepare(dataset, root, out, form="frames", short_side=256, workers=1, qualit
         if error:
             failed.append(src)
             log.warning("prepare: %s", error)
-    with open(os.path.join(out, "PREPARED.json"), "w") as f:
-        json.dump({"dataset": dataset, "root": os.path.abspath(root), "form": form, "short_side": short_side,
-                   "converted": len(jobs) - len(failed), "skipped": skipped, "failed": failed}, f, indent=1)
+    counts = {"converted": len(jobs) - len(failed), "skipped": skipped, "failed": failed}
+    _write_json(os.path.join(out, PREPARED_RECORD), {**settings, **counts})
     return len(jobs) - len(failed), skipped, failed
 
 
 # ----------------------------------------------------------------------------------------------------
 # CLI
 # ----------------------------------------------------------------------------------------------------
+
+
+def _whole_number(low, high=None):
+    """argparse type: an int from `low` (to `high`)."""
+    def parse(text):
+        value = int(text) if text.strip().lstrip("+-").isdigit() else None
+        if value is None or value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"expected a whole number from {low}"
+                                             f"{f' to {high}' if high else ' up'}, got {text!r}")
+        return value
+    return parse
 
 
 def _parse_args(argv):
@@ -1451,14 +1597,21 @@ def _parse_args(argv):
     p.add_argument("--form", choices=("frames", "video"), default="frames",
                    help="frames: JPEG folders img_00001.jpg (the official code's format); video: H.264 with "
                         f"a keyframe every {PREPARED_GOP} frames and no B-frames")
-    p.add_argument("--short-side", type=int, default=256, help="scale the short side to this (never up); 256 as TSN")
-    p.add_argument("--workers", type=int, default=os.cpu_count(), help="parallel processes (default: all cores)")
-    p.add_argument("--quality", type=int, default=90, help="JPEG quality of --form frames")
-    p.add_argument("--gop", type=int, default=PREPARED_GOP, help="keyframe interval of --form video")
+    p.add_argument("--short-side", type=_whole_number(2), default=256,
+                   help="scale the short side to this (never up); 256 as TSN")
+    p.add_argument("--workers", type=_whole_number(0), default=os.cpu_count(),
+                   help="parallel processes (default: all cores; 0 or 1: this process)")
+    p.add_argument("--quality", type=_whole_number(1, 100), default=90,
+                   help="JPEG quality (1-100) of --form frames")
+    p.add_argument("--gop", type=_whole_number(1), default=PREPARED_GOP,
+                   help="keyframe interval of --form video")
     p.add_argument("--list-file", help="--dataset list: the 'path label' list file")
     p.add_argument("--classnames-file", help="--dataset list: the class names file")
     p.add_argument("--videos-dir", help="kinetics/charades: where the videos are, if not below root")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.dataset == "list" and not (args.list_file and args.classnames_file):
+        p.error("--dataset list needs --list-file FILE and --classnames-file FILE (in --root)")
+    return args
 
 
 def main(argv=None):
@@ -1466,8 +1619,12 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     kw = {k: v for k, v in (("list_file", args.list_file), ("classnames_file", args.classnames_file),
                             ("videos_dir", args.videos_dir)) if v}
-    converted, skipped, failed = prepare(args.dataset, args.root, args.out, args.form, args.short_side,
-                                         args.workers, args.quality, args.gop, **kw)
+    try:
+        converted, skipped, failed = prepare(args.dataset, args.root, args.out, args.form,
+                                             args.short_side, args.workers, args.quality, args.gop,
+                                             **kw)
+    except (OSError, ValueError) as e:  # a missing or unreadable root, annotation file or --out
+        raise SystemExit(f"error: {e}") from None
     print(f"prepared {converted} videos into {args.out} ({skipped} were done before); "
           f"{unreadable_report(len(failed), converted + len(failed))}")
     return 1 if failed and not (converted or skipped) else 0  # fail only when nothing could be prepared

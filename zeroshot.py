@@ -53,6 +53,7 @@ PROTOCOL_TEXT = {
     "all-classes": "the {split} videos, all {C} classes",
 }
 STD_TEXT = "population std (ddof=0)"
+CLIP_CONTEXT = 77  # tokens of text every CLIP model reads
 WEIGHTS_HELP = ("official names download to ~/.cache/clip (one-off, needs internet); offline, copy the file "
                 "there from a machine that has it, or pass its path")
 
@@ -80,15 +81,23 @@ def check_labels(labels, source):
 
 def read_labels(path):
     """One label per line. A blank line is an error (it would be an empty class), named by line number."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            lines = f.read().splitlines()
-    except FileNotFoundError:
-        raise FileNotFoundError(f"--labels-file: no such file: {path}") from None
+    lines = video_data.read_text(path, "--labels-file").splitlines()  # UTF-8, without a BOM
     blank = [n for n, line in enumerate(lines, 1) if not line.strip()]
     if blank:
         raise ValueError(f"{path}: lines {blank} are blank; remove them (one label per line)")
     return check_labels([line.strip() for line in lines], path)
+
+
+def check_label_lengths(labels, source, templates):
+    """Every label, in every template, must fit CLIP's text context (checked before any model)."""
+    for label in labels:
+        try:
+            prompts.tokenize_prompts([label], templates, CLIP_CONTEXT)
+        except ValueError:
+            shown = f"{label[:60]!r}{'...' * (len(label) > 60)}"
+            raise ValueError(f"{source}: the label {shown} is too long: in a template it exceeds "
+                             f"CLIP's {CLIP_CONTEXT}-token text context; shorten it") from None
+    return labels
 
 
 def read_class_subset(path, classnames):
@@ -381,9 +390,15 @@ def parse_args(argv=None):
         parser.error("give --dataset (a benchmark), or --video with --labels / --labels-file")
     if args.video and args.dataset:
         parser.error("--video and --dataset are two different runs: give one")
-    if args.video and bool(args.labels) == bool(args.labels_file):
+    if args.labels and args.labels_file:
+        parser.error("--labels and --labels-file both give the candidate labels: give one of them")
+    if args.video and not (args.labels or args.labels_file):
         parser.error("--video needs its candidate labels: --labels TEXT [TEXT ...] or --labels-file FILE")
-    evaluate.check_output_files(parser, args, "--json")
+    if args.dataset:
+        evaluate.check_dataset_flags(parser, args)
+    evaluate.check_device(parser, args)
+    evaluate.check_output_files(parser, args, "--json",
+                                inputs=("--checkpoint", "--weights", "--labels-file"))
     protocol = "--video" if args.video else choose_protocol(args)
     ignored = sorted(IGNORED_BY[protocol].intersection(evaluate.given_flags(parser, argv)))
     if ignored:
@@ -393,8 +408,13 @@ def parse_args(argv=None):
 
 
 def video_labels(args):
+    templates = prompts.LABEL_ONLY if args.no_templates else prompts.TEMPLATES
     try:
-        return read_labels(args.labels_file) if args.labels_file else check_labels(args.labels, "--labels")
+        if args.labels_file:
+            labels = read_labels(args.labels_file)
+        else:
+            labels = check_labels(args.labels, "--labels")
+        return check_label_lengths(labels, args.labels_file or "--labels", templates)
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"error: {e}") from None
 
@@ -418,6 +438,9 @@ def rank_videos(args, ctx, labels):
     write_json(args.json, {"labels": labels, "model": describe_model(args, ctx.model), "videos": [
         {"path": path, "ok": bool(ok), "probabilities": dict(zip(labels, scores.tolist())) if ok else None}
         for path, scores, ok in zip(args.video, preds.scores, preds.ok)]})
+    if not preds.ok.any():
+        raise SystemExit(f"error: none of the {len(preds.ok)} videos could be read (the warnings "
+                         f"above say why): nothing was ranked")
 
 
 def run_benchmark(args, ctx):
@@ -433,6 +456,9 @@ def run_benchmark(args, ctx):
               f"views: {evaluate.views_text(args.clips, args.crops)}; text: {texts}"]
     print(format_benchmark(header, results, summary))
     write_json(args.json, {"protocol": protocol, "header": header, "std_kind": STD_TEXT, **summary, "runs": results})
+    if not any(r["evaluated"] for r in results):
+        total = sum(r["total"] for r in results)
+        raise SystemExit(f"error: none of the {total} videos could be read: nothing was evaluated")
 
 
 def main(argv=None):

@@ -307,6 +307,104 @@ def test_errors_name_what_is_missing(tmp_path, ucf101):
             evaluate.parse_args(["--checkpoint", checkpoint, "--dataset", "ucf101", *bad])
 
 
+def usage_error(main, argv, capsys):
+    """The one-line argparse error that `main(argv)` exits with (status 2), before any work."""
+    with pytest.raises(SystemExit) as exit:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit.value.code == 2 and "Traceback" not in err
+    return err.strip().splitlines()[-1]
+
+
+def one_line_error(main, argv, match):
+    """The error `main(argv)` ends with: one line, matching `match`."""
+    with pytest.raises(SystemExit, match=match) as exit:
+        main(argv)
+    assert "\n" not in str(exit.value) and str(exit.value).startswith("error: ")
+
+
+def test_unimodal_checkpoint_of_other_classes_is_refused(ucf101, tmp_path, one_thread):
+    import train
+    names = ucf101["classnames"]                                  # eye makeup, basketball, yo yo
+    args = ["--dataset", "ucf101", "--root", ucf101["root"], "--workers", "0", "--device", "cpu"]
+    train_args = train.parse_args(["--arch", "tiny", "--root", "x", "--unimodal", "--frames", "4"])
+    for num_classes, classnames, expected in (
+            (4, None, "unimodal classifier of 4 classes, the split has 3"),
+            (3, [names[0], names[2], names[1]],
+             "class 1 is 'yo yo'; the split's class 1 is 'basketball'")):
+        model = train.build_model(train_args, num_classes, classnames)  # as train.py builds it
+        path = str(tmp_path / f"unimodal{num_classes}.pt")
+        torch.save(prompts.checkpoint_payload(model), path)
+        one_line_error(evaluate.main, ["--checkpoint", path, *args], f"--checkpoint .*{expected}")
+
+
+def test_output_files_are_checked_before_the_run(ucf101, tmp_path, capsys):
+    common = ["--checkpoint", str(tmp_path / "not_loaded.pt"), "--dataset", "ucf101",
+              "--root", ucf101["root"]]
+    err = usage_error(evaluate.main, common + ["--json", str(tmp_path)], capsys)
+    assert f"--json {tmp_path} is a folder; give a file name" in err
+    same = str(tmp_path / "out")
+    err = usage_error(evaluate.main, common + ["--json", same, "--save-scores", same], capsys)
+    assert f"--json and --save-scores both name {same}: the run would overwrite one with" in err
+    checkpoint = save_checkpoint(tmp_path / "ckpt.pt")
+    err = usage_error(evaluate.main, ["--checkpoint", checkpoint, *common[2:],
+                                      "--save-scores", checkpoint], capsys)
+    assert f"--checkpoint and --save-scores both name {checkpoint}: the run would overwrite it" \
+        in err
+
+
+def test_flags_are_checked_before_any_data_or_model(ucf101, tmp_path, capsys, monkeypatch):
+    common = ["--checkpoint", str(tmp_path / "not_loaded.pt"), "--root", ucf101["root"]]
+    err = usage_error(evaluate.main, common + ["--dataset", "list", "--list-file", "t.txt"], capsys)
+    assert "--dataset list needs --list-file FILE ('path label' lines) and --classnames-file" in err
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    err = usage_error(evaluate.main, common + ["--dataset", "ucf101", "--device", "cuda"], capsys)
+    assert "--device cuda: torch sees no CUDA GPU here" in err and "use --device cpu" in err
+
+
+def list_dataset(tmp_path, ucf101, classnames, broken=0):
+    """--dataset list over the UCF101 fixture's fold-1 test videos, the first `broken` of them
+    replaced by a file that is no video. Returns the evaluate.py flags that read it."""
+    lines = [f"{path} {label}" for path, label in ucf101["test"][1]]
+    for k in range(broken):
+        bad = tmp_path / f"broken{k}.mp4"
+        bad.write_bytes(b"not a video")
+        lines[k] = f"{bad} {ucf101['test'][1][k][1]}"
+    (tmp_path / "list.txt").write_text("\n".join(lines) + "\n")
+    (tmp_path / "names.txt").write_bytes(classnames)
+    return ["--dataset", "list", "--root", str(tmp_path), "--list-file", "list.txt",
+            "--classnames-file", "names.txt"]
+
+
+def test_class_name_files_utf8_bom_non_utf8_folder(ucf101, tmp_path, one_thread):
+    names = "\n".join(ucf101["classnames"]).encode()
+    args = list_dataset(tmp_path, ucf101, b"\xef\xbb\xbf" + names)  # a byte-order mark (Windows)
+    args = ["--checkpoint", save_checkpoint(tmp_path / "ckpt.pt"), *args]
+    split = evaluate.load_dataset_split(evaluate.parse_args(args), "test")
+    assert split.classnames == ucf101["classnames"]
+    (tmp_path / "names.txt").write_bytes(names.replace(b"yo yo", b"yo-yo \xe9"))  # Latin-1
+    one_line_error(evaluate.main, args, r"names.txt is not UTF-8 text .*save it as UTF-8")
+    os.remove(tmp_path / "names.txt")
+    os.makedirs(tmp_path / "names.txt")
+    one_line_error(evaluate.main, args, r"names.txt is a folder; expected a text file")
+
+
+def test_a_class_name_too_long_for_the_text_encoder(ucf101, tmp_path, one_thread):
+    names = ucf101["classnames"][:2] + ["yo yo " * 40]
+    args = list_dataset(tmp_path, ucf101, "\n".join(names).encode())
+    checkpoint = save_checkpoint(tmp_path / "ckpt.pt")
+    one_line_error(evaluate.main, ["--checkpoint", checkpoint, *args, "--workers", "0"],
+                   r"the class name 'yo yo .* makes a prompt longer than the text encoder's 77")
+
+
+def test_strict_in_a_worker_process_ends_with_one_line(ucf101, tmp_path, one_thread):
+    args = list_dataset(tmp_path, ucf101, "\n".join(ucf101["classnames"]).encode(), broken=1)
+    checkpoint = save_checkpoint(tmp_path / "ckpt.pt")
+    one_line_error(evaluate.main, ["--checkpoint", checkpoint, *args, "--workers", "1",
+                                   "--device", "cpu", "--strict"],
+                   r"broken0.mp4: cannot open .*\(--strict stops")
+
+
 def test_confusion_matrix_image_only_with_matplotlib(ucf101, tmp_path, capsys, one_thread):
     checkpoint = save_checkpoint(tmp_path / "ckpt.pt")
     png = tmp_path / "confusion.png"

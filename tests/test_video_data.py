@@ -8,10 +8,12 @@ and MKV, VP9 in WebM (some Kinetics copies).
 """
 
 import dataclasses
+import json
 import logging
 import os
 import pickle
 import shutil
+import struct
 import warnings
 
 import av
@@ -191,6 +193,65 @@ def test_read_frames_rejects_bad_indices(videos):
         video_data.read_frames(videos["mp4-h264-bframes"], [])
     with pytest.raises(ValueError, match="indices"):
         video_data.read_frames(videos["mp4-h264-bframes"], [-1])
+
+
+# The display matrix in the MP4 track header (tkhd), as QuickTime defines it: (a, b, u, c, d, v, x,
+# y, w), 16.16 fixed point (u, v, w 2.30). A phone's portrait video carries the first: a quarter
+# turn clockwise.
+DISPLAY_MATRIX = {-90: (0, 1 << 16, 0, -1 << 16, 0, 0, 0, 0, 1 << 30),   # shown turned clockwise
+                  90: (0, -1 << 16, 0, 1 << 16, 0, 0, 0, 0, 1 << 30),   # counter-clockwise
+                  180: (-1 << 16, 0, 0, 0, -1 << 16, 0, 0, 0, 1 << 30)}
+PLAYER_TURNS = {-90: -1, 90: 1, 180: 2}  # a player shows np.rot90(frame, k); k > 0: anticlockwise
+
+
+def tkhd_matrix(path):
+    data = open(path, "rb").read()
+    box = data.find(b"tkhd")
+    start = box + 4 + 4 + (32 if data[box + 4] == 1 else 20) + 8 + 8  # flags, times, ids, reserved
+    return struct.unpack(">9i", data[start:start + 36])
+
+
+def write_rotated(path, frames, degrees):
+    """An H.264 MP4 of `frames` whose display matrix says: show it `degrees` anticlockwise."""
+    with av.open(path, "w") as container:
+        stream = container.add_stream("libx264", rate=30, options={"threads": "1"})
+        stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
+        stream.set_display_rotation(degrees)
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode(None))
+    return path
+
+
+@pytest.mark.parametrize("degrees", [-90, 90, 180])
+def test_rotated_videos_are_read_upright_as_a_player_shows_them(tmp_path, degrees):
+    frames = [index_frame(i) for i in range(12)]
+    plain = write_rotated(str(tmp_path / "plain.mp4"), frames, 0)
+    rotated = write_rotated(str(tmp_path / "rotated.mp4"), frames, degrees)
+    assert tkhd_matrix(plain) == (1 << 16, 0, 0, 0, 1 << 16, 0, 0, 0, 1 << 30)
+    assert tkhd_matrix(rotated) == DISPLAY_MATRIX[degrees]          # the flag is really in the file
+    stored = video_data.read_frames(plain, [0, 5, 11]).numpy()  # same pixels, no flag: (3, H, W, 3)
+    expected = np.rot90(stored, PLAYER_TURNS[degrees], axes=(1, 2))
+    assert np.array_equal(video_data.read_frames(rotated, [0, 5, 11]).numpy(), expected)
+    video_data._INDEX_CACHE.clear()                              # the in-order path turns them too
+    assert np.array_equal(video_data._decode(rotated, 12, [0, 5, 11], 1)[0][5], expected[1])
+
+
+@pytest.mark.parametrize("form", ["frames", "video"])
+def test_prepare_writes_rotated_videos_upright(tmp_path, form):
+    frames = [index_frame(i) for i in range(12)]
+    plain = write_rotated(str(tmp_path / "plain.mp4"), frames, 0)
+    rotated = write_rotated(str(tmp_path / "phone.mp4"), frames, -90)
+    dst = str(tmp_path / "prepared") + (".mp4" if form == "video" else "")
+    assert video_data._prepare_one((rotated, dst, form, 256, 95, 4)) == (rotated, None)
+    upright = np.rot90(video_data.read_frames(plain, range(12)).numpy(), -1, axes=(1, 2))
+    copy = video_data.read_frames(dst, range(12)).numpy()
+    assert copy.shape == upright.shape == (12, W, H, 3)
+    assert np.abs(copy.astype(int) - upright).mean() < 4                # JPEG / re-encoding: near
+    assert [frame_number(torch.from_numpy(np.rot90(f, 1).copy())) for f in copy] == list(range(12))
+    if form == "video":                                                 # no flag to apply twice
+        with av.open(dst) as container:
+            assert next(container.decode(video=0)).rotation == 0
 
 
 # ----------------------------------------------------------------------------------------------- sampling
@@ -639,6 +700,37 @@ def test_training_replaces_bad_videos_and_logs_each_once(bad_files, videos, capl
         assert sum(bad_files[case] in r.getMessage() for r in caplog.records) == 1
 
 
+def test_a_bad_path_is_logged_once_across_workers_and_epochs(bad_files, videos, tmp_path):
+    """A DataLoader starts new worker processes every epoch, each with its own dataset copy."""
+    good = video_data.VideoRecord(videos["mp4-h264-bframes"], 1)
+    records = [video_data.VideoRecord(bad_files["empty"], 0), good, good, good]
+    dataset = video_data.VideoDataset(records, 4, "train", video_data.train_transform(32))
+    handler = logging.FileHandler(tmp_path / "log.txt")       # forked workers inherit it: one file
+    logger = logging.getLogger("video_data")
+    logger.addHandler(handler)
+    try:
+        for _ in range(3):                                            # epochs
+            assert len(list(DataLoader(dataset, batch_size=1, num_workers=2))) == 4
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+    assert (tmp_path / "log.txt").read_text().count(bad_files["empty"]) == 1
+
+
+def test_a_folder_of_pngs_says_what_a_frame_folder_holds(tmp_path):
+    folder = tmp_path / "pngs"
+    folder.mkdir()
+    for i in range(3):
+        (folder / f"{i:04d}.png").write_bytes(b"a png")
+    expected = (r"pngs: is a folder without img_\*.jpg files \(it holds 3 other files, "
+                r"e.g. 0000.png\); "
+                r"a frame folder holds JPEGs named img_00001.jpg")
+    with pytest.raises(video_data.VideoReadError, match=expected):
+        video_data.VideoDataset([video_data.VideoRecord(str(folder), 0)], 4, "test", strict=True)[0]
+    with pytest.raises(video_data.VideoReadError, match=expected):
+        video_data.read_frames(str(folder), [0])
+
+
 def test_training_replacement_is_deterministic(bad_files, videos):
     records = [video_data.VideoRecord(bad_files["missing"], 0)] + [
         video_data.VideoRecord(videos[f], k) for k, f in enumerate(FORMATS, 1)]
@@ -777,6 +869,59 @@ def test_prepare_cli_resumes_and_survives_bad_videos(ucf101, tmp_path, capsys):
     assert "prepared 0 videos" in capsys.readouterr().out  # the 8 finished ones are skipped
 
 
+def test_prepare_into_its_own_kinetics_root_twice_keeps_reading_the_originals(tmp_path, capsys):
+    """The issue's case: --out inside a Kinetics root, whose videos are found by walking it (in
+    sorted order: below train/, val/ and test/, the copies would be found last and win)."""
+    data = dataset_fixtures.make_kinetics(tmp_path / "k4", videos_per_class=1, missing=0)
+    out = os.path.join(data["root"], "videos_256")
+    args = ["prepare", "--dataset", "kinetics400", "--root", data["root"], "--out", out,
+            "--form", "video", "--workers", "1"]
+    assert video_data.main(args) == 0
+    assert "prepared 9 videos" in capsys.readouterr().out
+    assert video_data.main(args) == 0                                   # the rerun: all done
+    assert "prepared 0 videos into" in capsys.readouterr().out
+    assert not os.path.exists(os.path.join(out, "videos_256"))          # no copies of copies
+    for split in ("train", "val", "test"):                           # the originals, not the copies
+        assert pairs(video_data.load_split("kinetics400", data["root"], split)) == data[split]
+        prepared = video_data.load_split("kinetics400", data["root"], split, prepared=out)
+        assert all(r.path.startswith(out + os.sep) for r in prepared.records)
+    with pytest.raises(SystemExit, match=r"--out .* is the dataset's --root folder"):
+        video_data.main(args[:-4] + ["--out", data["root"], "--form", "video"])
+
+
+@pytest.mark.parametrize("flag, value", [("--short-side", "0"), ("--short-side", "-8"),
+                                         ("--quality", "0"), ("--quality", "101"), ("--gop", "0"),
+                                         ("--workers", "-1")])
+def test_prepare_rejects_bad_settings_before_reading_anything(tmp_path, capsys, flag, value):
+    with pytest.raises(SystemExit) as error:
+        video_data.main(["prepare", "--dataset", "ucf101", "--root", str(tmp_path / "nowhere"),
+                         "--out", str(tmp_path / "out"), flag, value])
+    assert error.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {flag}: expected a whole number from" in err and "Traceback" not in err
+    assert not os.path.exists(tmp_path / "out")
+
+
+def test_prepare_rerun_with_other_settings_is_refused(ucf101, tmp_path, capsys):
+    out = tmp_path / "frames"
+    args = ["prepare", "--dataset", "ucf101", "--root", ucf101["root"], "--out", str(out),
+            "--workers", "1"]
+    assert video_data.main(args + ["--short-side", "24"]) == 0
+    with pytest.raises(SystemExit, match=r"--out .* other settings \(short_side 24 then, 16 now"):
+        video_data.main(args + ["--short-side", "16"])
+    assert json.load(open(out / video_data.PREPARED_RECORD))["short_side"] == 24   # still true
+    with pytest.raises(SystemExit, match=r"--out .* settings \(form 'frames' then, 'video' now"):
+        video_data.main(args + ["--short-side", "24", "--form", "video"])
+    assert video_data.main(args + ["--short-side", "24"]) == 0          # the same settings: resumed
+    with pytest.raises(SystemExit, match=r"--out .*test_video_data.py is a file"):
+        video_data.main(args[:5] + ["--out", __file__])
+    with pytest.raises(SystemExit):
+        video_data.main(["prepare", "--dataset", "list", "--root", ucf101["root"],
+                         "--out", str(out), "--list-file", "train.txt"])
+    err = capsys.readouterr().err
+    assert "--dataset list needs --list-file FILE and --classnames-file FILE (in --root)" in err
+
+
 def test_read_errors_survive_pickling_across_worker_processes():
     for error in (video_data.VideoReadError("a.mp4", "no video stream"), video_data.VideoTooShortError("b.mp4", 5, 9)):
         copy = pickle.loads(pickle.dumps(error))
@@ -790,5 +935,7 @@ def test_strict_failure_in_a_dataloader_worker_names_the_video(tmp_path):
     dataset = video_data.VideoDataset([video_data.VideoRecord(str(bad), 0)], 4, "test",
                                       video_data.test_transform(32), strict=True)
     loader = torch.utils.data.DataLoader(dataset, batch_size=1, num_workers=1)
-    with pytest.raises(video_data.VideoReadError, match="broken.mp4"):
+    with pytest.raises(video_data.VideoReadError, match="broken.mp4") as error:
         next(iter(loader))
+    message = str(error.value)                                        # one line, not a traceback
+    assert message.startswith(str(bad) + ": cannot open") and "\n" not in message

@@ -53,6 +53,43 @@ def test_bad_labels_fail_before_any_model_is_loaded(capsys):
         zeroshot.main(["--video", "missing.mp4", "--weights", "nowhere.pt", "--labels", "a", "a"])
 
 
+def test_label_flags_and_files_fail_in_one_line_before_any_model(tmp_path, capsys, monkeypatch):
+    from test_evaluate import one_line_error, usage_error
+    video = ["--video", "missing.mp4", "--weights", "nowhere.pt"]  # not opened: labels fail first
+    err = usage_error(zeroshot.main, video + ["--labels", "a", "--labels-file", "l.txt"], capsys)
+    assert "--labels and --labels-file both give the candidate labels: give one of them" in err
+    one_line_error(zeroshot.main, video + ["--labels-file", str(tmp_path)],
+                   f"--labels-file {tmp_path} is a folder; expected a text file")
+    latin = tmp_path / "latin.txt"
+    latin.write_bytes(b"caf\xe9 au lait\nriding a bike\n")
+    one_line_error(zeroshot.main, video + ["--labels-file", str(latin)],
+                   r"latin.txt is not UTF-8 text .*save it as UTF-8")
+    one_line_error(zeroshot.main, video + ["--labels", "riding a bike", "playing " * 80],
+                   r"--labels: the label 'playing playing .*'... is too long: .* 77-token text")
+    bom = tmp_path / "bom.txt"
+    bom.write_bytes(b"\xef\xbb\xbfplaying guitar\nriding a bike\n")   # as Windows editors save it
+    assert zeroshot.read_labels(str(bom)) == ["playing guitar", "riding a bike"]
+    err = usage_error(zeroshot.main, ["--dataset", "list", "--root", str(tmp_path),
+                                      "--list-file", "l.txt"], capsys)
+    assert "--dataset list needs --list-file FILE ('path label' lines) and --classnames-file" in err
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    err = usage_error(zeroshot.main, video + ["--labels", "a", "b", "--device", "cuda"], capsys)
+    assert "--device cuda: torch sees no CUDA GPU here" in err
+    err = usage_error(zeroshot.main, video + ["--labels", "a", "--json", str(tmp_path)], capsys)
+    assert "is a folder; give a file name" in err
+
+
+def test_video_that_cannot_be_read_is_an_error(tmp_path, capsys):
+    weights = str(tmp_path / "clip.pt")
+    torch.save(clip_model.CLIP(**TINY).state_dict(), weights)
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"not a video")
+    with pytest.raises(SystemExit, match=r"none of the 1 videos could be read .*was ranked"):
+        zeroshot.main(["--video", str(bad), "--weights", weights, "--labels", "a", "b",
+                       "--workers", "0", "--device", "cpu", "--frames", "4"])
+    assert "could not be read" in capsys.readouterr().out          # the report is still printed
+
+
 def test_half_class_draws_are_text4vis_draws():
     draws = zeroshot.half_class_draws(101, draws=10, seed=0)
     for i, half in enumerate(draws):
