@@ -1,0 +1,672 @@
+"""Every option's effect: values, parameters, pixels and per-video scores, not the attribute a flag sets.
+
+Each test here fails on a bug planted by tests/mutate.py (run `python tests/mutate.py` to check the
+suite still catches them all). Where a tiny random model cannot tell two cases apart, the test uses
+data or a reference that can: a first step whose loss is computed here by hand, splits whose lists
+differ, hand-built features, pixel patterns with a known crop.
+
+Flag -> the test of its effect ("t_" = test_ in this file; other files named).
+
+train.py
+  --arch                  test_train: random_initialisation (the file's weights kept), arch_takes_a_resnet...
+  --frames                test_train: frames_sets_the_frames_per_video (clip shapes); t_first_step_loss (8)
+  --visual-prompt         test_train: every_visual_prompt_trains_every_parameter
+  --unimodal              t_first_step_loss_by_hand[unimodal] (cross-entropy value); t_grad_accum_...
+  --init-vision/-text     test_train: random_initialisation_of_one_encoder (weights vs the file)
+  --no-text-prompts       test_train: no_text_prompts_... (tokens); t_first_step_loss_by_hand (bare names)
+  --freeze-vision/-text   test_train: a_frozen_encoder_keeps_its_weights...
+  --finetune-from         test_train: finetune_from_an_actionclip_checkpoint (parameters equal)
+  --dataset --root        t_train_data_flags_pick_the_videos (ucf101, list); everywhere
+  --fold --val-split      t_train_data_flags_pick_the_videos (which videos train and validate)
+  --videos-dir            t_train_data_flags_pick_the_videos (kinetics flat layout elsewhere)
+  --prepared              t_train_data_flags_pick_the_videos (records read from the prepared copy)
+  --train-list --val-list --classnames   t_train_data_flags_pick_the_videos (dataset list)
+  --shots                 test_train: shots_draws_k_videos_per_class_with_a_fixed_seed
+  --augment               t_augment_pixels (none: the whole frame; crop: no colour change, no flip;
+                          official: colour changes and flips)
+  --randaugment           t_randaugment_changes_pixels
+  --in-memory             test_video_data: in_memory_cache_gives_the_same_items; t_multi_label_text_...
+  --workers               test_train: loader_workers_do_not_change_the_data
+  --epochs --batch-size   t_eval_every_and_log_every (steps and records); test_train resume
+  --lr --new-lr-mult --adam-eps --weight-decay   t_optimiser_flags_scale_the_first_step
+  --warmup-epochs         t_warmup_makes_the_first_step_zero
+  --grad-accum            t_grad_accum_sums_every_micro_batch
+  --clip-grad             test_train: clip_grad_bounds_the_step
+  --precision             t_bf16_changes_the_arithmetic (CPU); GPU: t_cuda_fp16_with_loss_scaling,
+                          t_cuda_auto_precision_is_bf16
+  --grad-checkpointing    t_grad_checkpointing_recomputes_the_vit_blocks
+  --compile               test_train: compile_compiles_what_the_forward_pass_calls
+  --out --resume --stop-after-steps   test_train: resume_equals_an_uninterrupted_run
+  --seed                  t_seed_sets_new_weights_and_data_order
+  --eval-every --log-every   t_eval_every_and_log_every
+  --demo                  test_train: a_fast_demo_learns
+  (DDP, NCCL on one GPU)  t_cuda_nccl_one_process_equals_plain_python; gloo: test_train two_processes
+evaluate.py
+  --checkpoint            t_official_release_scores_by_hand; test_evaluate (ours, unimodal)
+  --dataset --root --fold --split   t_evaluate_flags_change_the_scores (paths and targets per fold/split)
+  --videos-dir --list-file --classnames-file --prepared   t_evaluate_data_flags (paths scored)
+  --frames --no-templates t_evaluate_flags_change_the_scores (scores by hand)
+  --clips --crops         test_evaluate: multi_view_equals_the_mean_of_single_views
+  --batch-size --workers  t_evaluate_flags_change_the_scores (the same scores)
+  --device --fp32         GPU: t_cuda_evaluate_fp32_and_autocast
+  --strict                test_evaluate: unreadable_videos_are_counted_and_strict_stops
+  --json --save-scores    every evaluate test here
+  --confusion             t_confusion_png_shows_row_normalised_rates (matplotlib, test-only dependency)
+  (unimodal scores)       t_unimodal_scores_are_softmax_probabilities; (metrics) t_mean_class_top1_...
+zeroshot.py
+  --weights --checkpoint  test_zeroshot: hmdb51_splits_with_plain_clip_weights, video_labels_ranks...
+  --protocol splits       t_zeroshot_splits_read_their_own_lists
+  --protocol half-classes --draws --seed   t_half_class_draws_follow_the_seed
+  --protocol k600-novel --k600-splits      test_zeroshot: kinetics600_novel_class_subsets
+  --protocol all-classes --split           t_zeroshot_all_classes_split
+  --video --labels --labels-file --top --no-templates   t_zeroshot_video_flags_by_hand
+  shared data flags       as evaluate.py (the same add_data_args and loaders)
+video_data.py prepare
+  --dataset --root --out --form --workers  test_video_data: prepare_then_read..., prepare_cli_resumes...
+  --short-side --quality --gop             t_prepare_flags_shape_the_output
+  --list-file --classnames-file --videos-dir   t_prepare_flags_shape_the_output (list dataset)
+"""
+
+import json
+import math
+import os
+import shutil
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision.transforms.v2.functional as TF
+from torch import nn
+
+import clip_model
+import evaluate
+import prompts
+import train
+import video_data
+import zeroshot
+from dataset_fixtures import make_charades, make_kinetics, make_ucf101
+from test_evaluate import save_checkpoint
+from test_evaluate import one_thread  # noqa: F401 (a fixture)
+from test_train import CLASSES, TINY, clip_weights, data, flags, run, save_clip, saved_model  # noqa: F401 (data)
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (fp16 loss scaling, CUDA "
+                                                                "autocast, NCCL); run on a GPU machine")
+
+
+def logged_losses(out):
+    return [r["loss"] for r in map(json.loads, open(os.path.join(out, "metrics.jsonl"))) if "loss" in r]
+
+
+def pixels(video):
+    """A transform's output as uint8 pixels: CLIP normalisation undone where it was applied."""
+    if video.dtype == torch.uint8:
+        return video
+    mean, std = torch.tensor(clip_model.MEAN).view(3, 1, 1), torch.tensor(clip_model.STD).view(3, 1, 1)
+    return ((video * std + mean) * 255).round().clamp(0, 255).to(torch.uint8)
+
+
+def normalised(frames):
+    """uint8 (T, H, W, 3) -> CLIP-normalised float (T, 3, H, W), by hand."""
+    mean, std = torch.tensor(clip_model.MEAN).view(3, 1, 1), torch.tensor(clip_model.STD).view(3, 1, 1)
+    return (frames.permute(0, 3, 1, 2).float() / 255 - mean) / std
+
+
+# ----------------------------------------------------------------------------------------------------
+# evaluate.py: scores and metrics
+
+
+class PixelClassifier(nn.Module):
+    """A 'VideoClassifier' whose logits are the first pixels of each video: logits set by hand."""
+
+    def __init__(self, C=3):
+        super().__init__()
+        self.C = C
+
+    def forward(self, video):                                         # (B, T, 3, S, S)
+        return video[:, 0, 0, 0, :self.C]                             # (B, C)
+
+
+def test_unimodal_scores_are_softmax_probabilities_averaged_over_views():
+    from test_evaluate import ListDataset, views
+    logits = [(2.0, 0.0, -1.0), (0.0, 3.0, 0.5)]                      # two views of one video
+    dataset = ListDataset([views(*logits)], [0])
+    preds = evaluate.predict(PixelClassifier(), evaluate.eval_loader(dataset, 1, 0), None, torch.device("cpu"),
+                             progress=None)
+    expected = torch.stack([torch.tensor(v).softmax(0) for v in logits]).mean(0)
+    assert torch.allclose(preds.scores[0], expected, atol=1e-6)
+
+
+def test_mean_class_top1_leaves_out_classes_without_videos():
+    scores = torch.tensor([[0.9, 0.1, 0.0, 0.0], [0.2, 0.8, 0.0, 0.0], [0.6, 0.4, 0.0, 0.0]])
+    preds = evaluate.Predictions(scores, torch.tensor([0, 1, 1]), torch.ones(3, dtype=torch.bool))
+    result = evaluate.summarize(preds, ["a", "b", "c", "d"])          # classes c and d have no videos
+    assert result["mean_class_top1"] == pytest.approx((100 + 50) / 2)
+    assert result["top1"] == pytest.approx(200 / 3)
+
+
+def test_confusion_png_shows_row_normalised_rates(tmp_path):
+    plt_image = pytest.importorskip("matplotlib.image", reason="matplotlib is in requirements-dev.txt")
+    from matplotlib import colormaps
+    path = str(tmp_path / "confusion.png")
+    assert evaluate.save_confusion_png(torch.tensor([[3, 0], [2, 2]]), ["a", "b"], path)
+    image = plt_image.imread(path)[..., :3]                           # (H, W, 3) floats
+    def area(rate):                                                   # pixels painted in the colour of `rate`
+        colour = torch.tensor(colormaps["Blues"](rate)[:3], dtype=torch.float32)
+        return int(((torch.from_numpy(image) - colour).abs().max(-1).values < 0.02).sum())
+    full, half = area(1.0), area(0.5)                                 # rows: (1, 0) and (0.5, 0.5)
+    assert full > 1000 and half > 1.5 * full                          # one cell at 1, two at 0.5
+
+
+def test_official_release_scores_by_hand(tmp_path, one_thread):
+    """An official-format release through evaluate.main: each video's scores are the official model's,
+    computed here from the raw state dicts (official_transf_head in plain torch ops), 8 frames."""
+    from test_prompts import TINY_2_HEADS, official_clip_state_dict, official_transf_fusion, official_transf_head
+    from test_prompts import save_official
+    data_ = make_ucf101(tmp_path / "ucf101")
+    clip_sd, fusion = official_clip_state_dict(TINY_2_HEADS), official_transf_fusion(128)
+    path = str(tmp_path / "official.pt")
+    save_official(path, clip_sd, fusion)
+    out, scores = str(tmp_path / "o.json"), str(tmp_path / "o.pt")
+    evaluate.main(["--checkpoint", path, "--dataset", "ucf101", "--root", data_["root"], "--workers", "0",
+                   "--device", "cpu", "--json", out, "--save-scores", scores])
+    saved = torch.load(scores)
+    reference = clip_model.build_model(dict(clip_sd))
+    fusion = {"module." + k: v for k, v in fusion.items()}
+    split = video_data.load_split("ucf101", data_["root"], "test")
+    dataset = video_data.VideoDataset(split, 8, "test", video_data.test_transform(reference.input_resolution))
+    with torch.no_grad():
+        texts = [[t.format(c) for c in split.classnames] for t in prompts.TEMPLATES]
+        text = torch.stack([F.normalize(reference.encode_text(clip_model.tokenize(row)), dim=-1) for row in texts])
+        for i in range(len(dataset)):
+            video = dataset[i][0]                                     # (1, 8, 3, S, S)
+            frames = reference.encode_image(video.flatten(0, 1)).view(1, 8, -1)
+            feature = F.normalize(official_transf_head(frames, fusion, heads=2), dim=-1)  # (1, E)
+            logits = reference.logit_scale.exp() * torch.einsum("be,kce->bkc", feature, text)
+            expected = logits.softmax(-1).mean(1)[0]                  # mean over templates of their softmax
+            assert torch.allclose(saved["scores"][i], expected, atol=1e-4), i
+    assert saved["scores"].std() > 1e-3                               # the videos are told apart
+
+
+# ----------------------------------------------------------------------------------------------------
+# train.py: the loss of the first step, by hand
+
+
+def first_step_flags(data_, out, *extra):
+    """One step over the whole training set (16 videos) with lr 0: the model after the run is the model
+    of the step; 8-frame videos and 8 frames, whole frames, bare names: the batch is known exactly."""
+    return flags(data_, out, "--frames", "8", "--batch-size", "16", "--lr", "0", "--augment", "none",
+                 "--no-text-prompts", *extra)
+
+
+def hand_batch(data_):
+    split = video_data.load_split("synthetic", data_["root"], "train")
+    videos = torch.stack([normalised(video_data.read_frames(r.path, range(8))) for r in split.records])
+    return videos, torch.tensor([r.label for r in split.records]), split.classnames
+
+
+def hand_kl_loss(logits, same):
+    """Eq. 4 written out: rows normalised to sum to 1, KL both ways, averaged."""
+    def kl(target, rows):
+        target = target / target.sum(1, keepdim=True)
+        log_q = rows.log_softmax(1)
+        return sum(float((t[t > 0] * (t[t > 0].log() - q[t > 0])).sum()) for t, q in zip(target, log_q)) / len(rows)
+    return (kl(same, logits) + kl(same.t(), logits.t())) / 2
+
+
+@pytest.mark.parametrize("unimodal", [False, True], ids=["eq4", "unimodal"])
+def test_first_step_loss_by_hand(data, tmp_path, unimodal):
+    result = train.train(train.parse_args(first_step_flags(data, tmp_path, *["--unimodal"] * unimodal)))
+    videos, labels, classnames = hand_batch(data)
+    with torch.no_grad():
+        if unimodal:                                                  # Table 1: cross-entropy of a classifier
+            expected = F.cross_entropy(result.model(videos), labels).item()
+        else:                                                         # Eq. 4 over the bare class names
+            model = result.model
+            v = F.normalize(model.encode_video(videos), dim=-1)
+            t = F.normalize(model.encode_text(clip_model.tokenize([classnames[c] for c in labels], 24)), dim=-1)
+            logits = model.logit_scale.exp() * v @ t.t()
+            expected = hand_kl_loss(logits, (labels[:, None] == labels[None, :]).float())
+    assert logged_losses(tmp_path) == [pytest.approx(expected, rel=1e-4)]
+
+
+def test_bf16_changes_the_arithmetic(data, tmp_path):
+    """--precision bf16 runs the encoders under bf16 autocast: the loss moves off fp32's, a little."""
+    train.train(train.parse_args(first_step_flags(data, tmp_path / "fp32")))
+    train.train(train.parse_args(first_step_flags(data, tmp_path / "bf16", "--precision", "bf16")))
+    fp32, bf16 = logged_losses(tmp_path / "fp32")[0], logged_losses(tmp_path / "bf16")[0]
+    assert fp32 != bf16 and bf16 == pytest.approx(fp32, rel=0.05)
+
+
+def test_kl_text_to_video_target_is_transposed_on_a_square_multi_hot_batch():
+    """A square multi-hot batch (Charades): the text-to-video target is the transpose of the video-to-text
+    one, not the same matrix; a wrong target would keep the shapes and change the value."""
+    logits = torch.tensor([[2.0, 0.5, -1.0], [0.3, 1.2, 0.1], [-0.4, 0.8, 1.5]])
+    multi_hot = torch.tensor([[1.0, 1.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])   # video 0: classes 0, 1
+    texts = torch.tensor([0, 1, 2])
+    same = multi_hot[:, texts]                                        # video i vs text j; not symmetric
+    assert not torch.equal(same, same.t())
+    got = train.kl_video_text_loss(logits, multi_hot, texts).item()
+    assert got == pytest.approx(hand_kl_loss(logits, same), rel=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------------
+# train.py: optimiser, schedule, accumulation, checkpointing
+
+
+def sgd_like(*extra):
+    return ("--adam-eps", "1", "--lr", "0.1", "--new-lr-mult", "1", "--weight-decay", "0", "--stop-after-steps",
+            "1", *extra)
+
+
+def test_grad_accum_sums_every_micro_batch(data, tmp_path):
+    """Cross-entropy is a mean over videos: 2 micro-batches of 4 give the gradient of 1 batch of 8."""
+    one = run(data, tmp_path / "one", "--unimodal", *sgd_like())
+    two = run(data, tmp_path / "two", "--unimodal", *sgd_like("--grad-accum", "2"))
+    a, b = one.model.state_dict(), two.model.state_dict()
+    for key in a:
+        assert torch.allclose(a[key], b[key], rtol=0, atol=1e-7), key
+    start = clip_weights(data["clip"])["clip.visual.conv1.weight"]
+    assert (a["actionclip.clip.visual.conv1.weight"] - start).abs().max() > 1e-4   # the step is far larger
+
+
+def test_grad_checkpointing_recomputes_the_vit_blocks(data, tmp_path, monkeypatch):
+    """Checkpointed blocks run again in the backward pass (the memory saving); the step is the same."""
+    calls = []
+    forward = clip_model.ResidualAttentionBlock.forward
+    monkeypatch.setattr(clip_model.ResidualAttentionBlock, "forward",
+                        lambda self, x: calls.append(self.causal) or forward(self, x))
+    meanp = ("--visual-prompt", "meanP", "--stop-after-steps", "1")  # no blocks but the ViT's and the text's
+    plain = run(data, tmp_path / "plain", *meanp)
+    counts = {"plain": calls.count(False)}
+    calls.clear()
+    checkpointed = run(data, tmp_path / "ckpt", "--grad-checkpointing", *meanp)
+    counts["checkpointed"] = calls.count(False)                       # vision blocks (text ones are causal)
+    assert counts["checkpointed"] == 2 * counts["plain"] > 0
+    for key, value in plain.model.state_dict().items():
+        assert torch.allclose(value, checkpointed.model.state_dict()[key], rtol=0, atol=1e-6), key
+
+
+def first_step_change(data_, out, *extra):
+    result = run(data_, out, "--stop-after-steps", "1", *extra)
+    before = {**clip_weights(data_["clip"])}
+    fresh = train.build_model(train.parse_args(flags(data_, out / "x")), len(CLASSES))  # seed 0's new weights
+    before.update({k: v for k, v in fresh.state_dict().items() if k not in before})
+    after = result.model.state_dict()
+    new = {n for n, p in result.model.named_parameters() if any(p is q for q in result.model.new_parameters())}
+    return {k: after[k] - before[k] for k in after}, before, new
+
+
+def test_optimiser_flags_scale_the_first_step(data, tmp_path):
+    """AdamW's first step is lr x g / (|g| + eps) [Sec. 4.1], decoupled decay lr x wd x p for matrices only:
+    --lr and --new-lr-mult scale it, --weight-decay adds -lr x wd x p, a large --adam-eps shrinks it."""
+    base, before, new = first_step_change(data, tmp_path / "a", "--lr", "0.01", "--new-lr-mult", "1",
+                                          "--weight-decay", "0")
+    scaled, _, _ = first_step_change(data, tmp_path / "b", "--lr", "0.02", "--new-lr-mult", "3",
+                                     "--weight-decay", "0.5")
+    damped, _, _ = first_step_change(data, tmp_path / "c", "--lr", "0.01", "--new-lr-mult", "1",
+                                     "--weight-decay", "0", "--adam-eps", "10")
+    assert new and len(new) < len(base)
+    for name, delta in base.items():
+        mult = 3 if name in new else 1
+        decay = 0.5 * 0.02 * mult * before[name] if delta.ndim >= 2 and "embedding" not in name else 0
+        torch.testing.assert_close(scaled[name], 2 * mult * delta - decay, rtol=1e-4, atol=1e-7, msg=name)
+    assert max(d.abs().max() for d in base.values()) == pytest.approx(0.01, rel=1e-3)   # eps 1e-8: lr x sign(g)
+    for name, delta in damped.items():                                # eps 10: lr x g / (|g| + 10), < lr / 2
+        assert delta.abs().max() < 0.005 and (delta.abs() <= base[name].abs()).all(), name
+
+
+def test_warmup_makes_the_first_step_zero(data, tmp_path):
+    """Linear warm-up from 0 [Sec. 4.1]: step 1 has lr 0 and leaves every weight as it was."""
+    change, _, _ = first_step_change(data, tmp_path, "--warmup-epochs", "1")
+    assert all(d.abs().max() == 0 for d in change.values())
+
+
+def test_seed_sets_new_weights_and_data_order(data, tmp_path):
+    def new_weights(seed):
+        model = train.build_model(train.parse_args(flags(data, tmp_path, "--seed", str(seed))), 4)
+        return torch.cat([p.detach().flatten() for p in model.new_parameters()])
+    assert torch.equal(new_weights(0), new_weights(0)) and not torch.equal(new_weights(0), new_weights(1))
+    run(data, tmp_path / "s0", "--seed", "0", "--stop-after-steps", "1")
+    run(data, tmp_path / "s1", "--seed", "1", "--stop-after-steps", "1")
+    again = run(data, tmp_path / "again", "--seed", "0", "--stop-after-steps", "1")
+    assert logged_losses(tmp_path / "s0") == logged_losses(tmp_path / "again")
+    assert logged_losses(tmp_path / "s0") != logged_losses(tmp_path / "s1")
+    assert again.step == 1
+
+
+def test_eval_every_and_log_every(data, tmp_path):
+    run(data, tmp_path, "--epochs", "3", "--eval-every", "2", "--log-every", "4", "--lr", "0")
+    records = list(map(json.loads, open(tmp_path / "metrics.jsonl")))
+    assert [r["epoch"] for r in records if "val" in r] == [2, 3]     # every 2nd epoch, and the last
+    assert [r["step"] for r in records if "loss" in r] == [4]         # 6 steps, a line every 4
+
+
+# ----------------------------------------------------------------------------------------------------
+# train.py: data and augmentation
+
+
+def test_multi_label_text_names_each_positive_class(tmp_path):
+    """A Charades video's text names one of its classes, drawn afresh: over epochs, every one of them."""
+    fixture = make_charades(tmp_path / "charades", videos_per_split=5)
+    clip = save_clip(tmp_path / "clip.pt", dict(TINY, image_resolution=32))
+    result = train.train(train.parse_args(["--arch", clip, "--dataset", "charades", "--root", fixture["root"],
+                                           "--frames", "2", "--epochs", "1", "--batch-size", "4", "--workers", "0",
+                                           "--augment", "crop", "--in-memory", "--eval-every", "0",
+                                           "--no-text-prompts", "--out", str(tmp_path / "out")]))
+    C = len(fixture["classnames"])
+    named = {i: set() for i in range(len(result.items))}
+    for epoch in range(12):
+        result.items.epoch = epoch
+        for i in named:
+            named[i].add(result.items[i][2] % C)
+    labelled = [labels for _, labels in fixture["train"] if labels]
+    assert [sorted(named[i]) for i in named] == labelled
+
+
+def test_augment_pixels():
+    """--augment none: the whole frame; crop: the frame's own colours, never mirrored; official: colour
+    jitter, grayscale and flips change some clips."""
+    frame = torch.zeros(32, 32, 3, dtype=torch.uint8)
+    frame[:, :16] = torch.tensor([200, 30, 30], dtype=torch.uint8)   # red left half, blue right half
+    frame[:, 16:] = torch.tensor([30, 30, 200], dtype=torch.uint8)
+    clip = frame.expand(2, 32, 32, 3).contiguous()
+
+    def outputs(augment, draws=12):
+        transform = train.train_transform(train.parse_args(["--root", "x", "--dataset", "ucf101", "--augment",
+                                                            augment]), 16)
+        torch.manual_seed(0)
+        return [pixels(transform(clip)) for _ in range(draws)]
+
+    whole = TF.resize(frame.permute(2, 0, 1), [16, 16], antialias=True)  # the frame, resized, nothing else
+    assert all(torch.equal(out[0], whole) and torch.equal(out[1], whole) for out in outputs("none"))
+    for out in outputs("crop"):
+        left, right = out[0, :, :, :3].float().mean((1, 2)), out[0, :, :, -3:].float().mean((1, 2))
+        assert left[0] > 150 and right[2] > 150                        # red stays left: no flip, no jitter
+        assert set(out[0, :, :, 0].unique().tolist()) <= set(range(25, 206))
+    official = outputs("official", draws=20)
+    flipped = [out[0, 2, 8, 0] > out[0, 0, 8, 0] for out in official]  # blue brighter than red on the left
+    red = torch.tensor([200, 30, 30], dtype=torch.uint8)
+    recoloured = [not torch.equal(out[0, :, 8, 0], red) for out, f in zip(official, flipped) if not f]
+    assert any(flipped) and not all(flipped) and any(recoloured)
+
+
+def test_randaugment_changes_pixels():
+    clip = torch.randint(0, 256, (2, 40, 40, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+
+    def output(*flag):
+        transform = train.train_transform(train.parse_args(["--root", "x", "--dataset", "ucf101", *flag]), 32)
+        torch.manual_seed(3)
+        return torch.stack([transform(clip) for _ in range(4)])
+    assert torch.equal(output(), output("--no-randaugment"))
+    assert not torch.equal(output(), output("--randaugment"))
+
+
+def test_train_data_flags_pick_the_videos(tmp_path):
+    ucf = make_ucf101(tmp_path / "ucf101", videos_per_class=3)
+    args = train.parse_args(["--dataset", "ucf101", "--root", ucf["root"], "--fold", "2", "--val-split", "test"])
+    train_split, val_split = train.load_splits(args)
+    assert [(r.path, r.label) for r in train_split.records] == ucf["train"][2]
+    assert [(r.path, r.label) for r in val_split.records] == ucf["test"][2]
+    prepared = str(tmp_path / "prepared")
+    video_data.prepare("ucf101", ucf["root"], prepared, "frames", short_side=16)
+    train_split, _ = train.load_splits(train.parse_args(["--dataset", "ucf101", "--root", ucf["root"],
+                                                         "--prepared", prepared, "--val-split", "test"]))
+    assert all(r.path.startswith(prepared) and os.path.isdir(r.path) for r in train_split.records)
+    # --dataset list: a training list and a validation list of the same videos, another order
+    lines = [f"{os.path.relpath(p, ucf['root'])} {label}" for p, label in ucf["train"][1]]
+    (tmp_path / "ucf101" / "a.txt").write_text("\n".join(lines) + "\n")
+    (tmp_path / "ucf101" / "b.txt").write_text("\n".join(lines[::-1]) + "\n")
+    (tmp_path / "ucf101" / "names.txt").write_text("\n".join(ucf["classnames"]) + "\n")
+    list_args = ["--dataset", "list", "--root", ucf["root"], "--train-list", "a.txt", "--val-list", "b.txt",
+                 "--classnames", "names.txt"]
+    train_split, val_split = train.load_splits(train.parse_args(list_args))
+    assert [(r.path, r.label) for r in train_split.records] == ucf["train"][1]
+    assert [(r.path, r.label) for r in val_split.records] == ucf["train"][1][::-1]
+    assert train_split.classnames == ucf["classnames"]
+    kinetics = make_kinetics(tmp_path / "k400", layout="flat", missing=0)
+    moved = str(tmp_path / "elsewhere")
+    shutil.move(os.path.join(kinetics["root"], "videos"), moved)
+    train_split, _ = train.load_splits(train.parse_args(["--dataset", "kinetics400", "--root", kinetics["root"],
+                                                         "--videos-dir", moved]))
+    assert sorted(r.path for r in train_split.records) == sorted(
+        p.replace(os.path.join(kinetics["root"], "videos"), moved) for p, _ in kinetics["train"])
+
+
+# ----------------------------------------------------------------------------------------------------
+# evaluate.py flags, end to end
+
+
+@pytest.fixture(scope="module")
+def ucf(tmp_path_factory):
+    return make_ucf101(tmp_path_factory.mktemp("ucf"), videos_per_class=3)   # 3 test videos per fold
+
+
+def evaluated(tmp_path, argv, name):
+    out, scores = str(tmp_path / f"{name}.json"), str(tmp_path / f"{name}.pt")
+    evaluate.main(argv + ["--device", "cpu", "--json", out, "--save-scores", scores])
+    return json.load(open(out)), torch.load(scores)
+
+
+def hand_scores(model, paths, frames, templates):
+    """Single view: T segment centres, resize + centre crop, the template ensemble [Sec. 3.2, 4.1]."""
+    size = model.clip.input_resolution
+    text = prompts.text_features(model, ["apply eye makeup", "basketball", "yo yo"], templates)
+    rows = []
+    with torch.no_grad():
+        for path in paths:
+            indices = video_data.sample_indices(video_data.count_frames(path), frames, "test")
+            video = video_data.test_transform(size)(video_data.read_frames(path, indices))   # (T, 3, S, S)
+            feature = model.encode_video(video[None].float() if video.dtype != torch.uint8 else
+                                         normalised(video.permute(0, 2, 3, 1))[None])
+            rows.append(prompts.ensemble_scores(feature, text, model.logit_scale.exp())[0])
+    return torch.stack(rows)
+
+
+def test_evaluate_flags_change_the_scores(ucf, tmp_path, one_thread):
+    checkpoint = save_checkpoint(tmp_path / "ckpt.pt", num_frames=4)
+    model = prompts.load_actionclip(checkpoint).eval()
+    common = ["--checkpoint", checkpoint, "--dataset", "ucf101", "--root", ucf["root"], "--workers", "0"]
+    for extra, (paths_labels, frames, templates) in {
+            ("--fold", "2"): (ucf["test"][2], 4, prompts.TEMPLATES),
+            ("--split", "train", "--batch-size", "2"): (ucf["train"][1], 4, prompts.TEMPLATES),
+            ("--frames", "2", "--no-templates"): (ucf["test"][1], 2, prompts.LABEL_ONLY)}.items():
+        result, saved = evaluated(tmp_path, common + list(extra), "x")
+        assert saved["paths"] == [p for p, _ in paths_labels], extra
+        assert saved["targets"].tolist() == [label for _, label in paths_labels], extra
+        expected = hand_scores(model, saved["paths"], frames, templates)
+        assert torch.allclose(saved["scores"], expected, atol=1e-5), extra
+        assert result["top1"] == pytest.approx(evaluate.topk_accuracy(expected, saved["targets"])["top1"])
+    _, with_workers = evaluated(tmp_path, common + ["--fold", "2", "--workers", "2", "--batch-size", "1"], "w")
+    assert torch.allclose(with_workers["scores"], hand_scores(model, with_workers["paths"], 4, prompts.TEMPLATES),
+                          atol=1e-5)
+
+
+def test_evaluate_data_flags(ucf, tmp_path, one_thread):
+    checkpoint = save_checkpoint(tmp_path / "ckpt.pt", num_frames=4)
+    prepared = str(tmp_path / "prepared")
+    video_data.prepare("ucf101", ucf["root"], prepared, "video", short_side=32)
+    _, saved = evaluated(tmp_path, ["--checkpoint", checkpoint, "--dataset", "ucf101", "--root", ucf["root"],
+                                    "--prepared", prepared, "--workers", "0"], "p")
+    assert all(p.startswith(prepared) for p in saved["paths"]) and len(saved["paths"]) == 3
+    lines = [f"{os.path.relpath(p, ucf['root'])} {label}" for p, label in ucf["test"][2]]
+    (tmp_path / "list.txt").write_text("\n".join(lines) + "\n")
+    (tmp_path / "names.txt").write_text("\n".join(ucf["classnames"]) + "\n")
+    _, saved = evaluated(tmp_path, ["--checkpoint", checkpoint, "--dataset", "list", "--root", ucf["root"],
+                                    "--list-file", str(tmp_path / "list.txt"), "--classnames-file",
+                                    str(tmp_path / "names.txt"), "--workers", "0"], "l")
+    assert saved["paths"] == [p for p, _ in ucf["test"][2]] and saved["classnames"] == ucf["classnames"]
+    kinetics = make_kinetics(tmp_path / "k400", classes=("abseiling", "zumba"), videos_per_class=1,
+                             layout="flat", missing=0)
+    moved = str(tmp_path / "elsewhere")
+    shutil.move(os.path.join(kinetics["root"], "videos"), moved)
+    _, saved = evaluated(tmp_path, ["--checkpoint", checkpoint, "--dataset", "kinetics400", "--root",
+                                    kinetics["root"], "--videos-dir", moved, "--workers", "0"], "k")
+    assert saved["ok"].all() and [os.path.dirname(p) for p in saved["paths"]] == [moved, moved]
+
+
+def test_test_transform_crops_the_centre():
+    """Short side to 256/224 of the crop (18 for 16), then the centre: rows 1-16, columns 7-22 of 18 x 30."""
+    frame = torch.randint(0, 256, (1, 18, 30, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    out = pixels(video_data.test_transform(16)(frame))                # (1, 3, 16, 16)
+    assert torch.equal(out[0], frame[0, 1:17, 7:23].permute(2, 0, 1))
+
+
+# ----------------------------------------------------------------------------------------------------
+# zeroshot.py flags
+
+
+def test_zeroshot_splits_read_their_own_lists(tmp_path, one_thread):
+    """Splits 2 and 3 leave out other classes' videos, so each split's counts say which list was read."""
+    data_ = make_ucf101(tmp_path / "ucf101")                          # 1 test video per class and fold
+    lists = tmp_path / "ucf101" / "ucfTrainTestlist"
+    for fold, dropped in ((2, ("ApplyEyeMakeup",)), (3, ("Basketball", "YoYo"))):
+        path = lists / f"testlist0{fold}.txt"
+        path.write_text("".join(line for line in open(path) if not line.startswith(dropped)))
+    out = str(tmp_path / "zs.json")
+    zeroshot.main(["--checkpoint", save_checkpoint(tmp_path / "ckpt.pt"), "--dataset", "ucf101", "--root",
+                   data_["root"], "--workers", "0", "--device", "cpu", "--json", out])
+    runs = json.load(open(out))["runs"]
+    assert [[row["videos"] for row in r["per_class"]] for r in runs] == [[1, 1, 1], [0, 1, 1], [1, 0, 0]]
+
+
+def test_half_class_draws_follow_the_seed(tmp_path, one_thread):
+    for seed in (0, 7):
+        draws = zeroshot.half_class_draws(11, draws=3, seed=seed)
+        for i, half in enumerate(draws):
+            np.random.seed(seed + i)
+            assert half == sorted(np.random.permutation(11)[:5].tolist())
+    assert zeroshot.half_class_draws(11, 3, 7) != zeroshot.half_class_draws(11, 3, 0)
+    kinetics = make_kinetics(tmp_path / "k400", classes=("a", "b", "c", "d", "e"), videos_per_class=1, missing=0)
+    out = str(tmp_path / "zs.json")
+    zeroshot.main(["--checkpoint", save_checkpoint(tmp_path / "ckpt.pt"), "--dataset", "kinetics400", "--root",
+                   kinetics["root"], "--protocol", "half-classes", "--draws", "2", "--seed", "5", "--workers", "0",
+                   "--device", "cpu", "--json", out])
+    runs = json.load(open(out))["runs"]
+    for i, r in enumerate(runs):
+        np.random.seed(5 + i)
+        assert [row["class"] for row in r["per_class"]] == [kinetics["classnames"][c] for c in
+                                                            sorted(np.random.permutation(5)[:2].tolist())]
+    assert len(runs) == 2 and all(r["evaluated"] == 2 for r in runs)
+
+
+def test_zeroshot_all_classes_split(tmp_path, one_thread):
+    kinetics = make_kinetics(tmp_path / "k400", classes=("a", "b"), videos_per_class=1, missing=0)
+    out = str(tmp_path / "zs.json")
+    zeroshot.main(["--checkpoint", save_checkpoint(tmp_path / "ckpt.pt"), "--dataset", "kinetics400", "--root",
+                   kinetics["root"], "--split", "train", "--workers", "0", "--device", "cpu", "--json", out])
+    result = json.load(open(out))
+    assert result["protocol"] == "all-classes" and result["runs"][0]["name"] == "train"
+    assert result["runs"][0]["evaluated"] == len(kinetics["train"]) == 2
+
+
+def test_zeroshot_video_flags_by_hand(tmp_path, capsys, one_thread):
+    data_ = make_ucf101(tmp_path / "ucf101")
+    checkpoint = save_checkpoint(tmp_path / "ckpt.pt", num_frames=4)
+    model = prompts.load_actionclip(checkpoint).eval()
+    paths, labels = [data_["test"][1][0][0]], ["apply eye makeup", "basketball", "yo yo"]
+    (tmp_path / "labels.txt").write_text("\n".join(labels) + "\n")
+    outputs = {}
+    for name, extra in (("labels", ["--labels", *labels]), ("file", ["--labels-file", str(tmp_path / "labels.txt")]),
+                        ("bare", ["--labels", *labels, "--no-templates", "--top", "2"])):
+        out = str(tmp_path / f"{name}.json")
+        zeroshot.main(["--checkpoint", checkpoint, "--video", *paths, *extra, "--workers", "0", "--device", "cpu",
+                       "--json", out])
+        outputs[name] = [list(v["probabilities"].values()) for v in json.load(open(out))["videos"]]
+        outputs[name + " printed"] = capsys.readouterr().out
+    for name, templates in (("labels", prompts.TEMPLATES), ("bare", prompts.LABEL_ONLY)):
+        expected = hand_scores(model, paths, 4, templates)
+        assert torch.allclose(torch.tensor(outputs[name]), expected, atol=1e-5), name
+    assert outputs["file"] == outputs["labels"]
+    ranked = [line for line in outputs["bare printed"].splitlines() if line.strip()[:3] in ("1. ", "2. ", "3. ")]
+    assert len(ranked) == 2                                           # --top 2
+    assert len([line for line in outputs["labels printed"].splitlines() if "%" in line]) == 3
+
+
+# ----------------------------------------------------------------------------------------------------
+# video_data.py prepare flags
+
+
+def test_prepare_flags_shape_the_output(ucf, tmp_path):
+    def prepare(out, *extra):
+        assert video_data.main(["prepare", "--dataset", "ucf101", "--root", ucf["root"], "--out", str(out),
+                                "--workers", "1", *extra]) == 0
+        return sorted(r.path for r in video_data.load_split("ucf101", ucf["root"], "test", prepared=str(out)).records)
+
+    rough, sharp = prepare(tmp_path / "q20", "--quality", "20")[0], prepare(tmp_path / "q95", "--quality", "95")[0]
+    size = lambda folder: sum(os.path.getsize(os.path.join(folder, f)) for f in os.listdir(folder))
+    assert size(sharp) > 1.2 * size(rough)
+    original = video_data.read_frames(ucf["test"][1][0][0], [3]).float()
+    error = lambda folder: (video_data.read_frames(folder, [3]).float() - original).abs().mean()
+    assert error(sharp) < error(rough)                                # closer to the original
+    video = prepare(tmp_path / "gop", "--form", "video", "--gop", "4", "--short-side", "16")[0]
+    assert video_data.read_frames(video, [0]).shape == (1, 16, 16, 3)  # 32 x 32 -> short side 16
+    assert video_data._build_index(video).keyframes == (0, 4, 8, 12)
+    lines = [f"{os.path.relpath(p, ucf['root'])} {label}" for p, label in ucf["test"][1]]
+    (tmp_path / "list.txt").write_text("\n".join(lines) + "\n")
+    (tmp_path / "names.txt").write_text("\n".join(ucf["classnames"]) + "\n")
+    out = tmp_path / "listed"
+    assert video_data.main(["prepare", "--dataset", "list", "--root", ucf["root"], "--out", str(out), "--workers",
+                            "1", "--list-file", str(tmp_path / "list.txt"), "--classnames-file",
+                            str(tmp_path / "names.txt")]) == 0
+    assert json.load(open(out / "PREPARED.json"))["converted"] == 3   # the listed videos only
+
+
+# ----------------------------------------------------------------------------------------------------
+# GPU-only paths: run where CUDA exists
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@CUDA
+def test_cuda_fp16_with_loss_scaling(data, tmp_path):
+    fp16 = train.train(train.parse_args(first_step_flags(data, tmp_path / "fp16", "--precision", "fp16")))
+    assert fp16.scaler.is_enabled() and fp16.scaler.get_scale() > 1
+    train.train(train.parse_args(first_step_flags(data, tmp_path / "fp32", "--precision", "fp32")))
+    half, full = logged_losses(tmp_path / "fp16")[0], logged_losses(tmp_path / "fp32")[0]
+    assert half != full and half == pytest.approx(full, rel=0.05)
+    stepped = run(data, tmp_path / "step", "--precision", "fp16", *sgd_like())
+    assert not torch.equal(stepped.model.clip.visual.conv1.weight.cpu(), clip_weights(data["clip"])[
+        "clip.visual.conv1.weight"])                                  # the scaled step was taken, unscaled
+
+
+@CUDA
+def test_cuda_auto_precision_is_bf16(data, tmp_path):
+    auto = train.train(train.parse_args(first_step_flags(data, tmp_path / "auto")))
+    train.train(train.parse_args(first_step_flags(data, tmp_path / "fp32", "--precision", "fp32")))
+    assert not auto.scaler.is_enabled()                               # H100/A100/H200: bf16, no loss scaling
+    half, full = logged_losses(tmp_path / "auto")[0], logged_losses(tmp_path / "fp32")[0]
+    assert half != full and half == pytest.approx(full, rel=0.05)
+
+
+@CUDA
+def test_cuda_evaluate_fp32_and_autocast(ucf, tmp_path):
+    checkpoint = save_checkpoint(tmp_path / "ckpt.pt", num_frames=4)
+    common = ["--checkpoint", checkpoint, "--dataset", "ucf101", "--root", ucf["root"], "--workers", "0"]
+    out = {}
+    for name, extra in (("cpu", ["--device", "cpu"]), ("gpu32", ["--device", "cuda", "--fp32"]),
+                        ("gpu16", ["--device", "cuda"])):
+        evaluate.main(common + extra + ["--save-scores", str(tmp_path / f"{name}.pt")])
+        out[name] = torch.load(tmp_path / f"{name}.pt")["scores"]
+    assert torch.allclose(out["gpu32"], out["cpu"], atol=1e-4)
+    assert not torch.equal(out["gpu16"], out["gpu32"]) and torch.allclose(out["gpu16"], out["cpu"], atol=5e-2)
+
+
+@CUDA
+def test_cuda_nccl_one_process_equals_plain_python(data, tmp_path):
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=1", f"--master_port={free_port()}",
+               "train.py", *flags(data, tmp_path / "nccl", *sgd_like("--precision", "fp32"))]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run(data, tmp_path / "plain", *sgd_like("--precision", "fp32"))
+    a, b = saved_model(tmp_path / "nccl"), saved_model(tmp_path / "plain")
+    for key in a:
+        assert torch.allclose(a[key].float(), b[key].float(), rtol=0, atol=1e-5), key
