@@ -19,6 +19,7 @@ so a mutated file is always re-read. Not a test module (pytest collects test_*.p
 import argparse
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -112,6 +113,14 @@ MUTATIONS = [
              "x = x + 0 * self.frame_position_embeddings.weight[:x.shape[1]]",
              (t("test_official_release_scores_by_hand"),)),
     # --- flags of train.py
+    Mutation("eq4-text-labels-wrong", "train.py",
+             "text_ids % len(run.classnames))",
+             "text_ids // len(run.classnames))",
+             (t("test_first_step_loss_is_eq4_by_hand"),)),
+    Mutation("no-text-prompts-ignored", "train.py",
+             "templates = prompts.LABEL_ONLY if args.no_text_prompts else prompts.TEMPLATES",
+             "templates = prompts.TEMPLATES",
+             (t("test_first_step_loss_is_eq4_by_hand"),)),
     Mutation("new-lr-mult-not-applied", "train.py",
              'group["lr"] = lr * group["lr_mult"]',
              'group["lr"] = lr',
@@ -298,6 +307,7 @@ def main(argv=None):
         print("\n".join(m.describe() for m in mutations))
         return 0
     start, results = time.time(), {}
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # killed: end pytest, remove the copy
     with tempfile.TemporaryDirectory(prefix="actionclip-mutate-") as copy:
         copy_repository(copy)
         if not args.no_baseline:
