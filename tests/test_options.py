@@ -540,6 +540,30 @@ def test_test_transform_crops_the_centre():
     assert torch.equal(out[0], frame[0, 1:17, 7:23].permute(2, 0, 1))
 
 
+@pytest.mark.parametrize("codec, ext", [("mpeg4", ".avi"), ("libx264", ".mkv")])
+def test_read_frames_decodes_from_the_keyframe_before(tmp_path, monkeypatch, codec, ext):
+    """Late frames are read by seeking to the keyframe at or before them: the frames decoded are
+    those from that keyframe on (not all from frame 0, not a fallback that decodes in order)."""
+    from test_video_data import frame_number, index_frame
+    path = video_data.write_video(str(tmp_path / f"clip{ext}"), [index_frame(i) for i in range(60)],
+                                  codec=codec, gop=12, bframes=2)
+    decoded, in_order = [], []
+    run_frames, read_in_order = video_data._run_frames, video_data._read_in_order
+
+    def counting(*args):
+        for frame in run_frames(*args):
+            decoded.append(frame)
+            yield frame
+    monkeypatch.setattr(video_data, "_run_frames", counting)
+    monkeypatch.setattr(video_data, "_read_in_order",
+                        lambda *args: in_order.append(args) or read_in_order(*args))
+    for wanted in ([50], [14, 40], [59, 3]):
+        decoded.clear()
+        assert [frame_number(f) for f in video_data.read_frames(path, wanted)] == wanted
+        assert len(decoded) <= sum(w % 12 + 3 for w in wanted), (wanted, len(decoded))
+    assert not in_order                                               # never from frame 0, counting
+
+
 # ----------------------------------------------------------------------------------------------------
 # zeroshot.py flags
 
