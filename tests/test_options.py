@@ -362,10 +362,11 @@ def test_seed_sets_new_weights_and_data_order(data, tmp_path):
 
 
 def test_eval_every_and_log_every(data, tmp_path):
-    run(data, tmp_path, "--epochs", "3", "--eval-every", "2", "--log-every", "4", "--lr", "0")
+    run(data, tmp_path, "--epochs", "3", "--batch-size", "16", "--eval-every", "2", "--log-every",
+        "2", "--lr", "0")
     records = list(map(json.loads, open(tmp_path / "metrics.jsonl")))
     assert [r["epoch"] for r in records if "val" in r] == [2, 3]     # every 2nd epoch, and the last
-    assert [r["step"] for r in records if "loss" in r] == [4]         # 6 steps, a line every 4
+    assert [r["step"] for r in records if "loss" in r] == [2]         # 3 steps, a line every 2
 
 
 # ----------------------------------------------------------------------------------------------------
