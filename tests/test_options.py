@@ -169,17 +169,16 @@ def test_confusion_png_shows_row_normalised_rates(tmp_path):
     assert full > 1000 and half > 1.5 * full                          # one cell at 1, two at 0.5
 
 
-def test_official_release_scores_by_hand(tmp_path, one_thread):
+def test_official_release_scores_by_hand(ucf, tmp_path, one_thread):
     """An official-format release through evaluate.main: each video's scores are the official
     model's, computed here from the raw state dicts (official_transf_head in plain torch ops)."""
     from test_prompts import (TINY_2_HEADS, official_clip_state_dict, official_transf_fusion,
                               official_transf_head, save_official)
-    fixture = make_ucf101(tmp_path / "ucf101")
     clip_sd, fusion = official_clip_state_dict(TINY_2_HEADS), official_transf_fusion(128)
     path = str(tmp_path / "official.pt")
     save_official(path, clip_sd, fusion)
     _, saved = evaluated(tmp_path, ["--checkpoint", path, "--dataset", "ucf101", "--root",
-                                    fixture["root"], "--workers", "0"], "official")
+                                    ucf["root"], "--workers", "0"], "official")
     reference = clip_model.build_model(dict(clip_sd))
     fusion = {"module." + k: v for k, v in fusion.items()}
     transform = video_data.test_transform(reference.input_resolution)
@@ -187,7 +186,7 @@ def test_official_release_scores_by_hand(tmp_path, one_thread):
     with torch.no_grad():
         text = torch.stack([F.normalize(reference.encode_text(clip_model.tokenize(row)), dim=-1)
                             for row in templates])                    # (K, C, E)
-        for i, (video_path, _) in enumerate(fixture["test"][1]):
+        for i, (video_path, _) in enumerate(ucf["test"][1]):
             indices = video_data.sample_indices(video_data.count_frames(video_path), 8, "test")
             video = model_input(transform(video_data.read_frames(video_path, indices)))  # 8 frames
             frames = reference.encode_image(video).view(1, 8, -1)     # (1, T, E)
@@ -431,8 +430,7 @@ def listed(pairs, root):
     return "".join(f"{os.path.relpath(path, root)} {label}\n" for path, label in pairs)
 
 
-def test_train_data_flags_pick_the_videos(tmp_path):
-    ucf = make_ucf101(tmp_path / "ucf101", videos_per_class=3)
+def test_train_data_flags_pick_the_videos(ucf, tmp_path):
     videos = lambda split: [(r.path, r.label) for r in split.records]
     args = ["--dataset", "ucf101", "--root", ucf["root"], "--val-split", "test"]
     train_split, val_split = train.load_splits(train.parse_args(args + ["--fold", "2"]))
@@ -442,15 +440,16 @@ def test_train_data_flags_pick_the_videos(tmp_path):
     train_split, _ = train.load_splits(train.parse_args(args + ["--prepared", prepared]))
     assert all(r.path.startswith(prepared) and os.path.isdir(r.path) for r in train_split.records)
     # --dataset list: a training and a validation list of the same videos, in another order
-    (tmp_path / "ucf101" / "a.txt").write_text(listed(ucf["train"][1], ucf["root"]))
-    (tmp_path / "ucf101" / "b.txt").write_text(listed(ucf["train"][1][::-1], ucf["root"]))
-    (tmp_path / "ucf101" / "names.txt").write_text("\n".join(ucf["classnames"]) + "\n")
+    (tmp_path / "a.txt").write_text(listed(ucf["train"][1], ucf["root"]))
+    (tmp_path / "b.txt").write_text(listed(ucf["train"][1][::-1], ucf["root"]))
+    (tmp_path / "names.txt").write_text("\n".join(ucf["classnames"]) + "\n")
     train_split, val_split = train.load_splits(train.parse_args([
-        "--dataset", "list", "--root", ucf["root"], "--train-list", "a.txt", "--val-list", "b.txt",
-        "--classnames", "names.txt"]))
+        "--dataset", "list", "--root", ucf["root"], "--train-list", str(tmp_path / "a.txt"),
+        "--val-list", str(tmp_path / "b.txt"), "--classnames", str(tmp_path / "names.txt")]))
     assert videos(train_split) == ucf["train"][1] and videos(val_split) == ucf["train"][1][::-1]
     assert train_split.classnames == ucf["classnames"]
-    kinetics = make_kinetics(tmp_path / "k400", layout="flat", missing=0)
+    kinetics = make_kinetics(tmp_path / "k400", ("a", "b"), videos_per_class=1, layout="flat",
+                             missing=0)
     moved, there = str(tmp_path / "elsewhere"), os.path.join(kinetics["root"], "videos")
     shutil.move(there, moved)
     train_split, _ = train.load_splits(train.parse_args(["--dataset", "kinetics400", "--root",
@@ -575,15 +574,15 @@ def zeroshot_json(tmp_path, argv):
     return json.load(open(out))
 
 
-def test_zeroshot_splits_read_their_own_lists(tmp_path, one_thread):
+def test_zeroshot_splits_read_their_own_lists(ucf, tmp_path, one_thread):
     """Splits 2 and 3 leave out other classes' videos: each split's counts say which it read."""
-    fixture = make_ucf101(tmp_path / "ucf101")                        # 1 test video a class a fold
-    lists = tmp_path / "ucf101" / "ucfTrainTestlist"
+    root = shutil.copytree(ucf["root"], tmp_path / "ucf101", symlinks=True)  # 1 video a class a fold
+    lists = root / "ucfTrainTestlist"
     for fold, dropped in ((2, ("ApplyEyeMakeup",)), (3, ("Basketball", "YoYo"))):
         path = lists / f"testlist0{fold}.txt"
         path.write_text("".join(line for line in open(path) if not line.startswith(dropped)))
     result = zeroshot_json(tmp_path, ["--checkpoint", save_checkpoint(tmp_path / "ckpt.pt"),
-                                      "--dataset", "ucf101", "--root", fixture["root"]])
+                                      "--dataset", "ucf101", "--root", str(root)])
     counts = [[row["videos"] for row in r["per_class"]] for r in result["runs"]]
     assert counts == [[1, 1, 1], [0, 1, 1], [1, 0, 0]]
 
@@ -618,11 +617,10 @@ def test_zeroshot_all_classes_split(tmp_path, one_thread):
     assert result["runs"][0]["evaluated"] == len(kinetics["train"]) == 2
 
 
-def test_zeroshot_video_flags_by_hand(tmp_path, capsys, one_thread):
-    fixture = make_ucf101(tmp_path / "ucf101")
+def test_zeroshot_video_flags_by_hand(ucf, tmp_path, capsys, one_thread):
     checkpoint = save_checkpoint(tmp_path / "ckpt.pt", num_frames=4)
     model = prompts.load_actionclip(checkpoint).eval()
-    paths = [fixture["test"][1][0][0]]
+    paths = [ucf["test"][1][0][0]]
     (tmp_path / "labels.txt").write_text("\n".join(UCF_NAMES) + "\n")
     probabilities, printed = {}, {}
     for name, extra in (("labels", ["--labels", *UCF_NAMES]),
