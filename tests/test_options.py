@@ -576,7 +576,7 @@ def zeroshot_json(tmp_path, argv):
 
 def test_zeroshot_splits_read_their_own_lists(ucf, tmp_path, one_thread):
     """Splits 2 and 3 leave out other classes' videos: each split's counts say which it read."""
-    root = shutil.copytree(ucf["root"], tmp_path / "ucf101", symlinks=True)  # 1 video a class a fold
+    root = shutil.copytree(ucf["root"], tmp_path / "ucf101")          # 1 video a class and fold
     lists = root / "ucfTrainTestlist"
     for fold, dropped in ((2, ("ApplyEyeMakeup",)), (3, ("Basketball", "YoYo"))):
         path = lists / f"testlist0{fold}.txt"
