@@ -452,10 +452,12 @@ def test_train_data_flags_pick_the_videos(ucf, tmp_path):
                              missing=0)
     moved, there = str(tmp_path / "elsewhere"), os.path.join(kinetics["root"], "videos")
     shutil.move(there, moved)
-    train_split, _ = train.load_splits(train.parse_args(["--dataset", "kinetics400", "--root",
-                                                         kinetics["root"], "--videos-dir", moved]))
-    assert sorted(r.path for r in train_split.records) == sorted(
-        path.replace(there, moved) for path, _ in kinetics["train"])
+    train_split, val_split = train.load_splits(train.parse_args([
+        "--dataset", "kinetics400", "--root", kinetics["root"], "--videos-dir", moved,
+        "--val-split", "test"]))                                      # Kinetics: val is not test
+    for split, name in ((train_split, "train"), (val_split, "test")):
+        assert sorted(r.path for r in split.records) == sorted(
+            path.replace(there, moved) for path, _ in kinetics[name])
 
 
 # ----------------------------------------------------------------------------------------------------
