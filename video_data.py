@@ -40,6 +40,7 @@ import warnings
 import zlib
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import NamedTuple
 
 import av
 import numpy as np
@@ -464,8 +465,8 @@ def sample_indices(num_frames, num_segments, mode="train", num_clips=1, generato
 
 def _normalise_float(video):
     """float (..., 3, H, W) in [0, 1] -> CLIP mean/std normalised."""
-    mean = torch.tensor(CLIP_MEAN).view(3, 1, 1)
-    std = torch.tensor(CLIP_STD).view(3, 1, 1)
+    mean = torch.tensor(CLIP_MEAN, device=video.device).view(3, 1, 1)
+    std = torch.tensor(CLIP_STD, device=video.device).view(3, 1, 1)
     return (video - mean) / std
 
 
@@ -527,6 +528,9 @@ def _adjust_contrast(video, factor):
     return (factor * video + (1 - factor) * mean).clamp_(0, 1)
 
 
+JITTER = (0.4, 0.4, 0.2, 0.1)  # brightness, contrast, saturation, hue ranges of the official config
+
+
 class ClipColorJitter:
     """Colour jitter with one draw per clip: brightness, contrast, saturation and hue, in a random
     order, on a float (T, 3, H, W) clip in [0, 1]. Brightness and saturation are torchvision v2's."""
@@ -552,23 +556,51 @@ class TrainTransform:
     jitter (0.4, 0.4, 0.2, 0.1) with p=0.8, grayscale p=0.2, CLIP normalisation.
     official: GroupRandomColorJitter re-draws the jitter for every frame; here all frames of a clip
     share one draw, so augmentation never fakes motion.
+
+    on_device=True stops after the uint8 part (crop, flip, RandAugment) and returns a DeviceClip: the
+    pixels and the colour draws, from the same RNG in the same order. finish_batch then does the float
+    work, batched, on the model's device: a quarter of the bytes through shared memory, no float work
+    in the workers, the same distribution (tests/test_video_data.py compares the two on one draw).
     """
 
-    def __init__(self, size, flip=True, color_jitter=True, grayscale=True, randaugment=False, scales=MSC_SCALES):
+    def __init__(self, size, flip=True, color_jitter=True, grayscale=True, randaugment=False, scales=MSC_SCALES,
+                 on_device=False):
         self.size, self.flip, self.scales = size, flip, tuple(scales)
         self.color_jitter, self.grayscale = color_jitter, grayscale
         # v2 transforms given a (T, 3, H, W) tensor draw their parameters once for all T frames
         self.randaugment = v2.RandAugment(num_ops=2, magnitude=9) if randaugment else None
-        self.jitter = ClipColorJitter(0.4, 0.4, 0.2, 0.1)
+        self.jitter = ClipColorJitter(*JITTER)
+        self.on_device = on_device
 
-    def __call__(self, clip):
-        video = _as_tchw(clip)  # (T, 3, H, W) uint8
+    def _geometry(self, video):
+        """The uint8 part: multi-scale crop, flip, RandAugment. (T, 3, H, W) -> (T, 3, S, S)."""
         left, top, w, h = _msc_box(video.shape[-1], video.shape[-2], self.size, self.scales)
         video = TF.resized_crop(video, top, left, h, w, [self.size, self.size], antialias=True)
         if self.flip and torch.rand(()) < 0.5:
             video = TF.horizontal_flip(video)
         if self.randaugment is not None:
             video = self.randaugment(video)
+        return video
+
+    def _colour_draws(self):
+        """The colour draws of __call__'s CPU path, in its order, from the same RNG: (COLOUR_DRAWS,)."""
+        draws = torch.tensor([0.0, 0, 1, 2, 3, 1, 1, 1, 0, 0])  # no jitter: identity factors, no grayscale
+        if self.color_jitter and torch.rand(()) < 0.8:
+            draws[0] = 1
+            draws[1:5] = torch.randperm(4).float()  # the order of the four adjustments
+            for k in draws[1:5].long().tolist():
+                r = self.jitter.ranges[k]
+                if r:
+                    centre = 0.0 if k == 3 else 1.0
+                    draws[5 + k] = float(torch.empty(()).uniform_(centre - r, centre + r))
+        if self.grayscale and torch.rand(()) < 0.2:
+            draws[9] = 1
+        return draws
+
+    def __call__(self, clip):
+        video = self._geometry(_as_tchw(clip))  # (T, 3, S, S) uint8
+        if self.on_device:
+            return DeviceClip(video, self._colour_draws())
         video = video.float() / 255  # (T, 3, S, S) in [0, 1]
         if self.color_jitter and torch.rand(()) < 0.8:
             video = self.jitter(video)
@@ -590,36 +622,121 @@ def _three_crop_boxes(image_w, image_h, size):
 class TestTransform:
     """Deterministic test views: resize the short side to size * 256/224, then a centre crop
     (num_crops=1 -> (T, 3, S, S)) or 3 crops along the long side (num_crops=3 -> (3, T, 3, S, S)).
-    Input: uint8 (T, H, W, 3)."""
+    Input: uint8 (T, H, W, 3). on_device=True leaves the views uint8 for finish_batch to normalise."""
 
     __test__ = False  # not a pytest class
 
-    def __init__(self, size, num_crops=1):
+    def __init__(self, size, num_crops=1, on_device=False):
         if num_crops not in (1, 3):
             raise ValueError(f"test_transform: num_crops must be 1 or 3, got {num_crops}")
         self.size, self.num_crops = size, num_crops
         self.scale_size = round(size * TEST_SCALE)  # 256 for 224, 384 for 336
+        self.on_device = on_device
+
+    def finish(self, views):
+        return views if self.on_device else _normalise(views)
 
     def __call__(self, clip):
         video = TF.resize(_as_tchw(clip), [self.scale_size], antialias=True)  # short side -> scale_size
         if self.num_crops == 1:
-            return _normalise(TF.center_crop(video, [self.size, self.size]))  # (T, 3, S, S)
+            return self.finish(TF.center_crop(video, [self.size, self.size]))  # (T, 3, S, S)
         boxes = _three_crop_boxes(video.shape[-1], video.shape[-2], self.size)
         crops = [TF.crop(video, top, left, self.size, self.size) for left, top in boxes]
-        return _normalise(torch.stack(crops))  # (3, T, 3, S, S)
+        return self.finish(torch.stack(crops))  # (3, T, 3, S, S)
 
 
-def train_transform(size, flip=True, color_jitter=True, grayscale=True, randaugment=False, scales=MSC_SCALES):
-    """The training transform (see TrainTransform): uint8 (T, H, W, 3) -> float (T, 3, size, size)."""
-    return TrainTransform(size, flip, color_jitter, grayscale, randaugment, scales)
+def train_transform(size, flip=True, color_jitter=True, grayscale=True, randaugment=False, scales=MSC_SCALES,
+                    on_device=False):
+    """The training transform (see TrainTransform): uint8 (T, H, W, 3) -> float (T, 3, size, size), or
+    with on_device=True a DeviceClip whose colour work finish_batch does on the model's device."""
+    return TrainTransform(size, flip, color_jitter, grayscale, randaugment, scales, on_device)
 
 
-def test_transform(size, num_crops=1):
-    """The test transform (see TestTransform): uint8 (T, H, W, 3) -> (T, 3, S, S) or (3, T, 3, S, S)."""
-    return TestTransform(size, num_crops)
+def test_transform(size, num_crops=1, on_device=False):
+    """The test transform (see TestTransform): uint8 (T, H, W, 3) -> (T, 3, S, S) or (3, T, 3, S, S),
+    float and normalised, or uint8 with on_device=True (finish_batch normalises on the device)."""
+    return TestTransform(size, num_crops, on_device)
 
 
 test_transform.__test__ = False  # not a pytest test
+
+
+# ----------------------------------------------------------------------------------------------------
+# The float half of the transforms, batched on the model's device (DataLoader workers stay in uint8)
+
+COLOUR_DRAWS = 10  # jitter on, the order of its 4 adjustments, their 4 factors, grayscale on
+
+
+class DeviceClip(NamedTuple):
+    """A training clip whose colour work is left to finish_batch; DataLoader collates it field-wise."""
+    pixels: torch.Tensor  # uint8 (T, 3, S, S), cropped, flipped, RandAugmented
+    colour: torch.Tensor  # (COLOUR_DRAWS,) float: TrainTransform._colour_draws
+
+
+def _per_video(factors, video):
+    """Factors (B,) shaped to broadcast over a (B, T, 3, H, W) batch."""
+    return factors.view(-1, 1, 1, 1, 1).to(video.device, video.dtype)
+
+
+def _brightness(video, f):   # TF.adjust_brightness, each video with its own factor
+    return (video * _per_video(f, video)).clamp_(0, 1)
+
+
+def _contrast(video, f):     # _adjust_contrast: about the mean grey of each whole clip
+    mean = TF.rgb_to_grayscale(video).mean(dim=(1, 2, 3, 4), keepdim=True)  # (B, 1, 1, 1, 1)
+    f = _per_video(f, video)
+    return (f * video + (1 - f) * mean).clamp_(0, 1)
+
+
+def _saturation(video, f):   # TF.adjust_saturation
+    f = _per_video(f, video)
+    return (video * f + TF.rgb_to_grayscale(video) * (1 - f)).clamp_(0, 1)
+
+
+def _hue(video, turns):      # _rotate_hue, one matrix per video
+    angle = (2 * torch.pi * turns.double()).float()                  # as _rotate_hue's torch.tensor(2 pi turns)
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    rotation = torch.zeros(len(turns), 3, 3)
+    rotation[:, 0, 0] = 1
+    rotation[:, 1, 1], rotation[:, 1, 2], rotation[:, 2, 1], rotation[:, 2, 2] = cos, -sin, sin, cos
+    matrix = torch.linalg.inv(_RGB_TO_YIQ) @ rotation @ _RGB_TO_YIQ  # (B, 3, 3), acts on RGB
+    return torch.einsum("bij,btjhw->btihw", matrix.to(video.device), video).clamp_(0, 1)
+
+
+def colour_batch(pixels, colour):
+    """uint8 (B, T, 3, S, S) on any device, with (B, COLOUR_DRAWS) CPU draws -> float, normalised.
+
+    Exactly TrainTransform's float half, video by video: its jitter in its own order, grayscale, CLIP
+    normalisation. Which videos an adjustment touches is read from the CPU draws, so nothing waits
+    for the device.
+    """
+    video = pixels.float() / 255                                    # (B, T, 3, S, S) in [0, 1]
+    colour = colour.cpu()
+    jittered = colour[:, 0] == 1
+    for position in range(4):
+        for k, adjust in enumerate((_brightness, _contrast, _saturation, _hue)):
+            chosen = (jittered & (colour[:, 1 + position] == k)).nonzero().flatten()
+            if len(chosen):
+                rows = chosen.to(video.device, non_blocking=True)
+                video[rows] = adjust(video[rows], colour[chosen, 5 + k])
+    gray = colour[:, 9].nonzero().flatten()
+    if len(gray):
+        rows = gray.to(video.device, non_blocking=True)
+        video[rows] = TF.rgb_to_grayscale(video[rows], num_output_channels=3)
+    return _normalise_float(video)
+
+
+def finish_batch(video, device):
+    """A collated DataLoader batch -> the model's float input on `device`, normalised.
+
+    uint8 test views (test_transform(on_device=True)) are normalised there, DeviceClips get their
+    colour work there; float batches (the CPU transforms) are only moved. Copies are non-blocking:
+    pin the loader's memory (pin_memory=True) for them to overlap.
+    """
+    if isinstance(video, DeviceClip):
+        return colour_batch(video.pixels.to(device, non_blocking=True), video.colour)
+    video = video.to(device, non_blocking=True)
+    return _normalise_float(video.float() / 255) if video.dtype == torch.uint8 else video
 
 
 # ----------------------------------------------------------------------------------------------------
