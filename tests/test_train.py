@@ -6,12 +6,14 @@ and resumed ends with the parameters of an uninterrupted one; every flag of the 
 step and has its effect; a fast --demo learns. Tiny CLIPs, 16 x 16 synthetic videos, a few steps.
 """
 
+import copy
 import json
 import math
 import os
 import socket
 import subprocess
 import sys
+import types
 
 import pytest
 import torch
@@ -298,6 +300,63 @@ def test_loader_workers_do_not_change_the_data(data, tmp_path):
     run(data, tmp_path / "none", "--workers", "0")
     run(data, tmp_path / "two", "--workers", "2")
     assert_same_parameters(saved_model(tmp_path / "none"), saved_model(tmp_path / "two"))
+
+
+def per_epoch_reference(args, items, sampler, epochs, per_step, steps_per_epoch):
+    """What the per-epoch loaders drew, step by step: the sampler's order of each epoch, each video
+    drawn from mix_seed(seed, epoch, index) through the CPU transform, then its template."""
+    videos = copy.copy(items.videos)
+    videos.transform = video_data.train_transform(16, randaugment=True)   # today's float path
+    steps = []
+    for epoch in range(epochs):
+        sampler.set_epoch(epoch)
+        order = list(sampler)[:steps_per_epoch * per_step]
+        for start in range(0, len(order), per_step):
+            step = []
+            for i in order[start:start + per_step]:
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(train.mix_seed(args.seed, epoch, i))
+                    video = videos[i][0]
+                    template = int(torch.randint(items.num_templates, ()))
+                step.append((i, video, template * items.num_classes + int(videos[i][1])))
+            steps.append(step)
+    return steps
+
+
+def test_one_loader_for_the_run_draws_what_the_per_epoch_loaders_drew(data, tmp_path):
+    """Indices, crops, flips, RandAugment, colour and templates of every step are unchanged by the one
+    DataLoader of the whole run (workers and a resume mid-epoch included)."""
+    args = train.parse_args(flags(data, tmp_path, "--augment", "official", "--randaugment", "--epochs", "3"))
+    items, sampler, _ = train.build_data(args, train.Dist(), *train.load_splits(args), 16)
+    reference = per_epoch_reference(args, items, sampler, 3, 8, 2)
+    for first_step in (0, 3):                                        # from the start; resumed mid-epoch 1
+        order = train.RunOrder(sampler, 8, 8, 2, first_step, 6)
+        loader = torch.utils.data.DataLoader(items, batch_sampler=order, num_workers=1)
+        steps = list(zip(order, loader))
+        assert len(steps) == 6 - first_step
+        for expected, (pairs, (video, target, text_ids)) in zip(reference[first_step:], steps):
+            assert [i for _, i in pairs] == [i for i, _, _ in expected]
+            assert video.pixels.dtype == torch.uint8
+            torch.testing.assert_close(video_data.finish_batch(video, torch.device("cpu")),
+                                       torch.stack([v for _, v, _ in expected]), rtol=0, atol=2e-6)
+            assert text_ids.tolist() == [t for _, _, t in expected]
+
+
+def test_the_eta_extrapolates_the_run_so_far_and_the_record_keeps_each_interval(tmp_path, monkeypatch, capsys):
+    args = train.parse_args(["--root", "x", "--epochs", "10", "--batch-size", "8", "--out", str(tmp_path)])
+    run_ = types.SimpleNamespace(args=args, steps_per_epoch=10, step=0, ddp=train.Dist(), pace=train.Pace(0, 0.0))
+    times = iter([100.0, 200.0, 200.1])      # 10 steps in 100 s, 10 in 100 s, then 10 prefetched in 0.1 s
+    monkeypatch.setattr(train.time, "time", lambda: next(times))
+    since = 0.0
+    for step in (10, 20, 30):
+        run_.step = step
+        train.log_step(run_, [1.0] * 10, since)
+        since = {10: 100.0, 20: 200.0}.get(step)
+    records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    assert [r["eta_s"] for r in records] == [900.0, 800.0, round(200.1 / 30 * 70, 1)]  # not 0.7 s at the burst
+    assert records[2]["videos_per_s"] == pytest.approx(800)          # the burst itself is kept
+    assert records[2]["videos_per_s_run"] == pytest.approx(8 * 30 / 200.1)
+    assert "eta 07:46" in capsys.readouterr().out.splitlines()[-1]
 
 
 def test_help_explains_every_flag_with_the_papers_value():
