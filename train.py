@@ -57,7 +57,7 @@ TINY_CLIP = dict(embed_dim=64, image_resolution=32, vision_layers=3, vision_widt
                  transformer_layers=2)
 ADAMW_BETAS = (0.9, 0.98)  # [Sec. 4.1], as CLIP's training
 # Flags that may change when a run is resumed; everything else comes from the checkpoint.
-RESUME_OVERRIDES = ("resume", "out", "workers", "log_every", "stop_after_steps", "compile")
+RESUME_OVERRIDES = ("resume", "out", "workers", "log_every", "stop_after_steps", "compile", "decode_on_device")
 
 # ----------------------------------------------------------------------------------------------------
 # Configuration: every flag acts, and its help says what the paper used
@@ -110,6 +110,10 @@ def add_data_args(p):
     d.add_argument("--in-memory", action="store_true", help="decode every video once, before training, and keep all "
                    "its frames in memory (small datasets; frames and crops are still drawn afresh each epoch)")
     d.add_argument("--workers", type=int, default=8, help="data loading processes per GPU")
+    d.add_argument("--decode-on-device", default="auto", choices=["auto", "on", "off"], help="prepared JPEG frame "
+                   "folders: workers only read the files, the model's device decodes them in batches (nvJPEG on CUDA, "
+                   "torchvision.io.decode_jpeg), then crops and augments them there. auto: on with CUDA when every "
+                   "training video is a frame folder and --randaugment and --in-memory are off")
 
 
 def add_optimisation_args(p):
@@ -369,8 +373,9 @@ class TrainItems(Dataset):
 
     Items are indexed by (epoch, index). All the randomness of an item (frames, crop, flip, colour,
     template) is drawn from (seed, epoch, index): the same batches whatever the number of GPUs or
-    loader workers, and after --resume. The video is a video_data.DeviceClip: uint8 pixels and the
-    colour draws that video_data.finish_batch applies on the model's device.
+    loader workers, and after --resume. The video is a video_data.DeviceClip (uint8 pixels and the
+    colour draws) or, with --decode-on-device, a JpegClip; video_data.finish_batch ends the work on the
+    model's device.
     """
 
     def __init__(self, videos, num_templates, num_classes, seed):
@@ -383,7 +388,7 @@ class TrainItems(Dataset):
         epoch, i = epoch_and_index
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(mix_seed(self.seed, epoch, i))
-            video, target, _, _ = self.videos[i]                      # DeviceClip: (T, 3, S, S) uint8
+            video, target, _, _ = self.videos[i]                      # DeviceClip or JpegClip
             template = int(torch.randint(self.num_templates, ()))     # one random template per video [Sec. 3.2]
             if target.ndim:                                           # multi-hot: name one of its classes
                 positives = target.nonzero().flatten()
@@ -426,10 +431,25 @@ def load_splits(args):
     return train_split, val_split
 
 
+def jpeg_on_device(args, ddp, split):
+    """--decode-on-device: whether workers hand the model's device the JPEG files of frame folders."""
+    mode = getattr(args, "decode_on_device", "auto")                  # runs saved before the flag: auto
+    if mode == "off":
+        return False
+    reason = ("--randaugment needs decoded pixels in the workers" if args.randaugment else
+              "--in-memory keeps decoded frames already" if args.in_memory else
+              "the training videos are not all frame folders (python video_data.py prepare --form frames)"
+              if not all(os.path.isdir(r.path) for r in split.records) else None)
+    if mode == "on" and reason:
+        raise SystemExit(f"--decode-on-device on: {reason}; use auto or off")
+    return reason is None and (mode == "on" or ddp.device.type == "cuda")
+
+
 def build_data(args, ddp, train_split, val_split, size):
     """Training items and the sampler that orders them, and the validation videos, at `size` pixels."""
     videos = video_data.VideoDataset(train_split, args.frames, "train", train_transform(args, size),
-                                     in_memory=args.in_memory, seed=args.seed)
+                                     in_memory=args.in_memory, seed=args.seed,
+                                     jpeg_bytes=jpeg_on_device(args, ddp, train_split))
     val = video_data.VideoDataset(val_split, args.frames, "test", video_data.test_transform(size, on_device=True),
                                   in_memory=args.in_memory)
     if args.in_memory:
@@ -697,7 +717,7 @@ def training_batches(run):
     args = run.args
     order = RunOrder(run.sampler, run.micro_batch, run.micro_batch * args.grad_accum, run.steps_per_epoch,
                      run.step, args.epochs * run.steps_per_epoch)
-    return iter(DataLoader(run.items, batch_sampler=order, num_workers=args.workers,
+    return iter(DataLoader(run.items, batch_sampler=order, num_workers=args.workers, collate_fn=video_data.collate,
                            pin_memory=run.ddp.device.type == "cuda"))
 
 
@@ -718,7 +738,7 @@ def optimizer_step(run, batches):
     total = torch.zeros((), device=device)
     for i in range(args.grad_accum):
         video, target, text_ids = next(batches)
-        video = video_data.finish_batch(video, device)                # uint8 -> colour work, normalised
+        video = video_data.finish_batch(video, device)                # uint8 (or JPEG) -> float, normalised
         target, text_ids = target.to(device, non_blocking=True), text_ids.to(device, non_blocking=True)
         last = i == args.grad_accum - 1
         with nullcontext() if last or run.ddp.world == 1 else run.net.no_sync():  # sync gradients once per step

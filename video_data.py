@@ -370,20 +370,39 @@ def _read_video(path, wanted, threads):
     return out
 
 
-def _read_folder(path, wanted):
-    """Frames `wanted` (0-based) of a TSN frame folder (img_00001.jpg is frame 0)."""
+def _check_folder(path, wanted):
     count = _frame_folder_count(path)
     if count == 0:
         raise VideoReadError(path, f"frame folder holds no {FRAME_GLOB} files")
     if wanted[-1] >= count:
         raise VideoTooShortError(path, count, wanted[-1])
+
+
+def _decode_jpegs(data, path=None, device="cpu"):
+    """JPEG files' bytes [(n,) uint8] -> [(3, H, W) uint8 RGB] on `device`, one batched call."""
     try:
         with warnings.catch_warnings():  # torchvision 0.29 deprecates its (libjpeg-turbo) codecs
             warnings.simplefilter("ignore", DeprecationWarning)
-            data = [torchvision.io.read_file(os.path.join(path, FRAME_NAME.format(i + 1))) for i in wanted]
-            images = torchvision.io.decode_jpeg(data, mode=torchvision.io.ImageReadMode.RGB)  # [(3, H, W)]
+            return torchvision.io.decode_jpeg(data, mode=torchvision.io.ImageReadMode.RGB, device=device)
+    except (RuntimeError, OSError) as e:
+        raise VideoReadError(path or "a JPEG frame", f"cannot read frames ({e})") from e
+
+
+def read_jpeg_bytes(path, indices):
+    """The JPEG files of frames `indices` (0-based) of a TSN frame folder, undecoded: [(n,) uint8]."""
+    indices = [int(i) for i in indices]
+    _check_folder(path, sorted(set(indices)))
+    try:
+        with warnings.catch_warnings():  # torchvision 0.29 deprecates its file reader with its codecs
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return [torchvision.io.read_file(os.path.join(path, FRAME_NAME.format(i + 1))) for i in indices]
     except (RuntimeError, OSError) as e:
         raise VideoReadError(path, f"cannot read frames ({e})") from e
+
+
+def _read_folder(path, wanted):
+    """Frames `wanted` (0-based) of a TSN frame folder (img_00001.jpg is frame 0)."""
+    images = _decode_jpegs(read_jpeg_bytes(path, wanted), path)  # [(3, H, W)]
     return {i: img.permute(1, 2, 0).numpy() for i, img in zip(wanted, images)}  # (H, W, 3) views
 
 
@@ -582,6 +601,15 @@ class TrainTransform:
             video = self.randaugment(video)
         return video
 
+    def _jpeg_clip(self, jpegs):
+        """Undecoded frames: the draws of _geometry (same RNG, same order) and the colour draws."""
+        if self.randaugment is not None:
+            raise ValueError("RandAugment needs decoded pixels: decode JPEG frames in the workers")
+        image_w, image_h = jpeg_size(jpegs[0])
+        left, top, w, h = _msc_box(image_w, image_h, self.size, self.scales)
+        flip = bool(self.flip and torch.rand(()) < 0.5)
+        return JpegClip(jpegs, torch.tensor([left, top, w, h, flip, self.size]), self._colour_draws())
+
     def _colour_draws(self):
         """The colour draws of __call__'s CPU path, in its order, from the same RNG: (COLOUR_DRAWS,)."""
         draws = torch.tensor([0.0, 0, 1, 2, 3, 1, 1, 1, 0, 0])  # no jitter: identity factors, no grayscale
@@ -598,6 +626,8 @@ class TrainTransform:
         return draws
 
     def __call__(self, clip):
+        if isinstance(clip, list):  # JPEG files' bytes (VideoDataset(jpeg_bytes=True)): draws only
+            return self._jpeg_clip(clip)
         video = self._geometry(_as_tchw(clip))  # (T, 3, S, S) uint8
         if self.on_device:
             return DeviceClip(video, self._colour_draws())
@@ -673,6 +703,49 @@ class DeviceClip(NamedTuple):
     colour: torch.Tensor  # (COLOUR_DRAWS,) float: TrainTransform._colour_draws
 
 
+class JpegClip(NamedTuple):
+    """A training clip still in JPEG files (prepared frame folders), decoded by finish_batch."""
+    jpegs: list           # T uint8 (n,) tensors: the files' bytes (a list of B such lists once collated)
+    geometry: torch.Tensor  # (6,) int64: crop left, top, width, height; flip; output size
+    colour: torch.Tensor  # (COLOUR_DRAWS,) float: TrainTransform._colour_draws
+
+
+_JPEG_FRAME_MARKERS = set(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # SOF0-15: not DHT, JPG, DAC
+
+
+def jpeg_size(data):
+    """(width, height) of a JPEG file's bytes, read from its frame header without decoding."""
+    data, at = bytes(data[:65536].numpy()), 2  # headers precede the image data; skip the SOI marker
+    while at + 9 <= len(data) and data[at] == 0xFF:
+        marker, length = data[at + 1], int.from_bytes(data[at + 2:at + 4], "big")
+        if marker in _JPEG_FRAME_MARKERS:  # length, precision, height, width
+            return int.from_bytes(data[at + 7:at + 9], "big"), int.from_bytes(data[at + 5:at + 7], "big")
+        at += 2 + length
+    raise VideoReadError("a JPEG frame", "no frame header in its first 64 KiB")
+
+
+def decode_batch(clips, device):
+    """Collated JpegClips -> uint8 (B, T, 3, S, S) on `device`: every frame of the batch decoded in one
+    torchvision.io.decode_jpeg call there (nvJPEG on CUDA), then each video cropped, resized, flipped."""
+    frames = _decode_jpegs([jpeg for video in clips.jpegs for jpeg in video], device=device)
+    T, videos = len(clips.jpegs[0]), []
+    for b, (left, top, w, h, flip, size) in enumerate(clips.geometry.tolist()):
+        video = torch.stack(frames[b * T:(b + 1) * T])                  # (T, 3, H, W)
+        video = TF.resized_crop(video, top, left, h, w, [size, size], antialias=True)
+        videos.append(TF.horizontal_flip(video) if flip else video)
+    return torch.stack(videos)                                        # (B, T, 3, S, S)
+
+
+def collate(items):
+    """default_collate, except that JpegClips keep their bytes as lists (files differ in length)."""
+    if not isinstance(items[0][0], JpegClip):
+        return torch.utils.data.default_collate(items)
+    clips = [item[0] for item in items]
+    video = JpegClip([clip.jpegs for clip in clips], torch.stack([clip.geometry for clip in clips]),
+                     torch.stack([clip.colour for clip in clips]))
+    return (video, *torch.utils.data.default_collate([item[1:] for item in items]))
+
+
 def _per_video(factors, video):
     """Factors (B,) shaped to broadcast over a (B, T, 3, H, W) batch."""
     return factors.view(-1, 1, 1, 1, 1).to(video.device, video.dtype)
@@ -730,11 +803,13 @@ def finish_batch(video, device):
     """A collated DataLoader batch -> the model's float input on `device`, normalised.
 
     uint8 test views (test_transform(on_device=True)) are normalised there, DeviceClips get their
-    colour work there; float batches (the CPU transforms) are only moved. Copies are non-blocking:
+    colour work there, JpegClips (collated by `collate`) are decoded there first; float batches (the CPU transforms) are only moved. Copies are non-blocking:
     pin the loader's memory (pin_memory=True) for them to overlap.
     """
     if isinstance(video, DeviceClip):
         return colour_batch(video.pixels.to(device, non_blocking=True), video.colour)
+    if isinstance(video, JpegClip):
+        return colour_batch(decode_batch(video, device), video.colour)
     video = video.to(device, non_blocking=True)
     return _normalise_float(video.float() / 255) if video.dtype == torch.uint8 else video
 
@@ -1144,10 +1219,12 @@ class ClipReader:
     Frame counts come from the record, else count_frames; when a video ends before its packets said
     (a truncated file, a list that overstates a frame folder), the frames on disk are trusted and
     the clip resampled once. in_memory=True keeps every decoded video (for tiny datasets).
+    jpeg_bytes=True reads frame folders' JPEG files undecoded: a list of T (n,) uint8 tensors.
     """
 
-    def __init__(self, num_frames, mode, num_clips=1, in_memory=False):
+    def __init__(self, num_frames, mode, num_clips=1, in_memory=False, jpeg_bytes=False):
         self.num_frames, self.mode, self.num_clips, self.in_memory = num_frames, mode, num_clips, in_memory
+        self.jpeg_bytes = jpeg_bytes
         self._frames, self._counts = {}, {}  # path -> decoded uint8 video; path -> corrected frame count
 
     def _count(self, record):
@@ -1160,6 +1237,8 @@ class ClipReader:
         n = self._count(record)
         indices = sample_indices(n, self.num_frames, self.mode, self.num_clips)
         threads = 1 if torch.utils.data.get_worker_info() is not None else 0  # workers are the parallelism
+        if self.jpeg_bytes and os.path.isdir(record.path):
+            return read_jpeg_bytes(record.path, indices)
         if not self.in_memory:
             return read_frames(record.path, indices, threads)
         if record.path not in self._frames:
@@ -1187,10 +1266,12 @@ class VideoDataset(torch.utils.data.Dataset):
       target: int64 class id, or a float multi-hot (C,) for multi-label splits.
     Annotations are parsed once, before; items only decode. Picklable for DataLoader workers, where
     decoding uses one thread per worker. Default transforms: train_transform(224), test_transform(224).
+    jpeg_bytes=True (train mode, frame folders): items carry JpegClips, decoded on the model's device
+    by finish_batch; a DataLoader needs collate_fn=collate for them.
     """
 
     def __init__(self, split_or_records, num_frames, mode="train", transform=None, num_clips=1, num_crops=1,
-                 strict=False, in_memory=False, seed=0):
+                 strict=False, in_memory=False, seed=0, jpeg_bytes=False):
         if mode not in ("train", "test"):
             raise ValueError(f"VideoDataset: mode must be 'train' or 'test', got {mode!r}")
         split = split_or_records if isinstance(split_or_records, DatasetSplit) else DatasetSplit(list(split_or_records), [])
@@ -1200,7 +1281,10 @@ class VideoDataset(torch.utils.data.Dataset):
         if transform is None:
             transform = train_transform(224) if mode == "train" else test_transform(224, num_crops)
         self.transform = transform
-        self.read = ClipReader(num_frames, mode, self.num_clips, in_memory)
+        if jpeg_bytes and (mode != "train" or in_memory):
+            raise ValueError("VideoDataset: jpeg_bytes is for training clips read from disk (mode='train', "
+                             "in_memory=False)")
+        self.read = ClipReader(num_frames, mode, self.num_clips, in_memory, jpeg_bytes)
         self._bad, self._blank = set(), None  # indices found unreadable; zeros for a failed test item
 
     def __len__(self):

@@ -319,6 +319,38 @@ def test_device_colour_work_equals_the_cpu_transform_on_the_same_draws(randaugme
     torch.testing.assert_close(out, torch.stack(expected), rtol=0, atol=2e-6)
 
 
+def test_jpeg_frames_decoded_on_the_device_equal_the_frames_decoded_by_workers(videos):
+    """jpeg_bytes=True: workers read the files and draw; decode_batch (here on the CPU, the same
+    torchvision.io.decode_jpeg call as on CUDA) then crops and flips: the same pixels, the same draws."""
+    records = [video_data.VideoRecord(videos["frames"], 0)] * 12
+    decoded = video_data.VideoDataset(records, 4, "train", video_data.train_transform(32, on_device=True))
+    undecoded = video_data.VideoDataset(records, 4, "train", video_data.train_transform(32, on_device=True),
+                                        jpeg_bytes=True)
+    workers, device = [], []
+    for seed in range(12):
+        torch.manual_seed(seed)
+        workers.append(decoded[seed])
+        torch.manual_seed(seed)
+        device.append(undecoded[seed])
+    (pixels, *rest), (jpegs, *rest_jpeg) = video_data.collate(workers), video_data.collate(device)
+    assert isinstance(jpegs, video_data.JpegClip) and jpegs.jpegs[0][0].dtype == torch.uint8
+    assert 0 < jpegs.geometry[:, 4].sum() < 12                       # flipped and not flipped
+    assert torch.equal(video_data.decode_batch(jpegs, "cpu"), pixels.pixels)
+    assert torch.equal(jpegs.colour, pixels.colour) and all(map(torch.equal, rest, rest_jpeg))
+    assert torch.equal(video_data.finish_batch(jpegs, torch.device("cpu")),
+                       video_data.finish_batch(pixels, torch.device("cpu")))
+
+
+def test_jpeg_size_reads_the_frame_header(videos):
+    for w, h in ((64, 48), (33, 71)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            jpeg = torchvision.io.encode_jpeg(torch.zeros(3, h, w, dtype=torch.uint8))
+        assert video_data.jpeg_size(jpeg) == (w, h)
+    with pytest.raises(ValueError, match="RandAugment"):
+        video_data.train_transform(32, randaugment=True)(video_data.read_jpeg_bytes(videos["frames"], [0, 1]))
+
+
 def test_uint8_test_views_normalised_on_the_device_equal_the_cpu_views():
     for crops in (1, 3):
         clip = moving_clip(0, T=3, h=60, w=90)
