@@ -608,7 +608,8 @@ class TrainTransform:
         image_w, image_h = jpeg_size(jpegs[0])
         left, top, w, h = _msc_box(image_w, image_h, self.size, self.scales)
         flip = bool(self.flip and torch.rand(()) < 0.5)
-        return JpegClip(jpegs, torch.tensor([left, top, w, h, flip, self.size]), self._colour_draws())
+        return JpegClip(torch.cat(jpegs), torch.tensor([len(jpeg) for jpeg in jpegs]),
+                        torch.tensor([left, top, w, h, flip, self.size]), self._colour_draws())
 
     def _colour_draws(self):
         """The colour draws of __call__'s CPU path, in its order, from the same RNG: (COLOUR_DRAWS,)."""
@@ -704,10 +705,12 @@ class DeviceClip(NamedTuple):
 
 
 class JpegClip(NamedTuple):
-    """A training clip still in JPEG files (prepared frame folders), decoded by finish_batch."""
-    jpegs: list           # T uint8 (n,) tensors: the files' bytes (a list of B such lists once collated)
+    """A training clip still in JPEG files (prepared frame folders), decoded by finish_batch. The files
+    travel as one tensor: a worker passing each as its own would pass B*T file descriptors a batch."""
+    jpegs: torch.Tensor     # uint8 (n,): the T files' bytes, one after the other (a batch: all B*T)
+    lengths: torch.Tensor   # (T,) int64: the length of each file ((B, T) once collated)
     geometry: torch.Tensor  # (6,) int64: crop left, top, width, height; flip; output size
-    colour: torch.Tensor  # (COLOUR_DRAWS,) float: TrainTransform._colour_draws
+    colour: torch.Tensor    # (COLOUR_DRAWS,) float: TrainTransform._colour_draws
 
 
 _JPEG_FRAME_MARKERS = set(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # SOF0-15: not DHT, JPG, DAC
@@ -727,8 +730,9 @@ def jpeg_size(data):
 def decode_batch(clips, device):
     """Collated JpegClips -> uint8 (B, T, 3, S, S) on `device`: every frame of the batch decoded in one
     torchvision.io.decode_jpeg call there (nvJPEG on CUDA), then each video cropped, resized, flipped."""
-    frames = _decode_jpegs([jpeg for video in clips.jpegs for jpeg in video], device=device)
-    T, videos = len(clips.jpegs[0]), []
+    files = torch.split(clips.jpegs, clips.lengths.flatten().tolist())  # B*T 1-D views, clip-major
+    frames = _decode_jpegs(list(files), device=device)
+    T, videos = clips.lengths.shape[1], []
     for b, (left, top, w, h, flip, size) in enumerate(clips.geometry.tolist()):
         video = torch.stack(frames[b * T:(b + 1) * T])                  # (T, 3, H, W)
         video = TF.resized_crop(video, top, left, h, w, [size, size], antialias=True)
@@ -737,12 +741,12 @@ def decode_batch(clips, device):
 
 
 def collate(items):
-    """default_collate, except that JpegClips keep their bytes as lists (files differ in length)."""
+    """default_collate, except that JpegClips' bytes are concatenated (files differ in length)."""
     if not isinstance(items[0][0], JpegClip):
         return torch.utils.data.default_collate(items)
     clips = [item[0] for item in items]
-    video = JpegClip([clip.jpegs for clip in clips], torch.stack([clip.geometry for clip in clips]),
-                     torch.stack([clip.colour for clip in clips]))
+    video = JpegClip(torch.cat([clip.jpegs for clip in clips]),
+                     *(torch.stack([getattr(clip, field) for clip in clips]) for field in JpegClip._fields[1:]))
     return (video, *torch.utils.data.default_collate([item[1:] for item in items]))
 
 

@@ -342,6 +342,23 @@ def test_one_loader_for_the_run_draws_what_the_per_epoch_loaders_drew(data, tmp_
             assert text_ids.tolist() == [t for _, _, t in expected]
 
 
+def test_decode_on_device_trains_exactly_as_decoding_in_the_workers(data, tmp_path):
+    """Prepared JPEG frames: workers read the files and the device decodes them (here the CPU, with the
+    same torchvision.io.decode_jpeg call as CUDA): the same steps, to the bit."""
+    frames = tmp_path / "frames"
+    video_data.prepare("synthetic", data["root"], str(frames), "frames", short_side=16)
+    base = [f for f in flags(data, tmp_path, "--prepared", str(frames), "--augment", "official", "--workers", "1",
+                             "--epochs", "2") if f != "--in-memory"]
+    outs = {mode: tmp_path / mode for mode in ("on", "off")}
+    runs = {mode: train.train(train.parse_args(base + ["--out", str(out), "--decode-on-device", mode]))
+            for mode, out in outs.items()}
+    assert runs["on"].items.videos.read.jpeg_bytes and not runs["off"].items.videos.read.jpeg_bytes
+    assert_same_parameters(saved_model(outs["on"]), saved_model(outs["off"]))
+    with pytest.raises(SystemExit, match="--decode-on-device on: --randaugment"):
+        train.train(train.parse_args(base + ["--out", str(tmp_path / "ra"), "--decode-on-device", "on",
+                                             "--randaugment"]))
+
+
 def test_the_eta_extrapolates_the_run_so_far_and_the_record_keeps_each_interval(tmp_path, monkeypatch, capsys):
     args = train.parse_args(["--root", "x", "--epochs", "10", "--batch-size", "8", "--out", str(tmp_path)])
     run_ = types.SimpleNamespace(args=args, steps_per_epoch=10, step=0, ddp=train.Dist(), pace=train.Pace(0, 0.0))

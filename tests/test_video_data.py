@@ -333,7 +333,7 @@ def test_jpeg_frames_decoded_on_the_device_equal_the_frames_decoded_by_workers(v
         torch.manual_seed(seed)
         device.append(undecoded[seed])
     (pixels, *rest), (jpegs, *rest_jpeg) = video_data.collate(workers), video_data.collate(device)
-    assert isinstance(jpegs, video_data.JpegClip) and jpegs.jpegs[0][0].dtype == torch.uint8
+    assert isinstance(jpegs, video_data.JpegClip) and jpegs.jpegs.dtype == torch.uint8 and jpegs.lengths.shape == (12, 4)
     assert 0 < jpegs.geometry[:, 4].sum() < 12                       # flipped and not flipped
     assert torch.equal(video_data.decode_batch(jpegs, "cpu"), pixels.pixels)
     assert torch.equal(jpegs.colour, pixels.colour) and all(map(torch.equal, rest, rest_jpeg))
