@@ -2,6 +2,7 @@
 
     python benchmarks/pipeline.py                 # CPU: worker ms per training video, before / after (~2 min)
     python benchmarks/pipeline.py --json benchmarks/results/h200_pipeline.json    # on a GPU: both parts
+    python benchmarks/pipeline.py --small         # the GPU part's code on the CPU: tiny CLIP, 64 px (~3 min)
 
 Data: synthetic coloured shapes (video_data.make_synthetic_dataset), 256 px H.264 clips of 60 frames,
 in four forms: the raw video, `prepare --form video` (keyframe every 8), `prepare --form frames` (JPEG)
@@ -61,13 +62,13 @@ def repeat_list(root, split, times):
         f.writelines(lines * times)
 
 
-def make_data(root, distinct, train_repeat, val_repeat, workers):
+def make_data(root, distinct, train_repeat, val_repeat, workers, size=256):
     """{form: flags that point train.py at it} for the synthetic dataset written under `root`."""
     per_class = max(1, distinct // len(CLASSES))
-    video_data.make_synthetic_dataset(root, CLASSES, per_class, num_frames=60, size=256, split="train")
-    video_data.make_synthetic_dataset(root, CLASSES, max(1, per_class // 2), num_frames=60, size=256, split="val")
+    video_data.make_synthetic_dataset(root, CLASSES, per_class, num_frames=60, size=size, split="train")
+    video_data.make_synthetic_dataset(root, CLASSES, max(1, per_class // 2), num_frames=60, size=size, split="val")
     for form in ("video", "frames"):                                  # every split at once
-        video_data.prepare("synthetic", root, os.path.join(root, f"prepared_{form}"), form, short_side=256,
+        video_data.prepare("synthetic", root, os.path.join(root, f"prepared_{form}"), form, short_side=size,
                            workers=workers)
     repeat_list(root, "train", train_repeat)
     repeat_list(root, "val", val_repeat)
@@ -125,6 +126,8 @@ def cpu_part(data, repeats, batch, batches):
 
 def random_clip_file(arch, folder):
     """A CLIP checkpoint of `arch`'s official shape with random weights (train.py --arch takes a file)."""
+    if arch == "tiny":
+        return arch
     path = os.path.join(folder, arch.replace("/", "-") + ".pt")
     if not os.path.exists(path):
         torch.save(clip_model.CLIP(**ARCHS[arch]).state_dict(), path)
@@ -154,12 +157,19 @@ def model_only_train_rate(run, steps=20, warmup=3):
     return steps * run.args.batch_size / (time.perf_counter() - start)
 
 
-def train_part(flags, arch, folder, epochs, workers, batch=32):
+def synchronize(device):
+    if device.type == "cuda":
+        synchronize(device)
+
+
+def train_part(flags, arch, folder, epochs, workers, batch):
     out = tempfile.mkdtemp(dir=folder)
     shutil.rmtree(out)
-    args = train.parse_args(flags + ["--arch", random_clip_file(arch, folder), "--frames", "8", "--batch-size",
-                                     str(batch), "--epochs", str(epochs), "--workers", str(workers), "--compile",
-                                     "--log-every", "1", "--augment", "official", "--no-randaugment", "--out", out])
+    compile_ = ["--compile"] if torch.cuda.is_available() else []
+    args = train.parse_args(flags + compile_ + ["--arch", random_clip_file(arch, folder), "--frames", "8",
+                                                "--batch-size", str(batch), "--epochs", str(epochs), "--workers",
+                                                str(workers), "--log-every", "1", "--augment", "official",
+                                                "--no-randaugment", "--out", out])
     run = train.train(args)
     end_to_end = end_to_end_rate(out, batch, run.steps_per_epoch)
     model_only = model_only_train_rate(run)
@@ -184,29 +194,29 @@ def evaluate_part(run, clips, crops, batch, workers):
     with torch.no_grad(), torch.autocast(device.type, dtype=dtype):
         for _ in range(3):
             evaluate.score_views(model, video, text)
-        torch.cuda.synchronize()
+        synchronize(device)
         start, steps = time.perf_counter(), max(5, 400 // (batch * V) + 1)
         for _ in range(steps):
             evaluate.score_views(model, video, text)
-        torch.cuda.synchronize()
+        synchronize(device)
     model_only = steps * batch / (time.perf_counter() - start)
     return dict(views=f"{clips}x{crops}", end_to_end=round(end_to_end, 1), model_only=round(model_only, 1),
                 ratio=round(end_to_end / model_only, 3))
 
 
 def gpu_part(data, folder, args, save):
-    figures = []
-    plan = [("ViT-B/16", form, args.epochs, []) for form in args.forms]
-    plan += [("ViT-B/16", "prepared video", args.epochs, ["--shots", "8"])]  # 32 x 8 videos: 8 steps
-    plan += [("ViT-B/32", form, args.epochs, []) for form in ("frames", "frames, decoded on device")]
-    for arch, form, epochs, extra in plan:
-        run, row = train_part(data[form] + extra, arch, folder, epochs, args.workers)
+    figures, (large, small), batch = [], ("tiny", "tiny") if args.small else ARCHS, 8 if args.small else 32
+    plan = [(large, form, []) for form in args.forms]
+    plan += [(large, "prepared video", ["--shots", str(batch // 4)])]  # 32 classes x batch/4: 8 steps an epoch
+    plan += [(small, form, []) for form in ("frames", "frames, decoded on device")]
+    for arch, form, extra in plan:
+        run, row = train_part(data[form] + extra, arch, folder, args.epochs, args.workers, batch)
         row.update(form=form, shots=bool(extra))
         print(json.dumps(row), flush=True)
         figures.append(row)
-        if arch == "ViT-B/16" and form == "prepared video" and not extra:
-            for clips, crops, batch in ((1, 1, 32), (10, 3, 2)):
-                row = dict(evaluate_part(run, clips, crops, batch, args.workers), form=form, arch=arch)
+        if arch == large and form == "prepared video" and not extra:
+            for clips, crops, eval_batch in ((1, 1, batch), (10, 3, max(1, batch // 16))):
+                row = dict(evaluate_part(run, clips, crops, eval_batch, args.workers), form=form, arch=arch)
                 print(json.dumps(row), flush=True)
                 figures.append(row)
         del run
@@ -224,21 +234,26 @@ def main():
     parser.add_argument("--forms", nargs="+", choices=FORMS, default=list(FORMS), help="data forms (GPU part)")
     parser.add_argument("--repeats", type=int, default=3, help="CPU part: alternated repeats of before and after")
     parser.add_argument("--cpu-only", action="store_true", help="skip the GPU part even where CUDA exists")
+    parser.add_argument("--small", action="store_true", help="run the GPU part's code on this machine, CUDA or not: "
+                        "a tiny CLIP, 64 px clips, 128 videos, batch 8 (checks the code, not the speed)")
     parser.add_argument("--json", help="write every figure to this JSON file")
     args = parser.parse_args()
     cuda = torch.cuda.is_available() and not args.cpu_only
+    gpu = cuda or args.small
+    if args.small:
+        args.videos, args.distinct = 128, args.distinct or 32
     distinct = args.distinct or (128 if cuda else 32)
     machine = torch.cuda.get_device_name() if cuda else f"CPU ({os.cpu_count()} cores)"
     figures = {"machine": machine, "torch": torch.__version__, "cpu_cores": os.cpu_count()}
     save = (lambda: json.dump(figures, open(args.json, "w"), indent=1)) if args.json else (lambda: None)
     with tempfile.TemporaryDirectory() as folder:
         root = os.path.join(folder, "data")
-        data = make_data(root, distinct, max(1, args.videos // distinct) if cuda else 1, 2 if cuda else 1,
-                         os.cpu_count())
+        data = make_data(root, distinct, max(1, args.videos // distinct) if gpu else 1, 2 if gpu else 1,
+                         os.cpu_count(), size=64 if args.small else 256)
         print("| form | before: worker ms per video | after | before / after |\n|---|---|---|---|", flush=True)
         figures["worker_ms_per_training_video"] = cpu_part(data, args.repeats, batch=8, batches=distinct // 8)
         save()
-        if cuda:
+        if gpu:
             figures["gpu"] = gpu_part(data, folder, args, lambda rows: (figures.update(gpu=rows), save()))
     print(json.dumps(figures, indent=1))
 
