@@ -251,7 +251,7 @@ def main():
         data = make_data(root, distinct, max(1, args.videos // distinct) if gpu else 1, 2 if gpu else 1,
                          os.cpu_count(), size=64 if args.small else 256)
         print("| form | before: worker ms per video | after | before / after |\n|---|---|---|---|", flush=True)
-        figures["worker_ms_per_training_video"] = cpu_part(data, args.repeats, batch=8, batches=distinct // 8)
+        figures["worker_ms_per_training_video"] = cpu_part(data, args.repeats, batch=8, batches=4)  # 32 videos
         save()
         if gpu:
             figures["gpu"] = gpu_part(data, folder, args, lambda rows: (figures.update(gpu=rows), save()))
