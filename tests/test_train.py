@@ -421,10 +421,10 @@ def test_no_text_prompts_trains_and_tests_on_bare_class_names(data, tmp_path):  
     full = clip_model.tokenize(video_data.synthetic_classname(*CLASSES[2]), 24)   # (1, 24)
     width = result.tokens.shape[1]                                    # trimmed after the longest text's EOT
     assert full[:, :width].equal(result.tokens[2:3].cpu()) and not full[:, width:].any()
-    assert {result.items[i][2] for i in range(len(result.items))} == set(range(len(CLASSES)))
+    assert {result.items[0, i][2] for i in range(len(result.items))} == set(range(len(CLASSES)))
     with_prompts = run(data, tmp_path / "templates", "--stop-after-steps", "1")
     assert with_prompts.tokens.shape[0] == 16 * len(CLASSES)
-    assert len({with_prompts.items[i][2] // len(CLASSES) for i in range(16)}) > 1  # several templates drawn
+    assert len({with_prompts.items[0, i][2] // len(CLASSES) for i in range(16)}) > 1  # several templates drawn
 
 
 @pytest.mark.parametrize("name", list(prompts.VISUAL_PROMPTS))
@@ -464,13 +464,13 @@ def test_arch_takes_a_resnet_clip_file_and_the_tiny_clip(data, tmp_path):   # Ta
 @pytest.mark.parametrize("frames", [2, 6])
 def test_frames_sets_the_frames_per_video(data, tmp_path, frames):   # Table 6
     result = run(data, tmp_path, "--frames", str(frames), "--stop-after-steps", "1")
-    assert result.items[0][0].shape[0] == frames and result.val[0][0].shape[1] == frames
+    assert result.items[0, 0][0].pixels.shape[0] == frames and result.val[0][0].shape[1] == frames
     assert result.model.config["num_frames"] == frames
 
 
 def test_shots_draws_k_videos_per_class_with_a_fixed_seed(data, tmp_path):   # Fig. 3
     result = run(data, tmp_path, "--shots", "2", "--batch-size", "4", "--stop-after-steps", "1")
-    labels = [int(result.items[i][1]) for i in range(len(result.items))]
+    labels = [int(result.items[0, i][1]) for i in range(len(result.items))]
     assert sorted(labels) == [0, 0, 1, 1, 2, 2, 3, 3]
     split = train.load_splits(train.parse_args(flags(data, tmp_path)))[0]
     draw = lambda seed: [r.path for r in train.few_shot(split, 2, seed).records]
