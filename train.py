@@ -57,7 +57,8 @@ TINY_CLIP = dict(embed_dim=64, image_resolution=32, vision_layers=3, vision_widt
                  transformer_layers=2)
 ADAMW_BETAS = (0.9, 0.98)  # [Sec. 4.1], as CLIP's training
 # Flags that may change when a run is resumed; everything else comes from the checkpoint.
-RESUME_OVERRIDES = ("resume", "out", "workers", "log_every", "stop_after_steps", "compile", "decode_on_device")
+RESUME_OVERRIDES = ("resume", "out", "workers", "log_every", "stop_after_steps", "compile",
+                    "decode_on_device")
 
 # ----------------------------------------------------------------------------------------------------
 # Configuration: every flag acts, and its help says what the paper used
@@ -110,10 +111,11 @@ def add_data_args(p):
     d.add_argument("--in-memory", action="store_true", help="decode every video once, before training, and keep all "
                    "its frames in memory (small datasets; frames and crops are still drawn afresh each epoch)")
     d.add_argument("--workers", type=int, default=8, help="data loading processes per GPU")
-    d.add_argument("--decode-on-device", default="auto", choices=["auto", "on", "off"], help="prepared JPEG frame "
-                   "folders: workers only read the files, the model's device decodes them in batches (nvJPEG on CUDA, "
-                   "torchvision.io.decode_jpeg), then crops and augments them there. auto: on with CUDA when every "
-                   "training video is a frame folder and --randaugment and --in-memory are off")
+    d.add_argument("--decode-on-device", default="auto", choices=["auto", "on", "off"],
+                   help="prepared JPEG frame folders: workers only read the files, the model's "
+                   "device decodes them in batches (torchvision.io.decode_jpeg: nvJPEG on CUDA), "
+                   "then crops and augments them. auto: on with CUDA when every training video is "
+                   "a frame folder and --randaugment and --in-memory are off (see BENCHMARKS.md)")
 
 
 def add_optimisation_args(p):
@@ -374,8 +376,8 @@ class TrainItems(Dataset):
     Items are indexed by (epoch, index). All the randomness of an item (frames, crop, flip, colour,
     template) is drawn from (seed, epoch, index): the same batches whatever the number of GPUs or
     loader workers, and after --resume. The video is a video_data.DeviceClip (uint8 pixels and the
-    colour draws) or, with --decode-on-device, a JpegClip; video_data.finish_batch ends the work on the
-    model's device.
+    colour draws) or, with --decode-on-device, a JpegClip; video_data.finish_batch ends the work
+    on the model's device.
     """
 
     def __init__(self, videos, num_templates, num_classes, seed):
@@ -403,8 +405,8 @@ def train_transform(args, size):
     if args.augment == "official":
         return video_data.train_transform(size, randaugment=args.randaugment, on_device=True)
     scales = video_data.MSC_SCALES if args.augment == "crop" else (1,)
-    return video_data.train_transform(size, flip=False, color_jitter=False, grayscale=False, scales=scales,
-                                      on_device=True)
+    return video_data.train_transform(size, flip=False, color_jitter=False, grayscale=False,
+                                      scales=scales, on_device=True)
 
 
 def warm_cache(dataset, label, master):
@@ -432,13 +434,13 @@ def load_splits(args):
 
 
 def jpeg_on_device(args, ddp, split):
-    """--decode-on-device: whether workers hand the model's device the JPEG files of frame folders."""
-    mode = getattr(args, "decode_on_device", "auto")                  # runs saved before the flag: auto
+    """--decode-on-device: whether workers hand the device the JPEG files of frame folders."""
+    mode = getattr(args, "decode_on_device", "auto")       # runs saved before the flag: auto
     if mode == "off":
         return False
     reason = ("--randaugment needs decoded pixels in the workers" if args.randaugment else
               "--in-memory keeps decoded frames already" if args.in_memory else
-              "the training videos are not all frame folders (python video_data.py prepare --form frames)"
+              "the training videos are not all frame folders (video_data.py prepare --form frames)"
               if not all(os.path.isdir(r.path) for r in split.records) else None)
     if mode == "on" and reason:
         raise SystemExit(f"--decode-on-device on: {reason}; use auto or off")
@@ -450,8 +452,8 @@ def build_data(args, ddp, train_split, val_split, size):
     videos = video_data.VideoDataset(train_split, args.frames, "train", train_transform(args, size),
                                      in_memory=args.in_memory, seed=args.seed,
                                      jpeg_bytes=jpeg_on_device(args, ddp, train_split))
-    val = video_data.VideoDataset(val_split, args.frames, "test", video_data.test_transform(size, on_device=True),
-                                  in_memory=args.in_memory)
+    views = video_data.test_transform(size, on_device=True)           # uint8: normalised on device
+    val = video_data.VideoDataset(val_split, args.frames, "test", views, in_memory=args.in_memory)
     if args.in_memory:
         warm_cache(videos, "decoding training videos", ddp.master)
         warm_cache(val, "decoding validation videos", ddp.master)
@@ -686,39 +688,42 @@ def build_run(args, ddp):
         net = torch.compile(net)
     if ddp.world > 1:
         net = DDP(net, device_ids=[ddp.local_rank] if ddp.device.type == "cuda" else None)
-    val_loader = evaluate.eval_loader(val, micro_batch, args.workers, distributed=ddp.world > 1, persistent=True)
+    val_loader = evaluate.eval_loader(val, micro_batch, args.workers, distributed=ddp.world > 1,
+                                      persistent=True)
     return Run(args, ddp, model, net, build_optimizer(model, args),
                torch.amp.GradScaler(ddp.device.type, enabled=dtype == torch.float16), autocast, dtype, items, sampler,
-               val, train_split.classnames, templates, tokens, micro_batch, steps_per_epoch, val_loader=val_loader)
+               val, train_split.classnames, templates, tokens, micro_batch, steps_per_epoch,
+               val_loader=val_loader)
 
 
 class RunOrder:
-    """This process's micro-batches of (epoch, index), from optimiser step `first_step` to the end of the
-    run: epoch e is the DistributedSampler's order for e, cut into micro-batches (a resumed epoch
-    starts at its step). One sequence for the whole run, so one DataLoader serves every epoch."""
+    """This process's micro-batches of (epoch, index), from optimiser step `first_step` to the end
+    of the run: epoch e is the DistributedSampler's order for e, cut into micro-batches (a resumed
+    epoch starts at its step). One sequence for the whole run: one DataLoader serves every epoch."""
 
     def __init__(self, sampler, micro_batch, per_step, steps_per_epoch, first_step, total_steps):
         self.sampler, self.micro_batch, self.per_step = sampler, micro_batch, per_step
-        self.steps_per_epoch, self.first_step, self.total_steps = steps_per_epoch, first_step, total_steps
+        self.epoch_steps, self.first_step, self.end = steps_per_epoch, first_step, total_steps
 
     def __iter__(self):
-        for epoch in range(self.first_step // self.steps_per_epoch, self.total_steps // self.steps_per_epoch):
+        for epoch in range(self.first_step // self.epoch_steps, self.end // self.epoch_steps):
             self.sampler.set_epoch(epoch)
-            first = max(self.first_step - epoch * self.steps_per_epoch, 0)
-            order = list(self.sampler)[first * self.per_step:self.steps_per_epoch * self.per_step]
+            first = max(self.first_step - epoch * self.epoch_steps, 0)
+            order = list(self.sampler)[first * self.per_step:self.epoch_steps * self.per_step]
             for start in range(0, len(order), self.micro_batch):
                 yield [(epoch, i) for i in order[start:start + self.micro_batch]]
 
 
 def training_batches(run):
-    """Micro-batches from run.step to the end of the run, from one DataLoader whose workers live as long
-    as the run: no restart at epoch boundaries or after validation, and the next epoch's first batches
-    are decoded while this one ends (each worker keeps 2 batches ready). Pinned for non-blocking copies."""
+    """Micro-batches from run.step to the end of the run, from one DataLoader whose workers live as
+    long as the run: no restart at epoch boundaries or after validation, and the next epoch's first
+    batches are decoded while this one ends (each worker keeps 2 ready). Pinned, for non-blocking
+    copies."""
     args = run.args
-    order = RunOrder(run.sampler, run.micro_batch, run.micro_batch * args.grad_accum, run.steps_per_epoch,
-                     run.step, args.epochs * run.steps_per_epoch)
-    return iter(DataLoader(run.items, batch_sampler=order, num_workers=args.workers, collate_fn=video_data.collate,
-                           pin_memory=run.ddp.device.type == "cuda"))
+    order = RunOrder(run.sampler, run.micro_batch, run.micro_batch * args.grad_accum,
+                     run.steps_per_epoch, run.step, args.epochs * run.steps_per_epoch)
+    return iter(DataLoader(run.items, batch_sampler=order, num_workers=args.workers,
+                           collate_fn=video_data.collate, pin_memory=run.ddp.device.type == "cuda"))
 
 
 def forward_loss(run, video, target, text_ids):
@@ -738,8 +743,9 @@ def optimizer_step(run, batches):
     total = torch.zeros((), device=device)
     for i in range(args.grad_accum):
         video, target, text_ids = next(batches)
-        video = video_data.finish_batch(video, device)                # uint8 (or JPEG) -> float, normalised
-        target, text_ids = target.to(device, non_blocking=True), text_ids.to(device, non_blocking=True)
+        video = video_data.finish_batch(video, device)                # uint8 or JPEG -> normalised
+        target = target.to(device, non_blocking=True)
+        text_ids = text_ids.to(device, non_blocking=True)
         last = i == args.grad_accum - 1
         with nullcontext() if last or run.ddp.world == 1 else run.net.no_sync():  # sync gradients once per step
             with run.autocast:
@@ -768,8 +774,8 @@ def stop_on_non_finite(run, loss):
 class Pace:
     """Seconds per step over the run so far (this process's part of it, validation included).
 
-    The ETA extrapolates this, not the last interval: an interval can be a burst of prefetched batches
-    or an epoch's start, and extrapolating it made the ETA swing from 1:29:30 to 00:31 between lines.
+    The ETA extrapolates this, not the last interval: an interval can be a burst of prefetched
+    batches or an epoch's start; extrapolating it made the ETA swing from 1:29:30 to 00:31.
     """
 
     def __init__(self, step, now):
@@ -780,14 +786,15 @@ class Pace:
 
 
 def log_step(run, losses, since):
-    """A log line and a metrics.jsonl record: epoch, step, loss, learning rates, videos/s, ETA. The line
-    shows the rate over the run so far; the record keeps this interval's rate too (videos_per_s)."""
+    """A log line and a metrics.jsonl record: epoch, step, loss, learning rates, videos/s, ETA. The
+    line shows the rate over the run so far; the record keeps this interval's too (videos_per_s)."""
     args, now = run.args, time.time()
     seconds_per_step = run.pace.seconds_per_step(run.step, now)
     total_steps = args.epochs * run.steps_per_epoch
     lr = lr_at((run.step - 1) / run.steps_per_epoch, args)
     record = dict(step=run.step, epoch=round(run.step / run.steps_per_epoch, 4), loss=sum(losses) / len(losses),
-                  lr=lr, lr_new=lr * args.new_lr_mult, videos_per_s=args.batch_size * len(losses) / (now - since),
+                  lr=lr, lr_new=lr * args.new_lr_mult,
+                  videos_per_s=args.batch_size * len(losses) / (now - since),
                   videos_per_s_run=args.batch_size / seconds_per_step,
                   eta_s=round(seconds_per_step * (total_steps - run.step), 1))
     text = (f"epoch {math.ceil(record['epoch'])}/{args.epochs} step {run.step}/{total_steps} loss {record['loss']:.4f} "
@@ -827,7 +834,8 @@ def predict(run, dataset, classnames):
     args, ddp = run.args, run.ddp
     loader = run.val_loader
     if dataset is not run.val:
-        loader = evaluate.eval_loader(dataset, run.micro_batch, args.workers, distributed=ddp.world > 1)
+        loader = evaluate.eval_loader(dataset, run.micro_batch, args.workers,
+                                      distributed=ddp.world > 1)
     dtype = None if run.dtype == torch.float32 else run.dtype
     text = None
     if not args.unimodal:

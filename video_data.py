@@ -383,19 +383,21 @@ def _decode_jpegs(data, path=None, device="cpu"):
     try:
         with warnings.catch_warnings():  # torchvision 0.29 deprecates its (libjpeg-turbo) codecs
             warnings.simplefilter("ignore", DeprecationWarning)
-            return torchvision.io.decode_jpeg(data, mode=torchvision.io.ImageReadMode.RGB, device=device)
+            rgb = torchvision.io.ImageReadMode.RGB
+            return torchvision.io.decode_jpeg(data, mode=rgb, device=device)
     except (RuntimeError, OSError) as e:
         raise VideoReadError(path or "a JPEG frame", f"cannot read frames ({e})") from e
 
 
 def read_jpeg_bytes(path, indices):
-    """The JPEG files of frames `indices` (0-based) of a TSN frame folder, undecoded: [(n,) uint8]."""
+    """The JPEG files of frames `indices` (0-based) of a frame folder, undecoded: [(n,) uint8]."""
     indices = [int(i) for i in indices]
     _check_folder(path, sorted(set(indices)))
     try:
-        with warnings.catch_warnings():  # torchvision 0.29 deprecates its file reader with its codecs
+        with warnings.catch_warnings():  # torchvision 0.29 deprecates read_file with its codecs
             warnings.simplefilter("ignore", DeprecationWarning)
-            return [torchvision.io.read_file(os.path.join(path, FRAME_NAME.format(i + 1))) for i in indices]
+            files = [os.path.join(path, FRAME_NAME.format(i + 1)) for i in indices]
+            return [torchvision.io.read_file(file) for file in files]
     except (RuntimeError, OSError) as e:
         raise VideoReadError(path, f"cannot read frames ({e})") from e
 
@@ -576,14 +578,14 @@ class TrainTransform:
     official: GroupRandomColorJitter re-draws the jitter for every frame; here all frames of a clip
     share one draw, so augmentation never fakes motion.
 
-    on_device=True stops after the uint8 part (crop, flip, RandAugment) and returns a DeviceClip: the
-    pixels and the colour draws, from the same RNG in the same order. finish_batch then does the float
-    work, batched, on the model's device: a quarter of the bytes through shared memory, no float work
-    in the workers, the same distribution (tests/test_video_data.py compares the two on one draw).
+    on_device=True stops after the uint8 part (crop, flip, RandAugment) and returns a DeviceClip:
+    the pixels and the colour draws, from the same RNG in the same order. finish_batch then does
+    the float work, batched, on the model's device: a quarter of the bytes through shared memory,
+    no float work in the workers, the same distribution (a test compares the two on one draw).
     """
 
-    def __init__(self, size, flip=True, color_jitter=True, grayscale=True, randaugment=False, scales=MSC_SCALES,
-                 on_device=False):
+    def __init__(self, size, flip=True, color_jitter=True, grayscale=True, randaugment=False,
+                 scales=MSC_SCALES, on_device=False):
         self.size, self.flip, self.scales = size, flip, tuple(scales)
         self.color_jitter, self.grayscale = color_jitter, grayscale
         # v2 transforms given a (T, 3, H, W) tensor draw their parameters once for all T frames
@@ -612,8 +614,8 @@ class TrainTransform:
                         torch.tensor([left, top, w, h, flip, self.size]), self._colour_draws())
 
     def _colour_draws(self):
-        """The colour draws of __call__'s CPU path, in its order, from the same RNG: (COLOUR_DRAWS,)."""
-        draws = torch.tensor([0.0, 0, 1, 2, 3, 1, 1, 1, 0, 0])  # no jitter: identity factors, no grayscale
+        """The colour draws of __call__'s CPU path, in its order, from its RNG: (COLOUR_DRAWS,)."""
+        draws = torch.tensor([0.0, 0, 1, 2, 3, 1, 1, 1, 0, 0])  # no jitter: factors 1, hue 0
         if self.color_jitter and torch.rand(()) < 0.8:
             draws[0] = 1
             draws[1:5] = torch.randperm(4).float()  # the order of the four adjustments
@@ -653,7 +655,7 @@ def _three_crop_boxes(image_w, image_h, size):
 class TestTransform:
     """Deterministic test views: resize the short side to size * 256/224, then a centre crop
     (num_crops=1 -> (T, 3, S, S)) or 3 crops along the long side (num_crops=3 -> (3, T, 3, S, S)).
-    Input: uint8 (T, H, W, 3). on_device=True leaves the views uint8 for finish_batch to normalise."""
+    Input: uint8 (T, H, W, 3). on_device=True leaves the views uint8, for finish_batch."""
 
     __test__ = False  # not a pytest class
 
@@ -676,16 +678,16 @@ class TestTransform:
         return self.finish(torch.stack(crops))  # (3, T, 3, S, S)
 
 
-def train_transform(size, flip=True, color_jitter=True, grayscale=True, randaugment=False, scales=MSC_SCALES,
-                    on_device=False):
-    """The training transform (see TrainTransform): uint8 (T, H, W, 3) -> float (T, 3, size, size), or
-    with on_device=True a DeviceClip whose colour work finish_batch does on the model's device."""
+def train_transform(size, flip=True, color_jitter=True, grayscale=True, randaugment=False,
+                    scales=MSC_SCALES, on_device=False):
+    """The training transform (see TrainTransform): uint8 (T, H, W, 3) -> float (T, 3, size, size),
+    or with on_device=True a DeviceClip, whose colour work finish_batch does on the device."""
     return TrainTransform(size, flip, color_jitter, grayscale, randaugment, scales, on_device)
 
 
 def test_transform(size, num_crops=1, on_device=False):
-    """The test transform (see TestTransform): uint8 (T, H, W, 3) -> (T, 3, S, S) or (3, T, 3, S, S),
-    float and normalised, or uint8 with on_device=True (finish_batch normalises on the device)."""
+    """The test transform (see TestTransform): uint8 (T, H, W, 3) -> (T, 3, S, S) or
+    (3, T, 3, S, S), float and normalised, or uint8 with on_device=True (for finish_batch)."""
     return TestTransform(size, num_crops, on_device)
 
 
@@ -699,14 +701,14 @@ COLOUR_DRAWS = 10  # jitter on, the order of its 4 adjustments, their 4 factors,
 
 
 class DeviceClip(NamedTuple):
-    """A training clip whose colour work is left to finish_batch; DataLoader collates it field-wise."""
+    """A training clip whose colour work is left to finish_batch; collated field by field."""
     pixels: torch.Tensor  # uint8 (T, 3, S, S), cropped, flipped, RandAugmented
     colour: torch.Tensor  # (COLOUR_DRAWS,) float: TrainTransform._colour_draws
 
 
 class JpegClip(NamedTuple):
-    """A training clip still in JPEG files (prepared frame folders), decoded by finish_batch. The files
-    travel as one tensor: a worker passing each as its own would pass B*T file descriptors a batch."""
+    """A training clip still in JPEG files (prepared frame folders), decoded by finish_batch. The
+    files travel as one tensor: passing each as its own costs B*T file descriptors a batch."""
     jpegs: torch.Tensor     # uint8 (n,): the T files' bytes, one after the other (a batch: all B*T)
     lengths: torch.Tensor   # (T,) int64: the length of each file ((B, T) once collated)
     geometry: torch.Tensor  # (6,) int64: crop left, top, width, height; flip; output size
@@ -722,14 +724,15 @@ def jpeg_size(data):
     while at + 9 <= len(data) and data[at] == 0xFF:
         marker, length = data[at + 1], int.from_bytes(data[at + 2:at + 4], "big")
         if marker in _JPEG_FRAME_MARKERS:  # length, precision, height, width
-            return int.from_bytes(data[at + 7:at + 9], "big"), int.from_bytes(data[at + 5:at + 7], "big")
+            height, width = data[at + 5:at + 7], data[at + 7:at + 9]
+            return int.from_bytes(width, "big"), int.from_bytes(height, "big")
         at += 2 + length
     raise VideoReadError("a JPEG frame", "no frame header in its first 64 KiB")
 
 
 def decode_batch(clips, device):
-    """Collated JpegClips -> uint8 (B, T, 3, S, S) on `device`: every frame of the batch decoded in one
-    torchvision.io.decode_jpeg call there (nvJPEG on CUDA), then each video cropped, resized, flipped."""
+    """Collated JpegClips -> uint8 (B, T, 3, S, S) on `device`: every frame of the batch decoded in
+    one torchvision.io.decode_jpeg call there (nvJPEG on CUDA), then each video cropped, flipped."""
     files = torch.split(clips.jpegs, clips.lengths.flatten().tolist())  # B*T 1-D views, clip-major
     frames = _decode_jpegs(list(files), device=device)
     T, videos = clips.lengths.shape[1], []
@@ -745,8 +748,9 @@ def collate(items):
     if not isinstance(items[0][0], JpegClip):
         return torch.utils.data.default_collate(items)
     clips = [item[0] for item in items]
-    video = JpegClip(torch.cat([clip.jpegs for clip in clips]),
-                     *(torch.stack([getattr(clip, field) for clip in clips]) for field in JpegClip._fields[1:]))
+    fields = JpegClip._fields[1:]
+    stacked = (torch.stack([getattr(clip, field) for clip in clips]) for field in fields)
+    video = JpegClip(torch.cat([clip.jpegs for clip in clips]), *stacked)
     return (video, *torch.utils.data.default_collate([item[1:] for item in items]))
 
 
@@ -771,7 +775,7 @@ def _saturation(video, f):   # TF.adjust_saturation
 
 
 def _hue(video, turns):      # _rotate_hue, one matrix per video
-    angle = (2 * torch.pi * turns.double()).float()                  # as _rotate_hue's torch.tensor(2 pi turns)
+    angle = (2 * torch.pi * turns.double()).float()  # as _rotate_hue's torch.tensor(2 pi turns)
     cos, sin = torch.cos(angle), torch.sin(angle)
     rotation = torch.zeros(len(turns), 3, 3)
     rotation[:, 0, 0] = 1
@@ -783,9 +787,9 @@ def _hue(video, turns):      # _rotate_hue, one matrix per video
 def colour_batch(pixels, colour):
     """uint8 (B, T, 3, S, S) on any device, with (B, COLOUR_DRAWS) CPU draws -> float, normalised.
 
-    Exactly TrainTransform's float half, video by video: its jitter in its own order, grayscale, CLIP
-    normalisation. Which videos an adjustment touches is read from the CPU draws, so nothing waits
-    for the device.
+    Exactly TrainTransform's float half, video by video: its jitter in its own order, grayscale,
+    CLIP normalisation. Which videos an adjustment touches is read from the CPU draws, so nothing
+    waits for the device.
     """
     video = pixels.float() / 255                                    # (B, T, 3, S, S) in [0, 1]
     colour = colour.cpu()
@@ -807,8 +811,9 @@ def finish_batch(video, device):
     """A collated DataLoader batch -> the model's float input on `device`, normalised.
 
     uint8 test views (test_transform(on_device=True)) are normalised there, DeviceClips get their
-    colour work there, JpegClips (collated by `collate`) are decoded there first; float batches (the CPU transforms) are only moved. Copies are non-blocking:
-    pin the loader's memory (pin_memory=True) for them to overlap.
+    colour work there, JpegClips (collated by `collate`) are decoded there first; float batches
+    (the CPU transforms) are only moved. Copies are non-blocking: pin the loader's memory
+    (pin_memory=True) for them to overlap.
     """
     if isinstance(video, DeviceClip):
         return colour_batch(video.pixels.to(device, non_blocking=True), video.colour)
@@ -1270,8 +1275,8 @@ class VideoDataset(torch.utils.data.Dataset):
       target: int64 class id, or a float multi-hot (C,) for multi-label splits.
     Annotations are parsed once, before; items only decode. Picklable for DataLoader workers, where
     decoding uses one thread per worker. Default transforms: train_transform(224), test_transform(224).
-    jpeg_bytes=True (train mode, frame folders): items carry JpegClips, decoded on the model's device
-    by finish_batch; a DataLoader needs collate_fn=collate for them.
+    jpeg_bytes=True (train mode, frame folders): items carry JpegClips, decoded on the model's
+    device by finish_batch; a DataLoader needs collate_fn=collate for them.
     """
 
     def __init__(self, split_or_records, num_frames, mode="train", transform=None, num_clips=1, num_crops=1,
@@ -1286,8 +1291,8 @@ class VideoDataset(torch.utils.data.Dataset):
             transform = train_transform(224) if mode == "train" else test_transform(224, num_crops)
         self.transform = transform
         if jpeg_bytes and (mode != "train" or in_memory):
-            raise ValueError("VideoDataset: jpeg_bytes is for training clips read from disk (mode='train', "
-                             "in_memory=False)")
+            raise ValueError("VideoDataset: jpeg_bytes is for training clips read from disk "
+                             "(mode='train', in_memory=False)")
         self.read = ClipReader(num_frames, mode, self.num_clips, in_memory, jpeg_bytes)
         self._bad, self._blank = set(), None  # indices found unreadable; zeros for a failed test item
 
