@@ -324,12 +324,13 @@ def per_epoch_reference(args, items, sampler, epochs, per_step, steps_per_epoch)
 
 
 def test_one_loader_for_the_run_draws_what_the_per_epoch_loaders_drew(data, tmp_path):
-    """Indices, crops, flips, RandAugment, colour and templates of every step are unchanged by the one
-    DataLoader of the whole run (workers and a resume mid-epoch included)."""
-    args = train.parse_args(flags(data, tmp_path, "--augment", "official", "--randaugment", "--epochs", "3"))
+    """Indices, crops, flips, RandAugment, colour and templates of every step are unchanged by the
+    one DataLoader of the whole run (workers and a resume mid-epoch included)."""
+    extra = ("--augment", "official", "--randaugment", "--epochs", "3")
+    args = train.parse_args(flags(data, tmp_path, *extra))
     items, sampler, _ = train.build_data(args, train.Dist(), *train.load_splits(args), 16)
     reference = per_epoch_reference(args, items, sampler, 3, 8, 2)
-    for first_step in (0, 3):                                        # from the start; resumed mid-epoch 1
+    for first_step in (0, 3):                                 # from the start; resumed mid-epoch 1
         order = train.RunOrder(sampler, 8, 8, 2, first_step, 6)
         loader = torch.utils.data.DataLoader(items, batch_sampler=order, num_workers=1)
         steps = list(zip(order, loader))
@@ -343,26 +344,30 @@ def test_one_loader_for_the_run_draws_what_the_per_epoch_loaders_drew(data, tmp_
 
 
 def test_decode_on_device_trains_exactly_as_decoding_in_the_workers(data, tmp_path):
-    """Prepared JPEG frames: workers read the files and the device decodes them (here the CPU, with the
-    same torchvision.io.decode_jpeg call as CUDA): the same steps, to the bit."""
+    """Prepared JPEG frames: workers read the files and the device decodes them (here the CPU, with
+    the same torchvision.io.decode_jpeg call as CUDA): the same steps, to the bit."""
     frames = tmp_path / "frames"
     video_data.prepare("synthetic", data["root"], str(frames), "frames", short_side=16)
-    base = [f for f in flags(data, tmp_path, "--prepared", str(frames), "--augment", "official", "--workers", "1",
-                             "--epochs", "2") if f != "--in-memory"]
+    extra = ("--prepared", str(frames), "--augment", "official", "--workers", "1", "--epochs", "2")
+    base = [f for f in flags(data, tmp_path, *extra) if f != "--in-memory"]
     outs = {mode: tmp_path / mode for mode in ("on", "off")}
-    runs = {mode: train.train(train.parse_args(base + ["--out", str(out), "--decode-on-device", mode]))
+    runs = {mode: train.train(train.parse_args(base + ["--out", str(out),
+                                                       "--decode-on-device", mode]))
             for mode, out in outs.items()}
     assert runs["on"].items.videos.read.jpeg_bytes and not runs["off"].items.videos.read.jpeg_bytes
     assert_same_parameters(saved_model(outs["on"]), saved_model(outs["off"]))
     with pytest.raises(SystemExit, match="--decode-on-device on: --randaugment"):
-        train.train(train.parse_args(base + ["--out", str(tmp_path / "ra"), "--decode-on-device", "on",
-                                             "--randaugment"]))
+        train.train(train.parse_args(base + ["--out", str(tmp_path / "ra"),
+                                             "--decode-on-device", "on", "--randaugment"]))
 
 
-def test_the_eta_extrapolates_the_run_so_far_and_the_record_keeps_each_interval(tmp_path, monkeypatch, capsys):
-    args = train.parse_args(["--root", "x", "--epochs", "10", "--batch-size", "8", "--out", str(tmp_path)])
-    run_ = types.SimpleNamespace(args=args, steps_per_epoch=10, step=0, ddp=train.Dist(), pace=train.Pace(0, 0.0))
-    times = iter([100.0, 200.0, 200.1])      # 10 steps in 100 s, 10 in 100 s, then 10 prefetched in 0.1 s
+def test_the_eta_follows_the_run_so_far_and_the_record_keeps_each_interval(tmp_path, monkeypatch,
+                                                                           capsys):
+    args = train.parse_args(["--root", "x", "--epochs", "10", "--batch-size", "8",
+                             "--out", str(tmp_path)])
+    run_ = types.SimpleNamespace(args=args, steps_per_epoch=10, step=0, ddp=train.Dist(),
+                                 pace=train.Pace(0, 0.0))
+    times = iter([100.0, 200.0, 200.1])    # 10 steps in 100 s, 10 in 100 s, 10 prefetched in 0.1 s
     monkeypatch.setattr(train.time, "time", lambda: next(times))
     since = 0.0
     for step in (10, 20, 30):
@@ -370,7 +375,8 @@ def test_the_eta_extrapolates_the_run_so_far_and_the_record_keeps_each_interval(
         train.log_step(run_, [1.0] * 10, since)
         since = {10: 100.0, 20: 200.0}.get(step)
     records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
-    assert [r["eta_s"] for r in records] == [900.0, 800.0, round(200.1 / 30 * 70, 1)]  # not 0.7 s at the burst
+    etas = [r["eta_s"] for r in records]
+    assert etas == [900.0, 800.0, round(200.1 / 30 * 70, 1)]       # not 0.7 s at the burst
     assert records[2]["videos_per_s"] == pytest.approx(800)          # the burst itself is kept
     assert records[2]["videos_per_s_run"] == pytest.approx(8 * 30 / 200.1)
     assert "eta 07:46" in capsys.readouterr().out.splitlines()[-1]
@@ -424,7 +430,8 @@ def test_no_text_prompts_trains_and_tests_on_bare_class_names(data, tmp_path):  
     assert {result.items[0, i][2] for i in range(len(result.items))} == set(range(len(CLASSES)))
     with_prompts = run(data, tmp_path / "templates", "--stop-after-steps", "1")
     assert with_prompts.tokens.shape[0] == 16 * len(CLASSES)
-    assert len({with_prompts.items[0, i][2] // len(CLASSES) for i in range(16)}) > 1  # several templates drawn
+    templates = {with_prompts.items[0, i][2] // len(CLASSES) for i in range(16)}
+    assert len(templates) > 1                                         # several templates drawn
 
 
 @pytest.mark.parametrize("name", list(prompts.VISUAL_PROMPTS))
