@@ -4,7 +4,8 @@ Sections, in order:
   constants      CLIP's normalisation, file extensions, the TSN frame-folder naming
   decoding       read_frames / count_frames: frame-exact PyAV decoding with keyframe seeks, frame folders
   sampling       sample_indices: segment-based sampling [Sec. 4.1], multi-clip test views
-  transforms     train_transform / test_transform on whole clips (one random draw per video)
+  transforms     train_transform / test_transform on whole clips (one random draw per video); their
+                 float half batched on the model's device (finish_batch), JPEG frames decoded there
   parsers        load_split: UCF101, HMDB51, Kinetics-400/600/700, Charades, generic list files
   Dataset        VideoDataset: DataLoader-ready, survives bad files
   synthetic      coloured shapes that move, written as real .mp4 files (demo and tests)

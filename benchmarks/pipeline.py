@@ -186,11 +186,12 @@ def train_part(flags, arch, folder, epochs, workers, batch):
 def evaluate_part(run, clips, crops, batch, workers):
     """evaluate.predict end to end on the run's validation split, against score_views on a batch
     already on the device."""
-    model, device, dtype = run.model.eval(), run.ddp.device, run.dtype
+    model, device = run.model.eval(), run.ddp.device
+    dtype = None if run.dtype == torch.float32 else run.dtype          # as train.predict
     split = video_data.DatasetSplit(run.val.records, run.classnames)
     views = argparse.Namespace(crops=crops, clips=clips, strict=False)
     dataset = evaluate.eval_dataset(split, model, views)
-    with torch.autocast(device.type, dtype=dtype):
+    with run.autocast:
         text = prompts.text_features(model, run.classnames, run.templates, device=device)
     loader = evaluate.eval_loader(dataset, batch, workers)
     evaluate.predict(model, loader, text, device, dtype, progress=None)  # warm-up: page cache
@@ -199,7 +200,7 @@ def evaluate_part(run, clips, crops, batch, workers):
     end_to_end = len(dataset) / (time.perf_counter() - start)
     S, V = model.clip.input_resolution, clips * crops
     video = torch.randn(batch, V, run.args.frames, 3, S, S, device=device)
-    with torch.no_grad(), torch.autocast(device.type, dtype=dtype):
+    with torch.no_grad(), run.autocast:
         for _ in range(3):
             evaluate.score_views(model, video, text)
         synchronize(device)
