@@ -231,6 +231,7 @@ def gpu_part(data, folder, args, save):
                 print(json.dumps(row), flush=True)
                 figures.append(row)
         del run
+        torch._dynamo.reset()  # the next run compiles afresh, not against this run's guards
         save(figures)
     return figures
 
