@@ -152,14 +152,17 @@ class ShardSampler(Sampler):
         return len(self.indices)
 
 
-def eval_loader(dataset, batch_size, workers, distributed=False):
+def eval_loader(dataset, batch_size, workers, distributed=False, persistent=False):
     """A DataLoader over every video of `dataset`, in order (this process's shard when `distributed`).
 
-    No drop_last, no padding: the last batch may be short. Decoding runs in `workers` processes.
+    No drop_last, no padding: the last batch may be short. Decoding runs in `workers` processes,
+    which live on between passes when `persistent` (train.py validates with one loader per run).
+    Batches are pinned on CUDA machines, for run_loader's non-blocking copies.
     """
     sampler = ShardSampler(len(dataset), dist.get_rank(), dist.get_world_size()) if distributed else None
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=False, num_workers=workers,
-                      pin_memory=torch.cuda.is_available(), drop_last=False)
+                      pin_memory=torch.cuda.is_available(), drop_last=False,
+                      persistent_workers=persistent and workers > 0)
 
 
 def gather_in_order(part, size):
@@ -234,10 +237,11 @@ def run_loader(loader, fn, device, dtype=None, progress="predict"):
     bar = Progress(len(loader.dataset), progress) if progress and (not sharded or dist.get_rank() == 0) else None
     columns = [], [], [], []
     for video, target, index, ok in loader:
+        video = video_data.finish_batch(video, device)                 # uint8: normalised here
         if video.ndim == 5:                                            # a train-mode dataset: no view axis
             video = video[:, None]                                     # (B, 1, T, 3, S, S)
         with autocast(device, dtype):
-            out = fn(video.to(device, non_blocking=True))
+            out = fn(video)
         for column, value in zip(columns, (index, out.float().cpu(), target, ok)):
             column.append(value)
         if bar:
@@ -518,7 +522,7 @@ def clip_of(model):
 def eval_dataset(split, model, args):
     """Test-mode clips of `split` at the model's resolution: (V, T, 3, S, S), V = clips x crops."""
     size = clip_of(model).input_resolution
-    transform = video_data.test_transform(size, args.crops)
+    transform = video_data.test_transform(size, args.crops, on_device=True)  # uint8 from workers
     return video_data.VideoDataset(split, model.config["num_frames"], "test", transform, num_clips=args.clips,
                                    num_crops=args.crops, strict=args.strict)
 

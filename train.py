@@ -57,7 +57,8 @@ TINY_CLIP = dict(embed_dim=64, image_resolution=32, vision_layers=3, vision_widt
                  transformer_layers=2)
 ADAMW_BETAS = (0.9, 0.98)  # [Sec. 4.1], as CLIP's training
 # Flags that may change when a run is resumed; everything else comes from the checkpoint.
-RESUME_OVERRIDES = ("resume", "out", "workers", "log_every", "stop_after_steps", "compile")
+RESUME_OVERRIDES = ("resume", "out", "workers", "log_every", "stop_after_steps", "compile",
+                    "decode_on_device")
 
 # ----------------------------------------------------------------------------------------------------
 # Configuration: every flag acts, and its help says what the paper used
@@ -116,6 +117,11 @@ def add_data_args(p):
     d.add_argument("--in-memory", action="store_true", help="decode every video once, before training, and keep all "
                    "its frames in memory (small datasets; frames and crops are still drawn afresh each epoch)")
     d.add_argument("--workers", type=int, default=8, help="data loading processes per GPU")
+    d.add_argument("--decode-on-device", default="auto", choices=["auto", "on", "off"],
+                   help="prepared JPEG frame folders: workers only read the files, the model's "
+                   "device decodes them in batches (torchvision.io.decode_jpeg: nvJPEG on CUDA), "
+                   "then crops and augments them. auto: on with CUDA when every training video is "
+                   "a frame folder and --randaugment and --in-memory are off (see BENCHMARKS.md)")
 
 
 def add_optimisation_args(p):
@@ -373,21 +379,24 @@ def few_shot(split, shots, seed):
 class TrainItems(Dataset):
     """Training videos, each with the id of its text: row template x C + class of the prompt table.
 
-    All the randomness of an item (frames, crop, flip, template) is drawn from (seed, epoch, index):
-    the same batches whatever the number of GPUs or loader workers, and after --resume.
+    Items are indexed by (epoch, index). All the randomness of an item (frames, crop, flip, colour,
+    template) is drawn from (seed, epoch, index): the same batches whatever the number of GPUs or
+    loader workers, and after --resume. The video is a video_data.DeviceClip (uint8 pixels and the
+    colour draws) or, with --decode-on-device, a JpegClip; video_data.finish_batch ends the work
+    on the model's device.
     """
 
     def __init__(self, videos, num_templates, num_classes, seed):
         self.videos, self.num_templates, self.num_classes, self.seed = videos, num_templates, num_classes, seed
-        self.epoch = 0  # set before each epoch's DataLoader is built (its workers copy it)
 
     def __len__(self):
         return len(self.videos)
 
-    def __getitem__(self, i):
+    def __getitem__(self, epoch_and_index):
+        epoch, i = epoch_and_index
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(mix_seed(self.seed, self.epoch, i))
-            video, target, _, _ = self.videos[i]                      # (T, 3, S, S)
+            torch.manual_seed(mix_seed(self.seed, epoch, i))
+            video, target, _, _ = self.videos[i]                      # DeviceClip or JpegClip
             template = int(torch.randint(self.num_templates, ()))     # one random template per video [Sec. 3.2]
             if target.ndim:                                           # multi-hot: name one of its classes
                 positives = target.nonzero().flatten()
@@ -400,9 +409,10 @@ class TrainItems(Dataset):
 def train_transform(args, size):
     """--augment: the official augmentation, its crop alone, or none (the whole frame at `size`)."""
     if args.augment == "official":
-        return video_data.train_transform(size, randaugment=args.randaugment)
+        return video_data.train_transform(size, randaugment=args.randaugment, on_device=True)
     scales = video_data.MSC_SCALES if args.augment == "crop" else (1,)
-    return video_data.train_transform(size, flip=False, color_jitter=False, grayscale=False, scales=scales)
+    return video_data.train_transform(size, flip=False, color_jitter=False, grayscale=False,
+                                      scales=scales, on_device=True)
 
 
 def warm_cache(dataset, label, master):
@@ -429,12 +439,27 @@ def load_splits(args):
     return train_split, val_split
 
 
+def jpeg_on_device(args, ddp, split):
+    """--decode-on-device: whether workers hand the device the JPEG files of frame folders."""
+    mode = getattr(args, "decode_on_device", "auto")       # runs saved before the flag: auto
+    if mode == "off":
+        return False
+    reason = ("--randaugment needs decoded pixels in the workers" if args.randaugment else
+              "--in-memory keeps decoded frames already" if args.in_memory else
+              "the training videos are not all frame folders (video_data.py prepare --form frames)"
+              if not all(os.path.isdir(r.path) for r in split.records) else None)
+    if mode == "on" and reason:
+        raise SystemExit(f"--decode-on-device on: {reason}; use auto or off")
+    return reason is None and (mode == "on" or ddp.device.type == "cuda")
+
+
 def build_data(args, ddp, train_split, val_split, size):
     """Training items and the sampler that orders them, and the validation videos, at `size` pixels."""
     videos = video_data.VideoDataset(train_split, args.frames, "train", train_transform(args, size),
-                                     in_memory=args.in_memory, seed=args.seed)
-    val = video_data.VideoDataset(val_split, args.frames, "test", video_data.test_transform(size),
-                                  in_memory=args.in_memory)
+                                     in_memory=args.in_memory, seed=args.seed,
+                                     jpeg_bytes=jpeg_on_device(args, ddp, train_split))
+    views = video_data.test_transform(size, on_device=True)           # uint8: normalised on device
+    val = video_data.VideoDataset(val_split, args.frames, "test", views, in_memory=args.in_memory)
     if args.in_memory:
         warm_cache(videos, "decoding training videos", ddp.master)
         warm_cache(val, "decoding validation videos", ddp.master)
@@ -634,6 +659,9 @@ class Run:
     steps_per_epoch: int
     step: int = 0                # optimiser steps done
     best: float = -1.0           # best validation score (top-1, or mAP for multi-label data)
+    batches: object = None       # this process's micro-batches from `step` to the end of the run
+    val_loader: DataLoader = None  # built once: its workers persist from one validation to the next
+    pace: object = None          # Pace: videos/s and ETA over the run so far
 
 
 def batch_sizes(args, ddp, num_videos):
@@ -666,20 +694,42 @@ def build_run(args, ddp):
         net = torch.compile(net)
     if ddp.world > 1:
         net = DDP(net, device_ids=[ddp.local_rank] if ddp.device.type == "cuda" else None)
+    val_loader = evaluate.eval_loader(val, micro_batch, args.workers, distributed=ddp.world > 1,
+                                      persistent=True)
     return Run(args, ddp, model, net, build_optimizer(model, args),
                torch.amp.GradScaler(ddp.device.type, enabled=dtype == torch.float16), autocast, dtype, items, sampler,
-               val, train_split.classnames, templates, tokens, micro_batch, steps_per_epoch)
+               val, train_split.classnames, templates, tokens, micro_batch, steps_per_epoch,
+               val_loader=val_loader)
 
 
-def epoch_batches(run, epoch, first_step):
-    """This process's micro-batches of `epoch`, from optimiser step `first_step` on (a resumed epoch)."""
-    args, per_step = run.args, run.micro_batch * run.args.grad_accum
-    run.sampler.set_epoch(epoch)
-    run.items.epoch = epoch
-    order = list(run.sampler)[first_step * per_step:run.steps_per_epoch * per_step]
-    loader = DataLoader(run.items, batch_size=run.micro_batch, sampler=order, num_workers=args.workers,
-                        pin_memory=run.ddp.device.type == "cuda", drop_last=True)
-    return iter(loader)
+class RunOrder:
+    """This process's micro-batches of (epoch, index), from optimiser step `first_step` to the end
+    of the run: epoch e is the DistributedSampler's order for e, cut into micro-batches (a resumed
+    epoch starts at its step). One sequence for the whole run: one DataLoader serves every epoch."""
+
+    def __init__(self, sampler, micro_batch, per_step, steps_per_epoch, first_step, total_steps):
+        self.sampler, self.micro_batch, self.per_step = sampler, micro_batch, per_step
+        self.epoch_steps, self.first_step, self.end = steps_per_epoch, first_step, total_steps
+
+    def __iter__(self):
+        for epoch in range(self.first_step // self.epoch_steps, self.end // self.epoch_steps):
+            self.sampler.set_epoch(epoch)
+            first = max(self.first_step - epoch * self.epoch_steps, 0)
+            order = list(self.sampler)[first * self.per_step:self.epoch_steps * self.per_step]
+            for start in range(0, len(order), self.micro_batch):
+                yield [(epoch, i) for i in order[start:start + self.micro_batch]]
+
+
+def training_batches(run):
+    """Micro-batches from run.step to the end of the run, from one DataLoader whose workers live as
+    long as the run: no restart at epoch boundaries or after validation, and the next epoch's first
+    batches are decoded while this one ends (each worker keeps 2 ready). Pinned, for non-blocking
+    copies."""
+    args = run.args
+    order = RunOrder(run.sampler, run.micro_batch, run.micro_batch * args.grad_accum,
+                     run.steps_per_epoch, run.step, args.epochs * run.steps_per_epoch)
+    return iter(DataLoader(run.items, batch_sampler=order, num_workers=args.workers,
+                           collate_fn=video_data.collate, pin_memory=run.ddp.device.type == "cuda"))
 
 
 def forward_loss(run, video, target, text_ids):
@@ -698,7 +748,10 @@ def optimizer_step(run, batches):
     args, device = run.args, run.ddp.device
     total = torch.zeros((), device=device)
     for i in range(args.grad_accum):
-        video, target, text_ids = (t.to(device, non_blocking=True) for t in next(batches))
+        video, target, text_ids = next(batches)
+        video = video_data.finish_batch(video, device)                # uint8 or JPEG -> normalised
+        target = target.to(device, non_blocking=True)
+        text_ids = text_ids.to(device, non_blocking=True)
         last = i == args.grad_accum - 1
         with nullcontext() if last or run.ddp.world == 1 else run.net.no_sync():  # sync gradients once per step
             with run.autocast:
@@ -724,17 +777,35 @@ def stop_on_non_finite(run, loss):
                          f"or --precision fp32")
 
 
+class Pace:
+    """Seconds per step over the run so far (this process's part of it, validation included).
+
+    The ETA extrapolates this, not the last interval: an interval can be a burst of prefetched
+    batches or an epoch's start; extrapolating it made the ETA swing from 1:29:30 to 00:31.
+    """
+
+    def __init__(self, step, now):
+        self.start_step, self.start = step, now
+
+    def seconds_per_step(self, step, now):
+        return (now - self.start) / max(step - self.start_step, 1)
+
+
 def log_step(run, losses, since):
-    """A log line and a metrics.jsonl record: epoch, step, loss, learning rates, videos/s, ETA."""
+    """A log line and a metrics.jsonl record: epoch, step, loss, learning rates, videos/s, ETA. The
+    line shows the rate over the run so far; the record keeps this interval's too (videos_per_s)."""
     args, now = run.args, time.time()
-    seconds_per_step = (now - since) / len(losses)
+    seconds_per_step = run.pace.seconds_per_step(run.step, now)
     total_steps = args.epochs * run.steps_per_epoch
     lr = lr_at((run.step - 1) / run.steps_per_epoch, args)
     record = dict(step=run.step, epoch=round(run.step / run.steps_per_epoch, 4), loss=sum(losses) / len(losses),
-                  lr=lr, lr_new=lr * args.new_lr_mult, videos_per_s=args.batch_size / seconds_per_step)
+                  lr=lr, lr_new=lr * args.new_lr_mult,
+                  videos_per_s=args.batch_size * len(losses) / (now - since),
+                  videos_per_s_run=args.batch_size / seconds_per_step,
+                  eta_s=round(seconds_per_step * (total_steps - run.step), 1))
     text = (f"epoch {math.ceil(record['epoch'])}/{args.epochs} step {run.step}/{total_steps} loss {record['loss']:.4f} "
-            f"lr {lr:.2e} (new {record['lr_new']:.2e}) {record['videos_per_s']:.1f} videos/s "
-            f"eta {evaluate.clock(seconds_per_step * (total_steps - run.step))}")
+            f"lr {lr:.2e} (new {record['lr_new']:.2e}) {record['videos_per_s_run']:.1f} videos/s "
+            f"eta {evaluate.clock(record['eta_s'])}")
     log_line(args.out, record, run.ddp.master, text)
 
 
@@ -742,12 +813,11 @@ def train_epoch(run, epoch):
     """Train `epoch`, or what is left of it, or until --stop-after-steps."""
     args = run.args
     first = run.step - epoch * run.steps_per_epoch
-    batches = epoch_batches(run, epoch, first)
     losses, since = [], time.time()
     for _ in range(first, run.steps_per_epoch):
         set_lr(run.optimizer, lr_at(run.step / run.steps_per_epoch, args))  # per iteration, fractional epoch
         torch.manual_seed(mix_seed(args.seed, run.ddp.rank, run.step))  # dropout etc.: a function of the step
-        losses.append(optimizer_step(run, batches))
+        losses.append(optimizer_step(run, run.batches))
         stop_on_non_finite(run, losses[-1])
         run.step += 1
         if run.step % args.log_every == 0:
@@ -768,7 +838,10 @@ def stopping(run):
 def predict(run, dataset, classnames):
     """evaluate.py's test (template ensemble, one view) of every video of `dataset`: evaluate.Predictions."""
     args, ddp = run.args, run.ddp
-    loader = evaluate.eval_loader(dataset, run.micro_batch, args.workers, distributed=ddp.world > 1)
+    loader = run.val_loader
+    if dataset is not run.val:
+        loader = evaluate.eval_loader(dataset, run.micro_batch, args.workers,
+                                      distributed=ddp.world > 1)
     dtype = None if run.dtype == torch.float32 else run.dtype
     text = None
     if not args.unimodal:
@@ -827,6 +900,7 @@ def train(args):
         load_checkpoint(run)
     describe_run(run)
     torch.manual_seed(mix_seed(args.seed, ddp.rank))                 # seeds offset by rank
+    run.batches, run.pace = training_batches(run), Pace(run.step, time.time())
     total_steps = args.epochs * run.steps_per_epoch
     while run.step < total_steps and not stopping(run):
         epoch = run.step // run.steps_per_epoch
@@ -838,6 +912,7 @@ def train(args):
     if run.step < total_steps:
         log_line(args.out, dict(step=run.step, stopped=True), ddp.master,
                  f"stopped after step {run.step} (--stop-after-steps); continue with --resume --out {args.out}")
+    run.batches = None                                                # its workers end here
     if dist.is_initialized():
         dist.destroy_process_group()
     return run

@@ -5,7 +5,8 @@ Sections, in order:
   decoding       read_frames / count_frames: frame-exact PyAV decoding with keyframe seeks, frame
                  folders; frames upright, as a player shows them (a phone video's rotation applied)
   sampling       sample_indices: segment-based sampling [Sec. 4.1], multi-clip test views
-  transforms     train_transform / test_transform on whole clips (one random draw per video)
+  transforms     train_transform / test_transform on whole clips (one random draw per video); their
+                 float half batched on the model's device (finish_batch), JPEG frames decoded there
   parsers        load_split: UCF101, HMDB51, Kinetics-400/600/700, Charades, generic list files
   Dataset        VideoDataset: DataLoader-ready, survives bad files
   synthetic      coloured shapes that move, written as real .mp4 files (demo and tests)
@@ -45,6 +46,7 @@ import weakref
 import zlib
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import NamedTuple
 
 import av
 import numpy as np
@@ -410,20 +412,41 @@ def _read_video(path, wanted, threads):
     return out
 
 
-def _read_folder(path, wanted):
-    """Frames `wanted` (0-based) of a TSN frame folder (img_00001.jpg is frame 0)."""
+def _check_folder(path, wanted):
     count = _frame_folder_count(path)
     if count == 0:
         raise VideoReadError(path, _no_frames_reason(path))
     if wanted[-1] >= count:
         raise VideoTooShortError(path, count, wanted[-1])
+
+
+def _decode_jpegs(data, path=None, device="cpu"):
+    """JPEG files' bytes [(n,) uint8] -> [(3, H, W) uint8 RGB] on `device`, one batched call."""
     try:
         with warnings.catch_warnings():  # torchvision 0.29 deprecates its (libjpeg-turbo) codecs
             warnings.simplefilter("ignore", DeprecationWarning)
-            data = [torchvision.io.read_file(os.path.join(path, FRAME_NAME.format(i + 1))) for i in wanted]
-            images = torchvision.io.decode_jpeg(data, mode=torchvision.io.ImageReadMode.RGB)  # [(3, H, W)]
+            rgb = torchvision.io.ImageReadMode.RGB
+            return torchvision.io.decode_jpeg(data, mode=rgb, device=device)
+    except (RuntimeError, OSError) as e:
+        raise VideoReadError(path or "a JPEG frame", f"cannot read frames ({e})") from e
+
+
+def read_jpeg_bytes(path, indices):
+    """The JPEG files of frames `indices` (0-based) of a frame folder, undecoded: [(n,) uint8]."""
+    indices = [int(i) for i in indices]
+    _check_folder(path, sorted(set(indices)))
+    try:
+        with warnings.catch_warnings():  # torchvision 0.29 deprecates read_file with its codecs
+            warnings.simplefilter("ignore", DeprecationWarning)
+            files = [os.path.join(path, FRAME_NAME.format(i + 1)) for i in indices]
+            return [torchvision.io.read_file(file) for file in files]
     except (RuntimeError, OSError) as e:
         raise VideoReadError(path, f"cannot read frames ({e})") from e
+
+
+def _read_folder(path, wanted):
+    """Frames `wanted` (0-based) of a TSN frame folder (img_00001.jpg is frame 0)."""
+    images = _decode_jpegs(read_jpeg_bytes(path, wanted), path)  # [(3, H, W)]
     return {i: img.permute(1, 2, 0).numpy() for i, img in zip(wanted, images)}  # (H, W, 3) views
 
 
@@ -506,8 +529,8 @@ def sample_indices(num_frames, num_segments, mode="train", num_clips=1, generato
 
 def _normalise_float(video):
     """float (..., 3, H, W) in [0, 1] -> CLIP mean/std normalised."""
-    mean = torch.tensor(CLIP_MEAN).view(3, 1, 1)
-    std = torch.tensor(CLIP_STD).view(3, 1, 1)
+    mean = torch.tensor(CLIP_MEAN, device=video.device).view(3, 1, 1)
+    std = torch.tensor(CLIP_STD, device=video.device).view(3, 1, 1)
     return (video - mean) / std
 
 
@@ -569,6 +592,9 @@ def _adjust_contrast(video, factor):
     return (factor * video + (1 - factor) * mean).clamp_(0, 1)
 
 
+JITTER = (0.4, 0.4, 0.2, 0.1)  # brightness, contrast, saturation, hue ranges of the official config
+
+
 class ClipColorJitter:
     """Colour jitter with one draw per clip: brightness, contrast, saturation and hue, in a random
     order, on a float (T, 3, H, W) clip in [0, 1]. Brightness and saturation are torchvision v2's."""
@@ -594,23 +620,63 @@ class TrainTransform:
     jitter (0.4, 0.4, 0.2, 0.1) with p=0.8, grayscale p=0.2, CLIP normalisation.
     official: GroupRandomColorJitter re-draws the jitter for every frame; here all frames of a clip
     share one draw, so augmentation never fakes motion.
+
+    on_device=True stops after the uint8 part (crop, flip, RandAugment) and returns a DeviceClip:
+    the pixels and the colour draws, from the same RNG in the same order. finish_batch then does
+    the float work, batched, on the model's device: a quarter of the bytes through shared memory,
+    no float work in the workers, the same distribution (a test compares the two on one draw).
     """
 
-    def __init__(self, size, flip=True, color_jitter=True, grayscale=True, randaugment=False, scales=MSC_SCALES):
+    def __init__(self, size, flip=True, color_jitter=True, grayscale=True, randaugment=False,
+                 scales=MSC_SCALES, on_device=False):
         self.size, self.flip, self.scales = size, flip, tuple(scales)
         self.color_jitter, self.grayscale = color_jitter, grayscale
         # v2 transforms given a (T, 3, H, W) tensor draw their parameters once for all T frames
         self.randaugment = v2.RandAugment(num_ops=2, magnitude=9) if randaugment else None
-        self.jitter = ClipColorJitter(0.4, 0.4, 0.2, 0.1)
+        self.jitter = ClipColorJitter(*JITTER)
+        self.on_device = on_device
 
-    def __call__(self, clip):
-        video = _as_tchw(clip)  # (T, 3, H, W) uint8
+    def _geometry(self, video):
+        """The uint8 part: multi-scale crop, flip, RandAugment. (T, 3, H, W) -> (T, 3, S, S)."""
         left, top, w, h = _msc_box(video.shape[-1], video.shape[-2], self.size, self.scales)
         video = TF.resized_crop(video, top, left, h, w, [self.size, self.size], antialias=True)
         if self.flip and torch.rand(()) < 0.5:
             video = TF.horizontal_flip(video)
         if self.randaugment is not None:
             video = self.randaugment(video)
+        return video
+
+    def _jpeg_clip(self, jpegs):
+        """Undecoded frames: the draws of _geometry (same RNG, same order) and the colour draws."""
+        if self.randaugment is not None:
+            raise ValueError("RandAugment needs decoded pixels: decode JPEG frames in the workers")
+        image_w, image_h = jpeg_size(jpegs[0])
+        left, top, w, h = _msc_box(image_w, image_h, self.size, self.scales)
+        flip = bool(self.flip and torch.rand(()) < 0.5)
+        return JpegClip(torch.cat(jpegs), torch.tensor([len(jpeg) for jpeg in jpegs]),
+                        torch.tensor([left, top, w, h, flip, self.size]), self._colour_draws())
+
+    def _colour_draws(self):
+        """The colour draws of __call__'s CPU path, in its order, from its RNG: (COLOUR_DRAWS,)."""
+        draws = torch.tensor([0.0, 0, 1, 2, 3, 1, 1, 1, 0, 0])  # no jitter: factors 1, hue 0
+        if self.color_jitter and torch.rand(()) < 0.8:
+            draws[0] = 1
+            draws[1:5] = torch.randperm(4).float()  # the order of the four adjustments
+            for k in draws[1:5].long().tolist():
+                r = self.jitter.ranges[k]
+                if r:
+                    centre = 0.0 if k == 3 else 1.0
+                    draws[5 + k] = float(torch.empty(()).uniform_(centre - r, centre + r))
+        if self.grayscale and torch.rand(()) < 0.2:
+            draws[9] = 1
+        return draws
+
+    def __call__(self, clip):
+        if isinstance(clip, list):  # JPEG files' bytes (VideoDataset(jpeg_bytes=True)): draws only
+            return self._jpeg_clip(clip)
+        video = self._geometry(_as_tchw(clip))  # (T, 3, S, S) uint8
+        if self.on_device:
+            return DeviceClip(video, self._colour_draws())
         video = video.float() / 255  # (T, 3, S, S) in [0, 1]
         if self.color_jitter and torch.rand(()) < 0.8:
             video = self.jitter(video)
@@ -632,36 +698,172 @@ def _three_crop_boxes(image_w, image_h, size):
 class TestTransform:
     """Deterministic test views: resize the short side to size * 256/224, then a centre crop
     (num_crops=1 -> (T, 3, S, S)) or 3 crops along the long side (num_crops=3 -> (3, T, 3, S, S)).
-    Input: uint8 (T, H, W, 3)."""
+    Input: uint8 (T, H, W, 3). on_device=True leaves the views uint8, for finish_batch."""
 
     __test__ = False  # not a pytest class
 
-    def __init__(self, size, num_crops=1):
+    def __init__(self, size, num_crops=1, on_device=False):
         if num_crops not in (1, 3):
             raise ValueError(f"test_transform: num_crops must be 1 or 3, got {num_crops}")
         self.size, self.num_crops = size, num_crops
         self.scale_size = round(size * TEST_SCALE)  # 256 for 224, 384 for 336
+        self.on_device = on_device
+
+    def finish(self, views):
+        return views if self.on_device else _normalise(views)
 
     def __call__(self, clip):
         video = TF.resize(_as_tchw(clip), [self.scale_size], antialias=True)  # short side -> scale_size
         if self.num_crops == 1:
-            return _normalise(TF.center_crop(video, [self.size, self.size]))  # (T, 3, S, S)
+            return self.finish(TF.center_crop(video, [self.size, self.size]))  # (T, 3, S, S)
         boxes = _three_crop_boxes(video.shape[-1], video.shape[-2], self.size)
         crops = [TF.crop(video, top, left, self.size, self.size) for left, top in boxes]
-        return _normalise(torch.stack(crops))  # (3, T, 3, S, S)
+        return self.finish(torch.stack(crops))  # (3, T, 3, S, S)
 
 
-def train_transform(size, flip=True, color_jitter=True, grayscale=True, randaugment=False, scales=MSC_SCALES):
-    """The training transform (see TrainTransform): uint8 (T, H, W, 3) -> float (T, 3, size, size)."""
-    return TrainTransform(size, flip, color_jitter, grayscale, randaugment, scales)
+def train_transform(size, flip=True, color_jitter=True, grayscale=True, randaugment=False,
+                    scales=MSC_SCALES, on_device=False):
+    """The training transform (see TrainTransform): uint8 (T, H, W, 3) -> float (T, 3, size, size),
+    or with on_device=True a DeviceClip, whose colour work finish_batch does on the device."""
+    return TrainTransform(size, flip, color_jitter, grayscale, randaugment, scales, on_device)
 
 
-def test_transform(size, num_crops=1):
-    """The test transform (see TestTransform): uint8 (T, H, W, 3) -> (T, 3, S, S) or (3, T, 3, S, S)."""
-    return TestTransform(size, num_crops)
+def test_transform(size, num_crops=1, on_device=False):
+    """The test transform (see TestTransform): uint8 (T, H, W, 3) -> (T, 3, S, S) or
+    (3, T, 3, S, S), float and normalised, or uint8 with on_device=True (for finish_batch)."""
+    return TestTransform(size, num_crops, on_device)
 
 
 test_transform.__test__ = False  # not a pytest test
+
+
+# ----------------------------------------------------------------------------------------------------
+# The float half of the transforms, batched on the model's device (DataLoader workers stay in uint8)
+
+COLOUR_DRAWS = 10  # jitter on, the order of its 4 adjustments, their 4 factors, grayscale on
+
+
+class DeviceClip(NamedTuple):
+    """A training clip whose colour work is left to finish_batch; collated field by field."""
+    pixels: torch.Tensor  # uint8 (T, 3, S, S), cropped, flipped, RandAugmented
+    colour: torch.Tensor  # (COLOUR_DRAWS,) float: TrainTransform._colour_draws
+
+
+class JpegClip(NamedTuple):
+    """A training clip still in JPEG files (prepared frame folders), decoded by finish_batch. The
+    files travel as one tensor: passing each as its own costs B*T file descriptors a batch."""
+    jpegs: torch.Tensor     # uint8 (n,): the T files' bytes, one after the other (a batch: all B*T)
+    lengths: torch.Tensor   # (T,) int64: the length of each file ((B, T) once collated)
+    geometry: torch.Tensor  # (6,) int64: crop left, top, width, height; flip; output size
+    colour: torch.Tensor    # (COLOUR_DRAWS,) float: TrainTransform._colour_draws
+
+
+_JPEG_FRAME_MARKERS = set(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # SOF0-15: not DHT, JPG, DAC
+
+
+def jpeg_size(data):
+    """(width, height) of a JPEG file's bytes, read from its frame header without decoding."""
+    data, at = bytes(data[:65536].numpy()), 2  # headers precede the image data; skip the SOI marker
+    while at + 9 <= len(data) and data[at] == 0xFF:
+        marker, length = data[at + 1], int.from_bytes(data[at + 2:at + 4], "big")
+        if marker in _JPEG_FRAME_MARKERS:  # length, precision, height, width
+            height, width = data[at + 5:at + 7], data[at + 7:at + 9]
+            return int.from_bytes(width, "big"), int.from_bytes(height, "big")
+        at += 2 + length
+    raise VideoReadError("a JPEG frame", "no frame header in its first 64 KiB")
+
+
+def decode_batch(clips, device):
+    """Collated JpegClips -> uint8 (B, T, 3, S, S) on `device`: every frame of the batch decoded in
+    one torchvision.io.decode_jpeg call there (nvJPEG on CUDA), then each video cropped, flipped."""
+    files = torch.split(clips.jpegs, clips.lengths.flatten().tolist())  # B*T 1-D views, clip-major
+    frames = _decode_jpegs(list(files), device=device)
+    T, videos = clips.lengths.shape[1], []
+    for b, (left, top, w, h, flip, size) in enumerate(clips.geometry.tolist()):
+        video = torch.stack(frames[b * T:(b + 1) * T])                  # (T, 3, H, W)
+        video = TF.resized_crop(video, top, left, h, w, [size, size], antialias=True)
+        videos.append(TF.horizontal_flip(video) if flip else video)
+    return torch.stack(videos)                                        # (B, T, 3, S, S)
+
+
+def collate(items):
+    """default_collate, except that JpegClips' bytes are concatenated (files differ in length)."""
+    if not isinstance(items[0][0], JpegClip):
+        return torch.utils.data.default_collate(items)
+    clips = [item[0] for item in items]
+    fields = JpegClip._fields[1:]
+    stacked = (torch.stack([getattr(clip, field) for clip in clips]) for field in fields)
+    video = JpegClip(torch.cat([clip.jpegs for clip in clips]), *stacked)
+    return (video, *torch.utils.data.default_collate([item[1:] for item in items]))
+
+
+def _per_video(factors, video):
+    """Factors (B,) shaped to broadcast over a (B, T, 3, H, W) batch."""
+    return factors.view(-1, 1, 1, 1, 1).to(video.device, video.dtype)
+
+
+def _brightness(video, f):   # TF.adjust_brightness, each video with its own factor
+    return (video * _per_video(f, video)).clamp_(0, 1)
+
+
+def _contrast(video, f):     # _adjust_contrast: about the mean grey of each whole clip
+    mean = TF.rgb_to_grayscale(video).mean(dim=(1, 2, 3, 4), keepdim=True)  # (B, 1, 1, 1, 1)
+    f = _per_video(f, video)
+    return (f * video + (1 - f) * mean).clamp_(0, 1)
+
+
+def _saturation(video, f):   # TF.adjust_saturation
+    f = _per_video(f, video)
+    return (video * f + TF.rgb_to_grayscale(video) * (1 - f)).clamp_(0, 1)
+
+
+def _hue(video, turns):      # _rotate_hue, one matrix per video
+    angle = (2 * torch.pi * turns.double()).float()  # as _rotate_hue's torch.tensor(2 pi turns)
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    rotation = torch.zeros(len(turns), 3, 3)
+    rotation[:, 0, 0] = 1
+    rotation[:, 1, 1], rotation[:, 1, 2], rotation[:, 2, 1], rotation[:, 2, 2] = cos, -sin, sin, cos
+    matrix = torch.linalg.inv(_RGB_TO_YIQ) @ rotation @ _RGB_TO_YIQ  # (B, 3, 3), acts on RGB
+    return torch.einsum("bij,btjhw->btihw", matrix.to(video.device), video).clamp_(0, 1)
+
+
+def colour_batch(pixels, colour):
+    """uint8 (B, T, 3, S, S) on any device, with (B, COLOUR_DRAWS) CPU draws -> float, normalised.
+
+    Exactly TrainTransform's float half, video by video: its jitter in its own order, grayscale,
+    CLIP normalisation. Which videos an adjustment touches is read from the CPU draws, so nothing
+    waits for the device.
+    """
+    video = pixels.float() / 255                                    # (B, T, 3, S, S) in [0, 1]
+    colour = colour.cpu()
+    jittered = colour[:, 0] == 1
+    for position in range(4):
+        for k, adjust in enumerate((_brightness, _contrast, _saturation, _hue)):
+            chosen = (jittered & (colour[:, 1 + position] == k)).nonzero().flatten()
+            if len(chosen):
+                rows = chosen.to(video.device, non_blocking=True)
+                video[rows] = adjust(video[rows], colour[chosen, 5 + k])
+    gray = colour[:, 9].nonzero().flatten()
+    if len(gray):
+        rows = gray.to(video.device, non_blocking=True)
+        video[rows] = TF.rgb_to_grayscale(video[rows], num_output_channels=3)
+    return _normalise_float(video)
+
+
+def finish_batch(video, device):
+    """A collated DataLoader batch -> the model's float input on `device`, normalised.
+
+    uint8 test views (test_transform(on_device=True)) are normalised there, DeviceClips get their
+    colour work there, JpegClips (collated by `collate`) are decoded there first; float batches
+    (the CPU transforms) are only moved. Copies are non-blocking: pin the loader's memory
+    (pin_memory=True) for them to overlap.
+    """
+    if isinstance(video, DeviceClip):
+        return colour_batch(video.pixels.to(device, non_blocking=True), video.colour)
+    if isinstance(video, JpegClip):
+        return colour_batch(decode_batch(video, device), video.colour)
+    video = video.to(device, non_blocking=True)
+    return _normalise_float(video.float() / 255) if video.dtype == torch.uint8 else video
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -1117,10 +1319,12 @@ class ClipReader:
     Frame counts come from the record, else count_frames; when a video ends before its packets said
     (a truncated file, a list that overstates a frame folder), the frames on disk are trusted and
     the clip resampled once. in_memory=True keeps every decoded video (for tiny datasets).
+    jpeg_bytes=True reads frame folders' JPEG files undecoded: a list of T (n,) uint8 tensors.
     """
 
-    def __init__(self, num_frames, mode, num_clips=1, in_memory=False):
+    def __init__(self, num_frames, mode, num_clips=1, in_memory=False, jpeg_bytes=False):
         self.num_frames, self.mode, self.num_clips, self.in_memory = num_frames, mode, num_clips, in_memory
+        self.jpeg_bytes = jpeg_bytes
         self._frames, self._counts = {}, {}  # path -> decoded uint8 video; path -> corrected frame count
 
     def _count(self, record):
@@ -1135,6 +1339,8 @@ class ClipReader:
         n = self._count(record)
         indices = sample_indices(n, self.num_frames, self.mode, self.num_clips)
         threads = 1 if torch.utils.data.get_worker_info() is not None else 0  # workers are the parallelism
+        if self.jpeg_bytes and os.path.isdir(record.path):
+            return read_jpeg_bytes(record.path, indices)
         if not self.in_memory:
             return read_frames(record.path, indices, threads)
         if record.path not in self._frames:
@@ -1163,10 +1369,12 @@ class VideoDataset(torch.utils.data.Dataset):
       target: int64 class id, or a float multi-hot (C,) for multi-label splits.
     Annotations are parsed once, before; items only decode. Picklable for DataLoader workers, where
     decoding uses one thread per worker. Default transforms: train_transform(224), test_transform(224).
+    jpeg_bytes=True (train mode, frame folders): items carry JpegClips, decoded on the model's
+    device by finish_batch; a DataLoader needs collate_fn=collate for them.
     """
 
     def __init__(self, split_or_records, num_frames, mode="train", transform=None, num_clips=1, num_crops=1,
-                 strict=False, in_memory=False, seed=0):
+                 strict=False, in_memory=False, seed=0, jpeg_bytes=False):
         if mode not in ("train", "test"):
             raise ValueError(f"VideoDataset: mode must be 'train' or 'test', got {mode!r}")
         split = split_or_records if isinstance(split_or_records, DatasetSplit) else DatasetSplit(list(split_or_records), [])
@@ -1176,7 +1384,10 @@ class VideoDataset(torch.utils.data.Dataset):
         if transform is None:
             transform = train_transform(224) if mode == "train" else test_transform(224, num_crops)
         self.transform = transform
-        self.read = ClipReader(num_frames, mode, self.num_clips, in_memory)
+        if jpeg_bytes and (mode != "train" or in_memory):
+            raise ValueError("VideoDataset: jpeg_bytes is for training clips read from disk "
+                             "(mode='train', in_memory=False)")
+        self.read = ClipReader(num_frames, mode, self.num_clips, in_memory, jpeg_bytes)
         self._bad, self._blank = set(), None  # indices found unreadable; zeros for a failed test item
         self._logged = FirstTime()  # each bad path logged once, whatever the workers and epochs
 

@@ -9,6 +9,7 @@ import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+import pipeline  # noqa: E402
 import speed  # noqa: E402
 import video_data  # noqa: E402
 import video_decoding  # noqa: E402
@@ -66,3 +67,15 @@ def test_decode_floor_is_exactly_the_work_an_exact_reader_needs(tmp_path):
     assert index.keyframes[:2] == (0, 40)
     assert len(runs) == len({index.keyframe_at_or_before(i) for i in indices}) >= 2  # one run per keyframe used
     assert sent < max(indices) + 1  # unwanted non-reference frames were left out
+
+
+def test_pipeline_end_to_end_rate_counts_validation_and_epoch_boundaries(tmp_path):
+    """From metrics.jsonl's rate over the run so far: 2 steps an epoch of 4 videos, 1 s a step, and
+    a 3 s validation after each epoch; from the end of epoch 1 to step 6: 16 videos in 4 + 6 s."""
+    finished = {1: 1, 2: 2, 3: 6, 4: 7, 5: 11, 6: 12}               # step: seconds since the start
+    with open(tmp_path / "metrics.jsonl", "w") as f:
+        for step, seconds in finished.items():
+            record = {"step": step, "videos_per_s": 4.0, "videos_per_s_run": 4 * step / seconds}
+            f.write(json.dumps(record) + "\n")
+        f.write(json.dumps({"step": 6, "epoch": 3, "val": {}}) + "\n")
+    assert abs(pipeline.end_to_end_rate(str(tmp_path), 4, 2) - 16 / 10) < 1e-9

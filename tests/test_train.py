@@ -6,12 +6,14 @@ and resumed ends with the parameters of an uninterrupted one; every flag of the 
 step and has its effect; a fast --demo learns. Tiny CLIPs, 16 x 16 synthetic videos, a few steps.
 """
 
+import copy
 import json
 import math
 import os
 import socket
 import subprocess
 import sys
+import types
 
 import pytest
 import torch
@@ -300,6 +302,86 @@ def test_loader_workers_do_not_change_the_data(data, tmp_path):
     assert_same_parameters(saved_model(tmp_path / "none"), saved_model(tmp_path / "two"))
 
 
+def per_epoch_reference(args, items, sampler, epochs, per_step, steps_per_epoch):
+    """What the per-epoch loaders drew, step by step: the sampler's order of each epoch, each video
+    drawn from mix_seed(seed, epoch, index) through the CPU transform, then its template."""
+    videos = copy.copy(items.videos)
+    videos.transform = video_data.train_transform(16, randaugment=True)   # today's float path
+    steps = []
+    for epoch in range(epochs):
+        sampler.set_epoch(epoch)
+        order = list(sampler)[:steps_per_epoch * per_step]
+        for start in range(0, len(order), per_step):
+            step = []
+            for i in order[start:start + per_step]:
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(train.mix_seed(args.seed, epoch, i))
+                    video = videos[i][0]
+                    template = int(torch.randint(items.num_templates, ()))
+                step.append((i, video, template * items.num_classes + int(videos[i][1])))
+            steps.append(step)
+    return steps
+
+
+def test_one_loader_for_the_run_draws_what_the_per_epoch_loaders_drew(data, tmp_path):
+    """Indices, crops, flips, RandAugment, colour and templates of every step are unchanged by the
+    one DataLoader of the whole run (workers and a resume mid-epoch included)."""
+    extra = ("--augment", "official", "--randaugment", "--epochs", "3")
+    args = train.parse_args(flags(data, tmp_path, *extra))
+    items, sampler, _ = train.build_data(args, train.Dist(), *train.load_splits(args), 16)
+    reference = per_epoch_reference(args, items, sampler, 3, 8, 2)
+    for first_step, workers in ((0, 0), (3, 1)):     # from the start; resumed mid-epoch 1, in a worker
+        order = train.RunOrder(sampler, 8, 8, 2, first_step, 6)
+        loader = torch.utils.data.DataLoader(items, batch_sampler=order, num_workers=workers)
+        steps = list(zip(order, loader))
+        assert len(steps) == 6 - first_step
+        for expected, (pairs, (video, target, text_ids)) in zip(reference[first_step:], steps):
+            assert [i for _, i in pairs] == [i for i, _, _ in expected]
+            assert video.pixels.dtype == torch.uint8
+            torch.testing.assert_close(video_data.finish_batch(video, torch.device("cpu")),
+                                       torch.stack([v for _, v, _ in expected]), rtol=0, atol=2e-6)
+            assert text_ids.tolist() == [t for _, _, t in expected]
+
+
+def test_decode_on_device_trains_exactly_as_decoding_in_the_workers(data, tmp_path):
+    """Prepared JPEG frames: workers read the files and the device decodes them (here the CPU, with
+    the same torchvision.io.decode_jpeg call as CUDA): the same steps, to the bit."""
+    frames = tmp_path / "frames"
+    video_data.prepare("synthetic", data["root"], str(frames), "frames", short_side=16)
+    extra = ("--prepared", str(frames), "--augment", "official", "--workers", "1")
+    base = [f for f in flags(data, tmp_path, *extra) if f != "--in-memory"]
+    outs = {mode: tmp_path / mode for mode in ("on", "off")}
+    runs = {mode: train.train(train.parse_args(base + ["--out", str(out),
+                                                       "--decode-on-device", mode]))
+            for mode, out in outs.items()}
+    assert runs["on"].items.videos.read.jpeg_bytes and not runs["off"].items.videos.read.jpeg_bytes
+    assert_same_parameters(saved_model(outs["on"]), saved_model(outs["off"]))
+    with pytest.raises(SystemExit, match="--decode-on-device on: --randaugment"):
+        train.train(train.parse_args(base + ["--out", str(tmp_path / "ra"),
+                                             "--decode-on-device", "on", "--randaugment"]))
+
+
+def test_the_eta_follows_the_run_so_far_and_the_record_keeps_each_interval(tmp_path, monkeypatch,
+                                                                           capsys):
+    args = train.parse_args(["--root", "x", "--epochs", "10", "--batch-size", "8",
+                             "--out", str(tmp_path)])
+    run_ = types.SimpleNamespace(args=args, steps_per_epoch=10, step=0, ddp=train.Dist(),
+                                 pace=train.Pace(0, 0.0))
+    times = iter([100.0, 200.0, 200.1])    # 10 steps in 100 s, 10 in 100 s, 10 prefetched in 0.1 s
+    monkeypatch.setattr(train.time, "time", lambda: next(times))
+    since = 0.0
+    for step in (10, 20, 30):
+        run_.step = step
+        train.log_step(run_, [1.0] * 10, since)
+        since = {10: 100.0, 20: 200.0}.get(step)
+    records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    etas = [r["eta_s"] for r in records]
+    assert etas == [900.0, 800.0, round(200.1 / 30 * 70, 1)]       # not 0.7 s at the burst
+    assert records[2]["videos_per_s"] == pytest.approx(800)          # the burst itself is kept
+    assert records[2]["videos_per_s_run"] == pytest.approx(8 * 30 / 200.1)
+    assert "eta 07:46" in capsys.readouterr().out.splitlines()[-1]
+
+
 def test_help_explains_every_flag_with_the_papers_value():
     result = subprocess.run([sys.executable, "train.py", "--help"], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0
@@ -345,10 +427,11 @@ def test_no_text_prompts_trains_and_tests_on_bare_class_names(data, tmp_path):  
     full = clip_model.tokenize(video_data.synthetic_classname(*CLASSES[2]), 24)   # (1, 24)
     width = result.tokens.shape[1]                                    # trimmed after the longest text's EOT
     assert full[:, :width].equal(result.tokens[2:3].cpu()) and not full[:, width:].any()
-    assert {result.items[i][2] for i in range(len(result.items))} == set(range(len(CLASSES)))
+    assert {result.items[0, i][2] for i in range(len(result.items))} == set(range(len(CLASSES)))
     with_prompts = run(data, tmp_path / "templates", "--stop-after-steps", "1")
     assert with_prompts.tokens.shape[0] == 16 * len(CLASSES)
-    assert len({with_prompts.items[i][2] // len(CLASSES) for i in range(16)}) > 1  # several templates drawn
+    templates = {with_prompts.items[0, i][2] // len(CLASSES) for i in range(16)}
+    assert len(templates) > 1                                         # several templates drawn
 
 
 @pytest.mark.parametrize("name", list(prompts.VISUAL_PROMPTS))
@@ -388,13 +471,13 @@ def test_arch_takes_a_resnet_clip_file_and_the_tiny_clip(data, tmp_path):   # Ta
 @pytest.mark.parametrize("frames", [2, 6])
 def test_frames_sets_the_frames_per_video(data, tmp_path, frames):   # Table 6
     result = run(data, tmp_path, "--frames", str(frames), "--stop-after-steps", "1")
-    assert result.items[0][0].shape[0] == frames and result.val[0][0].shape[1] == frames
+    assert result.items[0, 0][0].pixels.shape[0] == frames and result.val[0][0].shape[1] == frames
     assert result.model.config["num_frames"] == frames
 
 
 def test_shots_draws_k_videos_per_class_with_a_fixed_seed(data, tmp_path):   # Fig. 3
     result = run(data, tmp_path, "--shots", "2", "--batch-size", "4", "--stop-after-steps", "1")
-    labels = [int(result.items[i][1]) for i in range(len(result.items))]
+    labels = [int(result.items[0, i][1]) for i in range(len(result.items))]
     assert sorted(labels) == [0, 0, 1, 1, 2, 2, 3, 3]
     split = train.load_splits(train.parse_args(flags(data, tmp_path)))[0]
     draw = lambda seed: [r.path for r in train.few_shot(split, 2, seed).records]

@@ -353,6 +353,79 @@ def test_multi_scale_crop_uses_tsn_scales_and_offsets():
         assert (left, top) in video_data._tsn_offsets(340, 256, w, h)
 
 
+def moving_clip(seed, T=4, h=40, w=50):
+    """T different frames of random colours."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (T, h, w, 3), dtype=torch.uint8, generator=generator)
+
+
+@pytest.mark.parametrize("randaugment", [False, True])
+def test_device_colour_work_equals_the_cpu_transform_on_the_same_draws(randaugment):
+    """The workers' uint8 half plus finish_batch's batched float half is today's CPU transform:
+    each video its own jitter (order and factors), grayscale and normalisation."""
+    cpu = video_data.train_transform(32, randaugment=randaugment)
+    device = video_data.train_transform(32, randaugment=randaugment, on_device=True)
+    expected, parts = [], []
+    for seed in range(24):
+        torch.manual_seed(seed)
+        expected.append(cpu(moving_clip(seed)))                       # (T, 3, S, S) float
+        torch.manual_seed(seed)
+        parts.append(device(moving_clip(seed)))                       # DeviceClip
+    batch = torch.utils.data.default_collate(parts)
+    assert isinstance(batch, video_data.DeviceClip) and batch.pixels.dtype == torch.uint8
+    assert batch.pixels.shape == (24, 4, 3, 32, 32)
+    assert batch.colour.shape == (24, video_data.COLOUR_DRAWS)
+    jittered, gray = batch.colour[:, 0], batch.colour[:, 9]
+    assert 0 < jittered.sum() < 24 and 0 < gray.sum() < 24           # both sides of each coin
+    orders = {tuple(order) for order in batch.colour[jittered == 1, 1:5].tolist()}
+    assert len(orders) > 1
+    out = video_data.finish_batch(batch, torch.device("cpu"))
+    torch.testing.assert_close(out, torch.stack(expected), rtol=0, atol=2e-6)
+
+
+def test_jpeg_frames_decoded_on_the_device_equal_the_frames_decoded_by_workers(videos):
+    """jpeg_bytes=True: workers read the files and draw; decode_batch (here on the CPU, the same
+    torchvision.io.decode_jpeg call as on CUDA) then crops and flips: the same pixels and draws."""
+    records = [video_data.VideoRecord(videos["frames"], 0)] * 12
+    transform = video_data.train_transform(32, on_device=True)
+    decoded = video_data.VideoDataset(records, 4, "train", transform)
+    undecoded = video_data.VideoDataset(records, 4, "train", transform, jpeg_bytes=True)
+    workers, device = [], []
+    for seed in range(12):
+        torch.manual_seed(seed)
+        workers.append(decoded[seed])
+        torch.manual_seed(seed)
+        device.append(undecoded[seed])
+    (pixels, *rest), (jpegs, *rest_jpeg) = video_data.collate(workers), video_data.collate(device)
+    assert isinstance(jpegs, video_data.JpegClip) and jpegs.jpegs.dtype == torch.uint8
+    assert jpegs.lengths.shape == (12, 4)
+    assert 0 < jpegs.geometry[:, 4].sum() < 12                       # flipped and not flipped
+    assert torch.equal(video_data.decode_batch(jpegs, "cpu"), pixels.pixels)
+    assert torch.equal(jpegs.colour, pixels.colour) and all(map(torch.equal, rest, rest_jpeg))
+    assert torch.equal(video_data.finish_batch(jpegs, torch.device("cpu")),
+                       video_data.finish_batch(pixels, torch.device("cpu")))
+
+
+def test_jpeg_size_reads_the_frame_header(videos):
+    for w, h in ((64, 48), (33, 71)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            jpeg = torchvision.io.encode_jpeg(torch.zeros(3, h, w, dtype=torch.uint8))
+        assert video_data.jpeg_size(jpeg) == (w, h)
+    with pytest.raises(ValueError, match="RandAugment"):
+        jpegs = video_data.read_jpeg_bytes(videos["frames"], [0, 1])
+        video_data.train_transform(32, randaugment=True)(jpegs)
+
+
+def test_uint8_test_views_normalised_on_the_device_equal_the_cpu_views():
+    for crops in (1, 3):
+        clip = moving_clip(0, T=3, h=60, w=90)
+        views = video_data.test_transform(32, crops, on_device=True)(clip)
+        assert views.dtype == torch.uint8
+        out = video_data.finish_batch(views[None], torch.device("cpu"))[0]
+        assert torch.equal(out, video_data.test_transform(32, crops)(clip))
+
+
 def test_test_transform_is_deterministic_centre_crop():
     transform = video_data.test_transform(32)
     clip = still_clip(T=3, h=60, w=90)
