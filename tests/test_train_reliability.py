@@ -8,6 +8,7 @@ checkpoint files get one line from every script; run folders without a checkpoin
 a finished run says so. Tiny CLIPs and 16 x 16 synthetic videos, as in test_train.py.
 """
 
+import contextlib
 import glob
 import json
 import os
@@ -35,16 +36,27 @@ def checkpoint(out, name="last.pt"):
     return torch.load(os.path.join(out, name), map_location="cpu", weights_only=True)
 
 
+def children(pid):
+    return [int(child) for task in glob.glob(f"/proc/{pid}/task/*/children") for child in open(task).read().split()]
+
+
 def start_and_signal(command, out, send, env=None):
     """Start `command`, send a signal with send(process) once metrics.jsonl logs a step, wait for the exit."""
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                start_new_session=True, env=env)
-    deadline = time.time() + 120
-    while not (os.path.isfile(os.path.join(out, "metrics.jsonl")) and logged_steps(out)):
+    deadline, metrics = time.time() + 120, os.path.join(out, "metrics.jsonl")
+    while not (os.path.isfile(metrics) and '"loss"' in open(metrics).read()):
         assert process.poll() is None and time.time() < deadline, process.communicate()[0][-3000:]
         time.sleep(0.02)
+    workers = children(process.pid)
     send(process)
-    output = process.communicate(timeout=60)[0]        # a rank left behind would hang: torchrun waits 100 s
+    try:
+        output = process.communicate(timeout=60)[0]    # a rank left behind would hang: torchrun waits 100 s
+    except subprocess.TimeoutExpired:
+        for pid in [*workers, process.pid]:            # torchrun's workers have sessions of their own
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        raise
     return process.returncode, output
 
 
@@ -77,9 +89,8 @@ def test_ctrl_c_finishes_the_step_saves_and_resumes_exactly(data, tmp_path):
 
 def worker_pids(launcher):
     """{rank: pid} of the processes torchrun started."""
-    children = [int(pid) for task in glob.glob(f"/proc/{launcher}/task/*/children") for pid in open(task).read().split()]
     ranks = {}
-    for pid in children:
+    for pid in children(launcher):
         environment = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
         ranks.update({int(v[5:]): pid for v in environment if v.startswith(b"RANK=")})
     return ranks
@@ -104,6 +115,7 @@ def test_a_signal_in_validation_stops_at_once_and_resume_validates_first(data, t
     validate = train.validate
 
     def signalled(run_):
+        assert callable(signal.getsignal(signal.SIGTERM)), "no SIGTERM handler: the signal would end pytest"
         os.kill(os.getpid(), signal.SIGTERM)
         return validate(run_)
     monkeypatch.setattr(train, "validate", signalled)
