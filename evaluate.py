@@ -562,7 +562,7 @@ def finite_float(text):
 
 
 def one_line_errors(parser):
-    """Make parser.error print one line, `prog: error: message`, without the usage block above it."""
+    """Make parser.error print one line, `prog: error: message`, without the usage block above."""
     def error(message):
         parser.exit(2, f"{parser.prog}: error: {message}\n")
     parser.error = error

@@ -437,18 +437,18 @@ def fit_frame_tables(prompt, state_dict, source):
 
 
 def read_checkpoint(path, mmap=False):
-    """The dict that torch.save wrote to `path`, read as data (no code runs). Anything else, an empty,
-    truncated or foreign file included, is a ValueError of one line naming the file. mmap: map the
-    tensors instead of reading them, a cheap check of a large file."""
+    """The dict that torch.save wrote to `path`, read as data (no code runs). Anything else, an
+    empty, truncated or foreign file included, is a ValueError of one line naming the file.
+    mmap: map the tensors instead of reading them, a cheap check of a large file."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no such checkpoint file: {path}")
-    archive = zipfile.is_zipfile(path)                                # torch.save's format since torch 1.6
+    archive = zipfile.is_zipfile(path)                 # torch.save's format since torch 1.6
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and archive)
     except pickle.UnpicklingError as e:
         if archive:
-            raise ValueError(f"{path} holds objects other than tensors and plain containers, which are not "
-                             f"loaded for safety ({str(e).splitlines()[-1]})") from None
+            raise ValueError(f"{path} holds objects other than tensors and plain containers, which "
+                             f"are not loaded for safety ({str(e).splitlines()[-1]})") from None
         raise ValueError(unreadable_checkpoint(path, archive)) from None
     except (RuntimeError, EOFError, KeyError, OSError, ValueError, zipfile.BadZipFile) as e:
         raise ValueError(unreadable_checkpoint(path, archive, e)) from None
@@ -465,8 +465,9 @@ def unreadable_checkpoint(path, archive, error=None):
         reason = "it is not a zip archive, the format torch.save writes"
     else:
         reason = f"{type(error).__name__}: {str(error).splitlines()[0][:120]}"
-    return (f"{path} could not be read as a checkpoint: {reason}. It may be truncated (a copy, download or "
-            f"save cut short) or another kind of file: copy it again, or use another checkpoint")
+    return (f"{path} could not be read as a checkpoint: {reason}. It may be truncated (a copy, "
+            f"download or save cut short) or another kind of file: copy it again, or use another "
+            f"checkpoint")
 
 
 def official_visual_prompt(fusion, source):
@@ -520,7 +521,8 @@ def load_ours(checkpoint, num_frames, path):
 def read_actionclip_checkpoint(path, mmap=False):
     """read_checkpoint, and a ValueError unless the dict is an ActionCLIP checkpoint of either kind."""
     checkpoint = read_checkpoint(path, mmap)
-    if not {"model", "model_config"} <= set(checkpoint) and "fusion_model_state_dict" not in checkpoint:
+    ours, official = {"model", "model_config"} <= set(checkpoint), "fusion_model_state_dict" in checkpoint
+    if not (ours or official):
         raise ValueError(f"{path} is not an ActionCLIP checkpoint: expected 'model' and 'model_config' (this "
                          f"project's) or 'model_state_dict' and 'fusion_model_state_dict' (the official "
                          f"release); it has {describe(map(str, checkpoint))}")
@@ -539,7 +541,7 @@ def load_actionclip(path, device="cpu", num_frames=None):
             model = load_ours(checkpoint, num_frames, path)
         else:
             model = load_official(checkpoint, num_frames, path)
-    except (KeyError, TypeError, AttributeError) as e:                # a dict of the right kind, damaged
-        raise ValueError(f"{path} is a damaged ActionCLIP checkpoint ({type(e).__name__}: {e}): copy it "
-                         f"again, or use another checkpoint") from None
+    except (KeyError, TypeError, AttributeError) as e:   # a dict of the right kind, damaged
+        raise ValueError(f"{path} is a damaged ActionCLIP checkpoint ({type(e).__name__}: {e}): "
+                         f"copy it again, or use another checkpoint") from None
     return model.to(device).eval()

@@ -14,7 +14,8 @@ and the ground truth where every same-class pair is a positive [Sec. 3.1, Eq. 4]
     # two nodes of 8 GPUs: the same command on each, node_rank 0 and 1, master_addr = node 0's address
     torchrun --nnodes=2 --node_rank=0 --nproc_per_node=8 --master_addr=10.0.0.1 --master_port=29500 \\
         train.py --dataset kinetics400 --root /data/k400 --arch ViT-B/16 --frames 8
-    # an interrupted run continues exactly where it stopped (its configuration comes from the checkpoint)
+    # Ctrl-C or SIGTERM (preemption): the step in flight finishes, last.pt is written, exit 130/143;
+    # the run continues exactly where it stopped (its configuration comes from the checkpoint)
     python train.py --resume --out runs/kinetics400_ViT-B-16_f8
     # UCF101 / HMDB51 start from a Kinetics-400 ActionCLIP [Sec. 4.3]
     python train.py --dataset ucf101 --root data/ucf101 --finetune-from runs/kinetics400_ViT-B-16_f8/best.pt
@@ -23,8 +24,9 @@ The paper's tables, re-run by flags: Table 1 --unimodal; Table 2 --init-text/--i
 Table 3 --no-text-prompts; Table 4 --visual-prompt; Table 5 --freeze-text/--freeze-vision; Table 6
 --arch and --frames; Fig. 3 --shots K.
 
-Outputs in --out: last.pt and best.pt (written atomically; load them with prompts.load_actionclip,
-evaluate.py or zeroshot.py), metrics.jsonl (one JSON object per log line and per validation).
+Outputs in --out: last.pt and best.pt (written atomically at each epoch's end, and last.pt every
+--save-every steps; load them with prompts.load_actionclip, evaluate.py or zeroshot.py),
+metrics.jsonl (one JSON object per log line and per validation).
 best.pt is chosen on --val-split; for UCF101/HMDB51 that is the test list (they have no validation
 split, as in the official code), so report last.pt's figures there, or say that best.pt was chosen on test.
 """
@@ -60,13 +62,13 @@ TINY_CLIP = dict(embed_dim=64, image_resolution=32, vision_layers=3, vision_widt
                  transformer_layers=2)
 ADAMW_BETAS = (0.9, 0.98)  # [Sec. 4.1], as CLIP's training
 # Flags that may change when a run is resumed; everything else comes from the checkpoint.
-RESUME_OVERRIDES = ("resume", "out", "workers", "log_every", "save_every", "stop_after_steps", "compile",
-                    "device")
+RESUME_OVERRIDES = ("resume", "out", "workers", "log_every", "save_every", "stop_after_steps",
+                    "compile", "device")
 
 # ----------------------------------------------------------------------------------------------------
 # Configuration: every flag acts, and its help says what the paper used
 
-# argparse types shared with evaluate.py and zeroshot.py: a bad value stops the command before it starts
+# argparse types shared with evaluate.py and zeroshot.py: a bad value ends the command at once
 positive_int, count_int = evaluate.positive_int, evaluate.count_int
 positive_float, nonnegative_float = evaluate.positive_float, evaluate.nonnegative_float
 
@@ -77,7 +79,8 @@ def add_model_args(p):
                    "... Table 6; paper's main model: ViT-B/16), a CLIP checkpoint file, or 'tiny' (a small CLIP "
                    "built from scratch, for --demo and the tests)")
     m.add_argument("--frames", type=positive_int, default=8,
-                   help="frames per video, one from each of T equal segments [Sec. 4.1]; paper: 8, 16 or 32 (Table 6)")
+                   help="frames per video, one from each of T equal segments [Sec. 4.1]; paper: "
+                   "8, 16 or 32 (Table 6)")
     m.add_argument("--visual-prompt", default="transf", choices=list(prompts.VISUAL_PROMPTS),
                    help="how frame features become a video feature (Table 4); paper's choice: transf")
     m.add_argument("--unimodal", action="store_true", help="Table 1's baseline: the same video encoder, a linear "
@@ -99,7 +102,8 @@ def add_data_args(p):
     d = p.add_argument_group("data")
     d.add_argument("--dataset", default="kinetics400", choices=list(video_data.DATASETS), help="what --root holds")
     d.add_argument("--root", help="dataset folder (see video_data.load_split for each layout)")
-    d.add_argument("--fold", type=int, default=1, choices=(1, 2, 3), help="UCF101/HMDB51 split 1-3; paper: 1")
+    d.add_argument("--fold", type=int, default=1, choices=(1, 2, 3),
+                   help="UCF101/HMDB51 split 1-3; paper: 1")
     d.add_argument("--videos-dir", help="Kinetics/Charades: where the videos are, if not under --root")
     d.add_argument("--prepared", help="folder written by `python video_data.py prepare` for this dataset")
     d.add_argument("--train-list", default="train.txt", help="--dataset list: the training list file in --root")
@@ -107,8 +111,8 @@ def add_data_args(p):
     d.add_argument("--classnames", default="classnames.txt", help="--dataset list: class names file in --root")
     d.add_argument("--val-split", default="val", help="split validated every epoch and used to pick best.pt "
                    "(UCF101/HMDB51/Charades: val is their test list)")
-    d.add_argument("--shots", type=positive_int, metavar="K",
-                   help="few-shot (Fig. 3): train on K videos per class, drawn with --seed; paper: K = 2, 4, 8, 16")
+    d.add_argument("--shots", type=positive_int, metavar="K", help="few-shot (Fig. 3): train on K "
+                   "videos per class, drawn with --seed; paper: K = 2, 4, 8, 16")
     d.add_argument("--augment", default="official", choices=["official", "crop", "none"], help="official: TSN "
                    "multi-scale crop, flip, colour jitter, grayscale [Sec. 4.1]; crop: the crop only (for data whose "
                    "labels a flip or a colour change would alter); none: the whole frame, resized")
@@ -123,23 +127,27 @@ def add_data_args(p):
 def add_optimisation_args(p):
     o = p.add_argument_group("optimisation [Sec. 4.1]")
     o.add_argument("--epochs", type=positive_int, default=50, help="paper: 50")
-    o.add_argument("--batch-size", type=positive_int, default=128, help="global batch: all GPUs and --grad-accum "
-                   "micro-batches together; official configs: 128 (Kinetics-400), 32 (UCF101/HMDB51)")
+    o.add_argument("--batch-size", type=positive_int, default=128,
+                   help="global batch: all GPUs and --grad-accum micro-batches together; official "
+                   "configs: 128 (Kinetics-400), 32 (UCF101/HMDB51)")
     o.add_argument("--lr", type=positive_float, default=5e-6,
                    help="AdamW learning rate of CLIP's pre-trained weights; paper: 5e-6")
     o.add_argument("--new-lr-mult", type=nonnegative_float, default=10.0,
                    help="learning rate multiplier of new modules (visual prompt, --unimodal's classifier); paper: 10")
     o.add_argument("--adam-eps", type=positive_float, default=1e-8,
                    help="AdamW's epsilon; paper: 1e-8 (betas: 0.9, 0.98)")
-    o.add_argument("--weight-decay", type=nonnegative_float, default=0.2, help="AdamW weight decay of weight "
-                   "matrices (not of biases, norms, embeddings, the temperature); paper: 0.2 (official: on every "
-                   "parameter)")
-    o.add_argument("--warmup-epochs", type=nonnegative_float, default=5, help="linear warm-up, then cosine to zero; "
-                   "shorter than --epochs; paper: 5 of 50 (10%%)")
-    o.add_argument("--grad-accum", type=positive_int, default=1, help="micro-batches per step; each micro-batch is "
-                   "its own contrastive batch (batch-size / grad-accum videos); paper: 1")
-    o.add_argument("--clip-grad", type=nonnegative_float, default=0.0, help="clip the gradient norm to this (0: off); "
-                   "paper: off (the official config's clip_gradient: 20 is never read)")
+    o.add_argument("--weight-decay", type=nonnegative_float, default=0.2,
+                   help="AdamW weight decay of weight matrices (not of biases, norms, embeddings, "
+                   "the temperature); paper: 0.2 (official: on every parameter)")
+    o.add_argument("--warmup-epochs", type=nonnegative_float, default=5,
+                   help="linear warm-up, then cosine to zero; shorter than --epochs (by default, "
+                   "runs of 5 epochs or fewer warm up for 10%% of them); paper: 5 of 50 (10%%)")
+    o.add_argument("--grad-accum", type=positive_int, default=1,
+                   help="micro-batches per step; each micro-batch is its own contrastive batch "
+                   "(batch-size / grad-accum videos); paper: 1")
+    o.add_argument("--clip-grad", type=nonnegative_float, default=0.0,
+                   help="clip the gradient norm to this (0: off); paper: off (the official "
+                   "config's clip_gradient: 20 is never read)")
     o.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp16", "fp32"], help="autocast dtype; "
                    "auto: bf16 on GPUs that support it, else fp16 with loss scaling; fp32 on the CPU. Parameters stay "
                    "fp32 (official: fp16 weights, cast back and forth around each optimiser step)")
@@ -158,14 +166,17 @@ def add_run_args(p):
                    "templates and --shots")
     r.add_argument("--eval-every", type=count_int, default=1,
                    help="validate every N epochs and after the last (0: never); official: 1")
-    r.add_argument("--log-every", type=positive_int, default=10, help="print a log line every N steps")
-    r.add_argument("--save-every", type=count_int, default=0, metavar="N", help="also write last.pt every N "
-                   "optimiser steps, for long epochs (0: at the end of each epoch only). SIGINT and SIGTERM always "
-                   "write it after the step in flight")
-    r.add_argument("--stop-after-steps", type=count_int, metavar="N", help="stop cleanly after N steps with a "
-                   "checkpoint, as if interrupted (the schedule still spans --epochs); continue with --resume")
-    r.add_argument("--device", choices=["cuda", "cpu"], help="where to train (default: cuda when a GPU is "
-                   "visible, else the CPU)")
+    r.add_argument("--log-every", type=positive_int, default=10,
+                   help="print a log line every N steps")
+    r.add_argument("--save-every", type=count_int, default=0, metavar="N",
+                   help="also write last.pt every N optimiser steps, for long epochs (0: at the "
+                   "end of each epoch only). SIGINT and SIGTERM always write it after the step in "
+                   "flight")
+    r.add_argument("--stop-after-steps", type=count_int, metavar="N",
+                   help="stop cleanly after N steps with a checkpoint, as if interrupted (the "
+                   "schedule still spans --epochs); continue with --resume")
+    r.add_argument("--device", choices=["cuda", "cpu"],
+                   help="where to train (default: cuda when a GPU is visible, else the CPU)")
     r.add_argument("--demo", action="store_true", help="generate synthetic videos, train a tiny CLIP from scratch "
                    "on the CPU with transf and with meanP, print seen-class, direction and zero-shot top-1 (< 10 min)")
 
@@ -186,23 +197,25 @@ def given_flags(argv):
 def resumed_args(args, given):
     """--resume: the configuration saved in out/last.pt. Only RESUME_OVERRIDES may be given anew;
     repeating the original command with --resume added is fine, changing what shapes the run is not.
-    A run that stopped before its first checkpoint starts again from step 0 with the configuration its
-    metrics.jsonl recorded; a finished run says so and exits with status 0 (nothing is left to do)."""
+    A run that stopped before its first checkpoint starts again from step 0 with the configuration
+    its metrics.jsonl recorded; a finished run says so and exits with status 0 (nothing to do)."""
     checkpoint = read_resume_checkpoint(args.out)
-    saved = checkpoint["args"] if checkpoint else logged_config(args.out) if saved_nothing(args.out) else None
+    saved = checkpoint["args"] if checkpoint else None
+    if checkpoint is None and saved_nothing(args.out):
+        saved = logged_config(args.out)                        # None: not even that, no run at all
     if saved is None:
-        raise SystemExit(f"--resume: there is no {checkpoint_path(args)} to continue from (--out is the folder "
-                         f"of the run){intact_best(args.out)}")
+        raise SystemExit(f"--resume: there is no {checkpoint_path(args)} to continue from "
+                         f"(--out is the folder of the run){intact_best(args.out)}")
     changed = [f"--{k.replace('_', '-')} (the run has {saved.get(k)!r})" for k, v in given.items()
                if k not in RESUME_OVERRIDES and saved.get(k) != v]
     if changed:
         raise SystemExit(f"--resume continues {args.out} with its saved configuration; these flags differ from it: "
                          f"{', '.join(changed)}. Drop them, or start a new run in another --out")
-    defaults = vars(get_parser().parse_args([]))                      # flags newer than the checkpoint
+    defaults = vars(get_parser().parse_args([]))               # flags newer than the checkpoint
     resumed = argparse.Namespace(**{**defaults, **saved, "resume": True, "out": args.out,
                                     "stop_after_steps": args.stop_after_steps,
                                     **{k: v for k, v in given.items() if k in RESUME_OVERRIDES}})
-    resumed.resume = checkpoint is not None                           # none yet: start again, at step 0
+    resumed.resume = checkpoint is not None                    # none yet: start again, at step 0
     if checkpoint and run_is_complete(checkpoint, resumed):
         if int(os.environ.get("RANK", 0)) == 0:
             print(complete_run_report(resumed, checkpoint))
@@ -238,20 +251,27 @@ def parse_args(argv=None):
 
 
 def check_new_run(parser, args, given):
-    """Flags that contradict each other, found before anything is read (files: check_paths)."""
+    """Flags that contradict each other, found before anything is read (files: check_paths). A
+    warm-up as long as the run would leave the learning rate rising to the last step: asked for, it
+    is an error; the default (5 epochs) shrinks to the paper's ratio, 10% of the run, and says so."""
     if args.warmup_epochs and args.warmup_epochs >= args.epochs:
-        default = "" if "warmup_epochs" in given else " (the default)"
-        parser.error(f"--warmup-epochs {args.warmup_epochs:g}{default} is not shorter than --epochs {args.epochs}: "
-                     f"the learning rate would rise until the last step and never decay. Pass a shorter "
-                     f"warm-up, e.g. --warmup-epochs {args.epochs / 10:g} (the paper's 10%), or 0")
+        if "warmup_epochs" in given:
+            parser.error(f"--warmup-epochs {args.warmup_epochs:g} is not shorter than --epochs "
+                         f"{args.epochs}: the learning rate would rise until the last step and never "
+                         f"decay. Pass a shorter warm-up, e.g. --warmup-epochs {args.epochs / 10:g} "
+                         f"(the paper's 10%), or 0")
+        args.warmup_epochs = args.epochs / 10
+        if int(os.environ.get("RANK", 0)) == 0:
+            print(f"--warmup-epochs: the default, 5, is not shorter than --epochs {args.epochs}; "
+                  f"warming up for {args.warmup_epochs:g} epochs instead (10%, the paper's 5 of 50)")
     processes = int(os.environ.get("WORLD_SIZE", 1))
     if args.batch_size % (processes * args.grad_accum):
-        parser.error(f"--batch-size {args.batch_size} (global) must be divisible by processes x --grad-accum "
-                     f"= {processes} x {args.grad_accum}")
+        parser.error(f"--batch-size {args.batch_size} (global) must be divisible by processes x "
+                     f"--grad-accum = {processes} x {args.grad_accum}")
 
 
 def check_paths(args):
-    """The files and folders the flags name, checked before any data is read or any model is built."""
+    """The files and folders the flags name, checked before any data is read or model built."""
     for flag in ("root", "videos_dir", "prepared"):
         folder = getattr(args, flag)
         if folder and not os.path.isdir(folder):
@@ -261,17 +281,19 @@ def check_paths(args):
             prompts.read_actionclip_checkpoint(args.finetune_from, mmap=True)
         except (FileNotFoundError, ValueError) as e:
             raise SystemExit(f"error: --finetune-from: {e}") from None
-    elif args.arch != "tiny" and args.arch not in clip_model.available_models() and not os.path.isfile(args.arch):
+    elif args.arch not in ("tiny", *clip_model.available_models()) and not os.path.isfile(args.arch):
         raise SystemExit(f"error: --arch {args.arch}: neither an official CLIP name "
-                         f"({', '.join(clip_model.available_models())}), 'tiny', nor a CLIP checkpoint file")
+                         f"({', '.join(clip_model.available_models())}), 'tiny', nor a CLIP file")
     if os.path.exists(args.out) and not os.path.isdir(args.out):
-        raise SystemExit(f"error: --out {args.out} is a file; --out is the folder the run writes: choose another")
+        raise SystemExit(f"error: --out {args.out} is a file; --out is the folder the run writes: "
+                         f"choose another")
 
 
 def check_device(parser, args):
     if args.device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: torch sees no GPU here (torch.cuda.is_available() is False): drop --device to "
-                     "train on the CPU, or check CUDA_VISIBLE_DEVICES and that this torch is built with CUDA")
+        parser.error("--device cuda: torch sees no GPU here (torch.cuda.is_available() is "
+                     "False): drop --device to train on the CPU, or check CUDA_VISIBLE_DEVICES and "
+                     "that this torch is built with CUDA")
     return args
 
 
@@ -415,8 +437,9 @@ def load_split(args, split):
     if args.dataset == "list":
         kw = dict(list_file=args.train_list if split == "train" else args.val_list, classnames_file=args.classnames)
     try:
-        return video_data.load_split(args.dataset, args.root, split, fold=args.fold, prepared=args.prepared, **kw)
-    except (FileNotFoundError, ValueError) as e:                      # a missing or malformed annotation file
+        return video_data.load_split(args.dataset, args.root, split, fold=args.fold,
+                                     prepared=args.prepared, **kw)
+    except (FileNotFoundError, ValueError) as e:       # a missing or malformed annotation file
         raise SystemExit(f"error: {args.dataset} {split} split: {e}") from None
 
 
@@ -623,8 +646,8 @@ def saved_nothing(out):
 
 
 def prepare_out(args, ddp):
-    """Never overwrite a run by accident: an existing, non-empty --out needs --resume, unless the run
-    there saved nothing; then its leftovers are removed and the run starts afresh."""
+    """Never overwrite a run by accident: an existing, non-empty --out needs --resume, unless the
+    run there saved nothing; then its leftovers are removed and the run starts afresh."""
     leftovers = sorted(os.listdir(args.out)) if saved_nothing(args.out) else []
     if not args.resume and os.path.isdir(args.out) and os.listdir(args.out) and not leftovers:
         found = ", ".join(sorted(os.listdir(args.out))[:4])
@@ -636,8 +659,8 @@ def prepare_out(args, ddp):
         if leftovers and not args.resume:
             for name in leftovers:
                 os.remove(os.path.join(args.out, name))
-            print(f"{args.out} holds no checkpoint, only {', '.join(leftovers)} of a run that stopped before "
-                  f"its first one: starting the run afresh there", flush=True)
+            print(f"{args.out} holds no checkpoint, only {', '.join(leftovers)} of a run that "
+                  f"stopped before its first one: starting the run afresh there", flush=True)
         os.makedirs(args.out, exist_ok=True)
 
 
@@ -696,7 +719,8 @@ def load_checkpoint(run):
 
 
 # What --resume needs of last.pt; prompts.load_actionclip needs only model and model_config.
-RESUME_KEYS = {"model", "model_config", "optimizer", "scaler", "step", "steps_per_epoch", "best", "args"}
+RESUME_KEYS = {"model", "model_config", "optimizer", "scaler", "step", "steps_per_epoch", "best",
+               "args"}
 
 
 def read_resume_checkpoint(out):
@@ -754,10 +778,11 @@ def run_is_complete(checkpoint, args):
 
 
 def complete_run_report(args, checkpoint):
-    """What --resume of a finished run says: that nothing is left to do, and the run's final figures."""
+    """What --resume of a finished run says: nothing is left to do; the run's final figures."""
     val = [r for r in read_metrics(args.out) if "val" in r]
     final = (f"Its last validation ({args.val_split}, epoch {val[-1]['epoch']}): "
-             f"{evaluate.headline(val[-1]['val'])}" if val else "It was never validated (--eval-every 0)")
+             f"{evaluate.headline(val[-1]['val'])}" if val else
+             "It was never validated (--eval-every 0)")
     best = f"; best.pt scored {checkpoint['best']:.2f}" if checkpoint["best"] >= 0 else ""
     return (f"--resume: {args.out} is complete, nothing is left to do: all {args.epochs} epochs "
             f"({checkpoint['step']} steps) are trained. {final}{best}")
@@ -768,8 +793,8 @@ def complete_run_report(args, checkpoint):
 
 
 class Interrupted(BaseException):
-    """A signal that came while no step was in flight (setup, validation): the run stops at once. A
-    BaseException, as KeyboardInterrupt, so that no `except Exception` takes it for a bad video."""
+    """A signal that came while no step was in flight (setup, validation): the run stops at once.
+    A BaseException, as KeyboardInterrupt: no `except Exception` takes it for a bad video."""
 
     def __init__(self, signum):
         super().__init__(signal.Signals(signum).name)
@@ -777,17 +802,20 @@ class Interrupted(BaseException):
 
 
 class StopRequest:
-    """SIGINT and SIGTERM while training: the step in flight finishes, every rank stops after the same
-    step (requested() is an all_reduce, called after each one), last.pt is written, and the process
-    exits with 128 + the signal's number (130, 143: the statuses schedulers requeue on). Inside
-    interruptible() (setup, validation), where there is no step to finish, a signal raises Interrupted.
+    """SIGINT and SIGTERM while training: the step in flight finishes, every rank stops after the
+    same step (requested() is an all_reduce, called after each one), last.pt is written, and the
+    process exits with 128 + the signal's number (130, 143: the statuses schedulers requeue on).
+    Inside interruptible() (setup, validation) there is no step to finish: a signal raises
+    Interrupted at once.
 
-    A repeated signal changes nothing: under torchrun a Ctrl-C reaches a process twice (from the
-    terminal and from torchrun). DataLoader workers forked from this process inherit the handler
-    and ignore the signal, so the step in flight gets its batches; the main process decides."""
+    A repeated signal changes nothing: under torchrun one Ctrl-C can reach a process twice (from
+    the terminal and from torchrun). DataLoader workers forked from this process inherit the
+    handler and ignore the signal, so the step in flight still gets its batches.
+    """
 
     def __init__(self, ddp):
-        self.ddp, self.pid, self.signum, self.raising, self.previous = ddp, os.getpid(), None, False, {}
+        self.ddp, self.pid, self.previous = ddp, os.getpid(), {}
+        self.signum, self.raising = None, False
 
     def __enter__(self):
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -799,13 +827,14 @@ class StopRequest:
             signal.signal(signum, handler)
 
     def handle(self, signum, frame):
-        if os.getpid() != self.pid or self.signum:                   # a loader worker, or a repeat
+        if os.getpid() != self.pid or self.signum:          # a loader worker, or a repeat
             return
         self.signum = signum
         if self.raising:
             raise Interrupted(signum)
-        if self.ddp.master:                                           # os.write: safe inside a handler
-            os.write(2, f"\n{signal.Signals(signum).name}: stopping after the step in flight\n".encode())
+        if self.ddp.master:                                  # os.write: safe inside a handler
+            note = f"\n{signal.Signals(signum).name}: stopping after the step in flight\n"
+            os.write(2, note.encode())
 
     @contextmanager
     def interruptible(self):
@@ -819,7 +848,7 @@ class StopRequest:
             self.raising = False
 
     def requested(self):
-        """The signal any rank has received, or None; every rank gets the same answer (call it on all)."""
+        """The signal any rank has received, or None: the same on every rank (call it on all)."""
         flag = torch.tensor(self.signum or 0, device=self.ddp.device)
         if self.ddp.world > 1:
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)
@@ -839,16 +868,16 @@ def resume_command(out):
 
 
 def stop_on_signal(run, signum, together):
-    """Write last.pt (the step in flight is done), say how to continue, and exit with 128 + signum.
+    """Write last.pt (the step in flight is done), say how to continue, exit with 128 + signum.
     together: every rank stopped after the same step (not so for a signal in validation)."""
-    run.epoch_end_pending = run.step % run.steps_per_epoch == 0       # its validation and best.pt: on --resume
+    run.epoch_end_pending = run.step % run.steps_per_epoch == 0  # its validation: on --resume
     save_checkpoint(run, ["last.pt"])
     name, total = signal.Signals(signum).name, run.args.epochs * run.steps_per_epoch
     log_line(run.args.out, dict(step=run.step, stopped=name), run.ddp.master,
-             f"{name}: stopped after step {run.step}/{total} and wrote {checkpoint_path(run.args)}; continue "
-             f"with: {resume_command(run.args.out)}")
+             f"{name}: stopped after step {run.step}/{total} and wrote "
+             f"{checkpoint_path(run.args)}; continue with: {resume_command(run.args.out)}")
     if together and run.ddp.world > 1:
-        dist.barrier()                                                # rank 0 has written before any exits
+        dist.barrier()                                       # rank 0 has written before any exits
         dist.destroy_process_group()
     raise SystemExit(128 + signum)
 
@@ -863,8 +892,8 @@ def start_run(args, ddp, stop):
                 load_checkpoint(run)
             describe_run(run)
     except Interrupted as e:
-        kept = (f"{checkpoint_path(args)} is unchanged: {resume_command(args.out)} continues from it"
-                if args.resume else "run the same command again to start over")
+        kept = (f"{checkpoint_path(args)} is unchanged: {resume_command(args.out)} continues "
+                f"from it" if args.resume else "run the same command again to start over")
         if ddp.master:
             print(f"{e}: stopped before the first step, nothing written; {kept}", flush=True)
         raise SystemExit(128 + e.signum) from None
@@ -897,7 +926,7 @@ class Run:
     steps_per_epoch: int
     step: int = 0                # optimiser steps done
     best: float = -1.0           # best validation score (top-1, or mAP for multi-label data)
-    epoch_end_pending: bool = False  # step ends an epoch whose validation and best.pt a signal put off
+    epoch_end_pending: bool = False  # at the end of an epoch whose validation a signal put off
     stop: StopRequest = None     # SIGINT / SIGTERM, asked after every step
 
 
@@ -1018,7 +1047,7 @@ def train_epoch(run, epoch):
         if run.step % args.log_every == 0:
             log_step(run, losses, since)
             losses, since = [], time.time()
-        signum = run.stop.requested()                                 # every rank stops after the same step
+        signum = run.stop.requested()                      # every rank stops after the same step
         if signum or stopping(run):
             return signum
         maybe_save(run)
@@ -1064,7 +1093,7 @@ def end_of_epoch(run, epoch):
     """Validate (every --eval-every epochs and after the last), then write last.pt, and best.pt if it is."""
     args, names = run.args, ["last.pt"]
     if args.eval_every and ((epoch + 1) % args.eval_every == 0 or epoch + 1 == args.epochs):
-        with run.stop.interruptible():                                # no step in flight: a signal stops at once
+        with run.stop.interruptible():                     # no step in flight: a signal stops now
             metrics = validate(run)
         score = metrics["mAP"] if "mAP" in metrics else metrics["top1"]
         if score is not None and score > run.best:
@@ -1096,9 +1125,9 @@ def describe_run(run):
 
 
 def train_loop(run):
-    """Epochs to the end of the schedule or to --stop-after-steps; the signal that stopped it, if one did."""
+    """Epochs to the end of the schedule or --stop-after-steps; the signal that stopped them."""
     total_steps = run.args.epochs * run.steps_per_epoch
-    if run.epoch_end_pending:                                         # put off by a signal: done first
+    if run.epoch_end_pending:                              # put off by a signal: done first
         end_of_epoch(run, run.step // run.steps_per_epoch - 1)
     while run.step < total_steps and not stopping(run):
         epoch = run.step // run.steps_per_epoch
@@ -1114,7 +1143,7 @@ def train_loop(run):
 
 def train(args):
     """One training run as configured by `args`; returns the Run (the demo evaluates its model further).
-    SIGINT or SIGTERM ends it early, with last.pt written and a non-zero exit status (StopRequest)."""
+    SIGINT or SIGTERM ends it early, last.pt written, with a non-zero status (StopRequest)."""
     check_paths(args)
     ddp = setup_distributed(args.device)
     prepare_out(args, ddp)
@@ -1123,14 +1152,15 @@ def train(args):
         torch.manual_seed(mix_seed(args.seed, ddp.rank))             # seeds offset by rank
         try:
             signum = train_loop(run)
-        except Interrupted as e:                                      # in validation: this rank alone
+        except Interrupted as e:                           # in validation: this rank alone
             stop_on_signal(run, e.signum, together=False)
         if signum:
             stop_on_signal(run, signum, together=True)
     if run.step < args.epochs * run.steps_per_epoch:
-        text = (f"stopped after step {run.step} (--stop-after-steps); continue with: {resume_command(args.out)}"
-                if os.path.isfile(checkpoint_path(args)) else
-                "stopped before the first step (--stop-after-steps 0): nothing trained, no checkpoint written")
+        text = (f"stopped after step {run.step} (--stop-after-steps); continue with: "
+                f"{resume_command(args.out)}" if os.path.isfile(checkpoint_path(args)) else
+                "stopped before the first step (--stop-after-steps 0): nothing trained, no "
+                "checkpoint written")
         log_line(args.out, dict(step=run.step, stopped=True), ddp.master, text)
     if dist.is_initialized():
         dist.destroy_process_group()

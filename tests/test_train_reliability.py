@@ -177,6 +177,13 @@ def test_a_bad_flag_ends_the_command_with_one_line_before_anything_is_built(data
     assert error.value.code != 0 and flag in message and "\n" not in message, message
 
 
+def test_the_default_warm_up_shrinks_to_a_tenth_of_a_short_run(capsys):
+    args = train.parse_args(["--root", "x", "--epochs", "2"])        # the default: 5 epochs of warm-up
+    assert args.warmup_epochs == pytest.approx(0.2) and "warming up for 0.2 epochs" in capsys.readouterr().out
+    assert train.lr_at(0.2, args) == pytest.approx(args.lr) and train.lr_at(2, args) < 1e-20  # peaks, decays
+    assert train.parse_args(["--root", "x", "--epochs", "6"]).warmup_epochs == 5
+
+
 def test_device_cpu_trains_on_the_cpu_beside_a_gpu(data, tmp_path, monkeypatch):
     asked, setup = [], evaluate.setup_distributed
     monkeypatch.setattr(evaluate, "setup_distributed", lambda device=None: asked.append(device) or setup(device))
