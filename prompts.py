@@ -519,10 +519,10 @@ def load_ours(checkpoint, num_frames, path):
 
 
 def read_actionclip_checkpoint(path, mmap=False):
-    """read_checkpoint, and a ValueError unless the dict is an ActionCLIP checkpoint of either kind."""
+    """read_checkpoint; a ValueError unless the dict is an ActionCLIP checkpoint (either kind)."""
     checkpoint = read_checkpoint(path, mmap)
-    ours, official = {"model", "model_config"} <= set(checkpoint), "fusion_model_state_dict" in checkpoint
-    if not (ours or official):
+    ours = {"model", "model_config"} <= set(checkpoint)
+    if not ours and "fusion_model_state_dict" not in checkpoint:
         raise ValueError(f"{path} is not an ActionCLIP checkpoint: expected 'model' and 'model_config' (this "
                          f"project's) or 'model_state_dict' and 'fusion_model_state_dict' (the official "
                          f"release); it has {describe(map(str, checkpoint))}")

@@ -251,19 +251,21 @@ def parse_args(argv=None):
 
 
 def check_new_run(parser, args, given):
-    """Flags that contradict each other, found before anything is read (files: check_paths). A
-    warm-up as long as the run would leave the learning rate rising to the last step: asked for, it
-    is an error; the default (5 epochs) shrinks to the paper's ratio, 10% of the run, and says so."""
+    """Flags that contradict each other, found before anything is read (files: check_paths).
+    A warm-up as long as the run would leave the learning rate rising to the last step: asked
+    for, it is an error; the default (5 epochs) shrinks to the paper's ratio, 10% of the run,
+    and says so."""
     if args.warmup_epochs and args.warmup_epochs >= args.epochs:
         if "warmup_epochs" in given:
             parser.error(f"--warmup-epochs {args.warmup_epochs:g} is not shorter than --epochs "
-                         f"{args.epochs}: the learning rate would rise until the last step and never "
-                         f"decay. Pass a shorter warm-up, e.g. --warmup-epochs {args.epochs / 10:g} "
-                         f"(the paper's 10%), or 0")
+                         f"{args.epochs}: the learning rate would rise until the last step and "
+                         f"never decay. Pass a shorter warm-up, e.g. --warmup-epochs "
+                         f"{args.epochs / 10:g} (the paper's 10%), or 0")
         args.warmup_epochs = args.epochs / 10
         if int(os.environ.get("RANK", 0)) == 0:
             print(f"--warmup-epochs: the default, 5, is not shorter than --epochs {args.epochs}; "
-                  f"warming up for {args.warmup_epochs:g} epochs instead (10%, the paper's 5 of 50)")
+                  f"warming up for {args.warmup_epochs:g} epochs instead (10%, as the paper's 5 "
+                  f"of 50)")
     processes = int(os.environ.get("WORLD_SIZE", 1))
     if args.batch_size % (processes * args.grad_accum):
         parser.error(f"--batch-size {args.batch_size} (global) must be divisible by processes x "
@@ -281,7 +283,8 @@ def check_paths(args):
             prompts.read_actionclip_checkpoint(args.finetune_from, mmap=True)
         except (FileNotFoundError, ValueError) as e:
             raise SystemExit(f"error: --finetune-from: {e}") from None
-    elif args.arch not in ("tiny", *clip_model.available_models()) and not os.path.isfile(args.arch):
+    elif args.arch != "tiny" and not os.path.isfile(args.arch) and \
+            args.arch not in clip_model.available_models():
         raise SystemExit(f"error: --arch {args.arch}: neither an official CLIP name "
                          f"({', '.join(clip_model.available_models())}), 'tiny', nor a CLIP file")
     if os.path.exists(args.out) and not os.path.isdir(args.out):
@@ -1142,8 +1145,8 @@ def train_loop(run):
 
 
 def train(args):
-    """One training run as configured by `args`; returns the Run (the demo evaluates its model further).
-    SIGINT or SIGTERM ends it early, last.pt written, with a non-zero status (StopRequest)."""
+    """One training run as configured by `args`; returns the Run (the demo evaluates its model
+    further). SIGINT or SIGTERM ends it early, last.pt written, with a non-zero status."""
     check_paths(args)
     ddp = setup_distributed(args.device)
     prepare_out(args, ddp)
