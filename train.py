@@ -558,7 +558,10 @@ def reinitialise(clip, encoder):
 
 def load_clip(args):
     """The pre-trained CLIP of --arch (or the tiny one, from scratch), with --init-* random encoders."""
-    clip = clip_model.CLIP(**TINY_CLIP) if args.arch == "tiny" else clip_model.load(args.arch)
+    try:
+        clip = clip_model.CLIP(**TINY_CLIP) if args.arch == "tiny" else clip_model.load(args.arch)
+    except ValueError as e:                                # a truncated or foreign file
+        raise SystemExit(f"error: --arch {args.arch}: {e}") from None
     for encoder in ("vision", "text"):
         if getattr(args, f"init_{encoder}") == "random":
             reinitialise(clip, encoder)

@@ -243,6 +243,7 @@ def test_a_damaged_checkpoint_gets_one_line_from_every_script(data, finished, tm
     new_run = flags(data, tmp_path / "new", "--finetune-from", path)
     for load in (lambda: evaluate.load_checkpoint(path, "cpu"),  # --checkpoint (zeroshot's too)
                  lambda: train.train(train.parse_args(new_run)),
+                 lambda: train.train(train.parse_args(flags(data, tmp_path / "new", "--arch", path))),
                  lambda: train.parse_args(["--resume", "--out", str(folder)])):
         with pytest.raises(SystemExit) as error:
             load()
