@@ -594,6 +594,40 @@ def write_outputs(args, header, result, preds, split):
                   file=sys.stderr)
 
 
+def positive_float(text):
+    """argparse type: a finite number > 0."""
+    value = finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
+def nonnegative_float(text):
+    """argparse type: a finite number >= 0."""
+    value = finite_float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
+def finite_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def one_line_errors(parser):
+    """Make parser.error print one line, `prog: error: message`, without the usage block above."""
+    def error(message):
+        parser.exit(2, f"{parser.prog}: error: {message}\n")
+    parser.error = error
+    return parser
+
+
 def main(argv=None):
     args = parse_args(argv)
     rank, world_size, device = setup_distributed(args.device)

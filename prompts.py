@@ -37,6 +37,7 @@ Departures from the official code are marked `# official: ...` where they happen
 
 import os
 import pickle
+import zipfile
 
 import torch
 import torch.nn.functional as F
@@ -437,17 +438,38 @@ def fit_frame_tables(prompt, state_dict, source):
     return state_dict
 
 
-def read_checkpoint(path):
+def read_checkpoint(path, mmap=False):
+    """The dict that torch.save wrote to `path`, read as data (no code runs). Anything else, an
+    empty, truncated or foreign file included, is a ValueError of one line naming the file.
+    mmap: map the tensors instead of reading them, a cheap check of a large file."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no such checkpoint file: {path}")
+    archive = zipfile.is_zipfile(path)                 # torch.save's format since torch 1.6
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and archive)
     except pickle.UnpicklingError as e:
-        raise ValueError(f"{path} holds objects other than tensors and plain containers, which are not loaded "
-                         f"for safety ({e})") from None
+        if archive:
+            raise ValueError(f"{path} holds objects other than tensors and plain containers, which "
+                             f"are not loaded for safety ({str(e).splitlines()[-1]})") from None
+        raise ValueError(unreadable_checkpoint(path, archive)) from None
+    except (RuntimeError, EOFError, KeyError, OSError, ValueError, zipfile.BadZipFile) as e:
+        raise ValueError(unreadable_checkpoint(path, archive, e)) from None
     if not isinstance(checkpoint, dict):
         raise ValueError(f"{path} holds a {type(checkpoint).__name__}, not an ActionCLIP checkpoint dict")
     return checkpoint
+
+
+def unreadable_checkpoint(path, archive, error=None):
+    """Why `path` could not be read, in one line, and what to do."""
+    if os.path.getsize(path) == 0:
+        reason = "it is empty (0 bytes)"
+    elif not archive:
+        reason = "it is not a zip archive, the format torch.save writes"
+    else:
+        reason = f"{type(error).__name__}: {str(error).splitlines()[0][:120]}"
+    return (f"{path} could not be read as a checkpoint: {reason}. It may be truncated (a copy, "
+            f"download or save cut short) or another kind of file: copy it again, or use another "
+            f"checkpoint")
 
 
 def official_visual_prompt(fusion, source):
@@ -498,19 +520,30 @@ def load_ours(checkpoint, num_frames, path):
     return model
 
 
+def read_actionclip_checkpoint(path, mmap=False):
+    """read_checkpoint; a ValueError unless the dict is an ActionCLIP checkpoint (either kind)."""
+    checkpoint = read_checkpoint(path, mmap)
+    ours = {"model", "model_config"} <= set(checkpoint)
+    if not ours and "fusion_model_state_dict" not in checkpoint:
+        raise ValueError(f"{path} is not an ActionCLIP checkpoint: expected 'model' and 'model_config' (this "
+                         f"project's) or 'model_state_dict' and 'fusion_model_state_dict' (the official "
+                         f"release); it has {describe(map(str, checkpoint))}")
+    return checkpoint
+
+
 def load_actionclip(path, device="cpu", num_frames=None):
     """An ActionCLIP (a VideoClassifier for a unimodal checkpoint) in eval mode, from either kind of file.
 
     num_frames: the most frames per video. None keeps a checkpoint's own T; for the official files,
     which do not record it, None means 8. A smaller T keeps the first rows of the position tables.
     """
-    checkpoint = read_checkpoint(path)
-    if "model_config" in checkpoint:
-        model = load_ours(checkpoint, num_frames, path)
-    elif "fusion_model_state_dict" in checkpoint:
-        model = load_official(checkpoint, num_frames, path)
-    else:
-        raise ValueError(f"{path} is not an ActionCLIP checkpoint: expected 'model' and 'model_config' (this "
-                         f"project's) or 'model_state_dict' and 'fusion_model_state_dict' (the official "
-                         f"release); it has {describe(map(str, checkpoint))}")
+    checkpoint = read_actionclip_checkpoint(path)
+    try:
+        if "model_config" in checkpoint:
+            model = load_ours(checkpoint, num_frames, path)
+        else:
+            model = load_official(checkpoint, num_frames, path)
+    except (KeyError, TypeError, AttributeError) as e:   # a dict of the right kind, damaged
+        raise ValueError(f"{path} is a damaged ActionCLIP checkpoint ({type(e).__name__}: {e}): "
+                         f"copy it again, or use another checkpoint") from None
     return model.to(device).eval()

@@ -14,7 +14,8 @@ and the ground truth where every same-class pair is a positive [Sec. 3.1, Eq. 4]
     # two nodes of 8 GPUs: the same command on each, node_rank 0 and 1, master_addr = node 0's address
     torchrun --nnodes=2 --node_rank=0 --nproc_per_node=8 --master_addr=10.0.0.1 --master_port=29500 \\
         train.py --dataset kinetics400 --root /data/k400 --arch ViT-B/16 --frames 8
-    # an interrupted run continues exactly where it stopped (its configuration comes from the checkpoint)
+    # Ctrl-C or SIGTERM (preemption): the step in flight finishes, last.pt is written, exit 130/143;
+    # the run continues exactly where it stopped (its configuration comes from the checkpoint)
     python train.py --resume --out runs/kinetics400_ViT-B-16_f8
     # UCF101 / HMDB51 start from a Kinetics-400 ActionCLIP [Sec. 4.3]
     python train.py --dataset ucf101 --root data/ucf101 --finetune-from runs/kinetics400_ViT-B-16_f8/best.pt
@@ -23,8 +24,9 @@ The paper's tables, re-run by flags: Table 1 --unimodal; Table 2 --init-text/--i
 Table 3 --no-text-prompts; Table 4 --visual-prompt; Table 5 --freeze-text/--freeze-vision; Table 6
 --arch and --frames; Fig. 3 --shots K.
 
-Outputs in --out: last.pt and best.pt (written atomically; load them with prompts.load_actionclip,
-evaluate.py or zeroshot.py), metrics.jsonl (one JSON object per log line and per validation).
+Outputs in --out: last.pt and best.pt (written atomically at each epoch's end, and last.pt every
+--save-every steps; load them with prompts.load_actionclip, evaluate.py or zeroshot.py),
+metrics.jsonl (one JSON object per log line and per validation).
 best.pt is chosen on --val-split; for UCF101/HMDB51 that is the test list (they have no validation
 split, as in the official code), so report last.pt's figures there, or say that best.pt was chosen on test.
 """
@@ -34,9 +36,12 @@ import hashlib
 import json
 import math
 import os
+import shlex
 import shutil
+import signal
+import sys
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -57,11 +62,15 @@ TINY_CLIP = dict(embed_dim=64, image_resolution=32, vision_layers=3, vision_widt
                  transformer_layers=2)
 ADAMW_BETAS = (0.9, 0.98)  # [Sec. 4.1], as CLIP's training
 # Flags that may change when a run is resumed; everything else comes from the checkpoint.
-RESUME_OVERRIDES = ("resume", "out", "workers", "log_every", "stop_after_steps", "compile",
-                    "decode_on_device")
+RESUME_OVERRIDES = ("resume", "out", "workers", "log_every", "save_every", "stop_after_steps",
+                    "compile", "decode_on_device", "device")
 
 # ----------------------------------------------------------------------------------------------------
 # Configuration: every flag acts, and its help says what the paper used
+
+# argparse types shared with evaluate.py and zeroshot.py: a bad value ends the command at once
+positive_int, count_int = evaluate.positive_int, evaluate.count_int
+positive_float, nonnegative_float = evaluate.positive_float, evaluate.nonnegative_float
 
 
 def add_model_args(p):
@@ -69,8 +78,9 @@ def add_model_args(p):
     m.add_argument("--arch", default="ViT-B/16", help="CLIP to start from: an official name (RN50, ViT-B/32, ViT-B/16, "
                    "... Table 6; paper's main model: ViT-B/16), a CLIP checkpoint file, or 'tiny' (a small CLIP "
                    "built from scratch, for --demo and the tests)")
-    m.add_argument("--frames", type=int, default=8, help="frames per video, one from each of T equal segments "
-                   "[Sec. 4.1]; paper: 8, 16 or 32 (Table 6)")
+    m.add_argument("--frames", type=positive_int, default=8,
+                   help="frames per video, one from each of T equal segments [Sec. 4.1]; paper: "
+                   "8, 16 or 32 (Table 6)")
     m.add_argument("--visual-prompt", default="transf", choices=list(prompts.VISUAL_PROMPTS),
                    help="how frame features become a video feature (Table 4); paper's choice: transf")
     m.add_argument("--unimodal", action="store_true", help="Table 1's baseline: the same video encoder, a linear "
@@ -92,7 +102,8 @@ def add_data_args(p):
     d = p.add_argument_group("data")
     d.add_argument("--dataset", default="kinetics400", choices=list(video_data.DATASETS), help="what --root holds")
     d.add_argument("--root", help="dataset folder (see video_data.load_split for each layout)")
-    d.add_argument("--fold", type=int, default=1, help="UCF101/HMDB51 split 1-3; paper: 1")
+    d.add_argument("--fold", type=int, default=1, choices=(1, 2, 3),
+                   help="UCF101/HMDB51 split 1-3; paper: 1")
     d.add_argument("--videos-dir", help="Kinetics/Charades: where the videos are, if not under --root")
     d.add_argument("--prepared", help="folder written by `python video_data.py prepare` for this dataset")
     d.add_argument("--list-file", dest="train_list", default="train.txt", metavar="FILE",
@@ -106,8 +117,8 @@ def add_data_args(p):
                        help=argparse.SUPPRESS)
     d.add_argument("--val-split", default="val", help="split validated every epoch and used to pick best.pt "
                    "(UCF101/HMDB51/Charades: val is their test list)")
-    d.add_argument("--shots", type=int, metavar="K", help="few-shot (Fig. 3): train on K videos per class, drawn "
-                   "with --seed; paper: K = 2, 4, 8, 16")
+    d.add_argument("--shots", type=positive_int, metavar="K", help="few-shot (Fig. 3): train on K "
+                   "videos per class, drawn with --seed; paper: K = 2, 4, 8, 16")
     d.add_argument("--augment", default="official", choices=["official", "crop", "none"], help="official: TSN "
                    "multi-scale crop, flip, colour jitter, grayscale [Sec. 4.1]; crop: the crop only (for data whose "
                    "labels a flip or a colour change would alter); none: the whole frame, resized")
@@ -116,7 +127,7 @@ def add_data_args(p):
                    "K-400 config; off for the others, as their official configs)")
     d.add_argument("--in-memory", action="store_true", help="decode every video once, before training, and keep all "
                    "its frames in memory (small datasets; frames and crops are still drawn afresh each epoch)")
-    d.add_argument("--workers", type=int, default=8, help="data loading processes per GPU")
+    d.add_argument("--workers", type=count_int, default=8, help="data loading processes per GPU")
     d.add_argument("--decode-on-device", default="auto", choices=["auto", "on", "off"],
                    help="prepared JPEG frame folders: workers only read the files, the model's "
                    "device decodes them in batches (torchvision.io.decode_jpeg: nvJPEG on CUDA), "
@@ -126,22 +137,28 @@ def add_data_args(p):
 
 def add_optimisation_args(p):
     o = p.add_argument_group("optimisation [Sec. 4.1]")
-    o.add_argument("--epochs", type=int, default=50, help="paper: 50")
-    o.add_argument("--batch-size", type=int, default=128, help="global batch: all GPUs and --grad-accum micro-batches "
-                   "together; official configs: 128 (Kinetics-400), 32 (UCF101/HMDB51)")
-    o.add_argument("--lr", type=float, default=5e-6,
+    o.add_argument("--epochs", type=positive_int, default=50, help="paper: 50")
+    o.add_argument("--batch-size", type=positive_int, default=128,
+                   help="global batch: all GPUs and --grad-accum micro-batches together; official "
+                   "configs: 128 (Kinetics-400), 32 (UCF101/HMDB51)")
+    o.add_argument("--lr", type=positive_float, default=5e-6,
                    help="AdamW learning rate of CLIP's pre-trained weights; paper: 5e-6")
-    o.add_argument("--new-lr-mult", type=float, default=10.0,
+    o.add_argument("--new-lr-mult", type=nonnegative_float, default=10.0,
                    help="learning rate multiplier of new modules (visual prompt, --unimodal's classifier); paper: 10")
-    o.add_argument("--adam-eps", type=float, default=1e-8, help="AdamW's epsilon; paper: 1e-8 (betas: 0.9, 0.98)")
-    o.add_argument("--weight-decay", type=float, default=0.2, help="AdamW weight decay of weight matrices "
-                   "(not of biases, norms, embeddings, the temperature); paper: 0.2 (official: on every parameter)")
-    o.add_argument("--warmup-epochs", type=float, default=5, help="linear warm-up, then cosine to zero; paper: 5 of "
-                   "50 (10%%)")
-    o.add_argument("--grad-accum", type=int, default=1, help="micro-batches per step; each micro-batch is its own "
-                   "contrastive batch (batch-size / grad-accum videos); paper: 1")
-    o.add_argument("--clip-grad", type=float, default=0.0, help="clip the gradient norm to this (0: off); paper: off "
-                   "(the official config's clip_gradient: 20 is never read)")
+    o.add_argument("--adam-eps", type=positive_float, default=1e-8,
+                   help="AdamW's epsilon; paper: 1e-8 (betas: 0.9, 0.98)")
+    o.add_argument("--weight-decay", type=nonnegative_float, default=0.2,
+                   help="AdamW weight decay of weight matrices (not of biases, norms, embeddings, "
+                   "the temperature); paper: 0.2 (official: on every parameter)")
+    o.add_argument("--warmup-epochs", type=nonnegative_float, default=5,
+                   help="linear warm-up, then cosine to zero; shorter than --epochs (by default, "
+                   "runs of 5 epochs or fewer warm up for 10%% of them); paper: 5 of 50 (10%%)")
+    o.add_argument("--grad-accum", type=positive_int, default=1,
+                   help="micro-batches per step; each micro-batch is its own contrastive batch "
+                   "(batch-size / grad-accum videos); paper: 1")
+    o.add_argument("--clip-grad", type=nonnegative_float, default=0.0,
+                   help="clip the gradient norm to this (0: off); paper: off (the official "
+                   "config's clip_gradient: 20 is never read)")
     o.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp16", "fp32"], help="autocast dtype; "
                    "auto: bf16 on GPUs that support it, else fp16 with loss scaling; fp32 on the CPU. Parameters stay "
                    "fp32 (official: fp16 weights, cast back and forth around each optimiser step)")
@@ -158,11 +175,19 @@ def add_run_args(p):
                    "its saved configuration (give only --out, or repeat the original command)")
     r.add_argument("--seed", type=int, default=0, help="seeds the model's new weights, data order, augmentation, "
                    "templates and --shots")
-    r.add_argument("--eval-every", type=int, default=1, help="validate every N epochs and after the last (0: never); "
-                   "official: 1")
-    r.add_argument("--log-every", type=int, default=10, help="print a log line every N steps")
-    r.add_argument("--stop-after-steps", type=int, metavar="N", help="stop cleanly after N steps with a checkpoint, "
-                   "as if interrupted (the schedule still spans --epochs); continue with --resume")
+    r.add_argument("--eval-every", type=count_int, default=1,
+                   help="validate every N epochs and after the last (0: never); official: 1")
+    r.add_argument("--log-every", type=positive_int, default=10,
+                   help="print a log line every N steps")
+    r.add_argument("--save-every", type=count_int, default=0, metavar="N",
+                   help="also write last.pt every N optimiser steps, for long epochs (0: at the "
+                   "end of each epoch only). SIGINT and SIGTERM always write it after the step in "
+                   "flight")
+    r.add_argument("--stop-after-steps", type=count_int, metavar="N",
+                   help="stop cleanly after N steps with a checkpoint, as if interrupted (the "
+                   "schedule still spans --epochs); continue with --resume")
+    r.add_argument("--device", choices=["cuda", "cpu"],
+                   help="where to train (default: cuda when a GPU is visible, else the CPU)")
     r.add_argument("--demo", action="store_true", help="generate synthetic videos, train a tiny CLIP from scratch "
                    "on the CPU with transf and with meanP, print seen-class, direction and zero-shot top-1 (< 10 min)")
 
@@ -172,7 +197,7 @@ def get_parser():
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     for add in (add_model_args, add_data_args, add_optimisation_args, add_run_args):
         add(parser)
-    return parser
+    return evaluate.one_line_errors(parser)
 
 
 def given_flags(argv):
@@ -182,18 +207,31 @@ def given_flags(argv):
 
 def resumed_args(args, given):
     """--resume: the configuration saved in out/last.pt. Only RESUME_OVERRIDES may be given anew;
-    repeating the original command with --resume added is fine, changing what shapes the run is not."""
-    path = os.path.join(args.out, "last.pt")
-    if not os.path.isfile(path):
-        raise SystemExit(f"--resume: there is no {path} to continue from (--out is the folder of the run)")
-    saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)["args"]
-    changed = [f"--{k.replace('_', '-')} (the run has {saved[k]!r})" for k, v in given.items()
+    repeating the original command with --resume added is fine, changing what shapes the run is not.
+    A run that stopped before its first checkpoint starts again from step 0 with the configuration
+    its metrics.jsonl recorded; a finished run says so and exits with status 0 (nothing to do)."""
+    checkpoint = read_resume_checkpoint(args.out)
+    saved = checkpoint["args"] if checkpoint else None
+    if checkpoint is None and saved_nothing(args.out):
+        saved = logged_config(args.out)                        # None: not even that, no run at all
+    if saved is None:
+        raise SystemExit(f"--resume: there is no {checkpoint_path(args)} to continue from "
+                         f"(--out is the folder of the run){intact_best(args.out)}")
+    changed = [f"--{k.replace('_', '-')} (the run has {saved.get(k)!r})" for k, v in given.items()
                if k not in RESUME_OVERRIDES and saved.get(k) != v]
     if changed:
         raise SystemExit(f"--resume continues {args.out} with its saved configuration; these flags differ from it: "
                          f"{', '.join(changed)}. Drop them, or start a new run in another --out")
-    return argparse.Namespace(**{**saved, "resume": True, "out": args.out, "stop_after_steps": args.stop_after_steps,
-                                 **{k: v for k, v in given.items() if k in RESUME_OVERRIDES}})
+    defaults = vars(get_parser().parse_args([]))               # flags newer than the checkpoint
+    resumed = argparse.Namespace(**{**defaults, **saved, "resume": True, "out": args.out,
+                                    "stop_after_steps": args.stop_after_steps,
+                                    **{k: v for k, v in given.items() if k in RESUME_OVERRIDES}})
+    resumed.resume = checkpoint is not None                    # none yet: start again, at step 0
+    if checkpoint and run_is_complete(checkpoint, resumed):
+        if int(os.environ.get("RANK", 0)) == 0:
+            print(complete_run_report(resumed, checkpoint))
+        raise SystemExit(0)
+    return resumed
 
 
 def parse_args(argv=None):
@@ -202,7 +240,9 @@ def parse_args(argv=None):
     if args.resume:
         if not args.out:
             parser.error("--resume needs --out: the folder of the run to continue")
-        return resumed_args(args, given_flags(argv))
+        if os.path.exists(args.out) and not os.path.isdir(args.out):
+            parser.error(f"--out {args.out} is a file; --resume needs the folder of the run")
+        return check_device(parser, resumed_args(args, given_flags(argv)))
     if not args.demo and not args.root:
         parser.error("--root is required (or --demo, or --resume with --out)")
     if args.finetune_from and "random" in (args.init_text, args.init_vision):
@@ -216,6 +256,58 @@ def parse_args(argv=None):
     if args.out is None and not args.demo:
         arch = os.path.splitext(os.path.basename(args.arch))[0] if os.path.isfile(args.arch) else args.arch
         args.out = os.path.join("runs", f"{args.dataset}_{arch.replace('/', '-')}_f{args.frames}")
+    if not args.demo:
+        check_new_run(parser, args, given_flags(argv))
+    return check_device(parser, args)
+
+
+def check_new_run(parser, args, given):
+    """Flags that contradict each other, found before anything is read (files: check_paths).
+    A warm-up as long as the run would leave the learning rate rising to the last step: asked
+    for, it is an error; the default (5 epochs) shrinks to the paper's ratio, 10% of the run,
+    and says so."""
+    if args.warmup_epochs and args.warmup_epochs >= args.epochs:
+        if "warmup_epochs" in given:
+            parser.error(f"--warmup-epochs {args.warmup_epochs:g} is not shorter than --epochs "
+                         f"{args.epochs}: the learning rate would rise until the last step and "
+                         f"never decay. Pass a shorter warm-up, e.g. --warmup-epochs "
+                         f"{args.epochs / 10:g} (the paper's 10%), or 0")
+        args.warmup_epochs = args.epochs / 10
+        if int(os.environ.get("RANK", 0)) == 0:
+            print(f"--warmup-epochs: the default, 5, is not shorter than --epochs {args.epochs}; "
+                  f"warming up for {args.warmup_epochs:g} epochs instead (10%, as the paper's 5 "
+                  f"of 50)")
+    processes = int(os.environ.get("WORLD_SIZE", 1))
+    if args.batch_size % (processes * args.grad_accum):
+        parser.error(f"--batch-size {args.batch_size} (global) must be divisible by processes x "
+                     f"--grad-accum = {processes} x {args.grad_accum}")
+
+
+def check_paths(args):
+    """The files and folders the flags name, checked before any data is read or model built."""
+    for flag in ("root", "videos_dir", "prepared"):
+        folder = getattr(args, flag)
+        if folder and not os.path.isdir(folder):
+            raise SystemExit(f"error: --{flag.replace('_', '-')} {folder}: no such folder")
+    if args.finetune_from:
+        try:
+            prompts.read_actionclip_checkpoint(args.finetune_from, mmap=True)
+        except (FileNotFoundError, ValueError) as e:
+            raise SystemExit(f"error: --finetune-from: {e}") from None
+    elif args.arch != "tiny" and not os.path.isfile(args.arch) and \
+            args.arch not in clip_model.available_models():
+        raise SystemExit(f"error: --arch {args.arch}: neither an official CLIP name "
+                         f"({', '.join(clip_model.available_models())}), 'tiny', nor a CLIP file")
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise SystemExit(f"error: --out {args.out} is a file; --out is the folder the run writes: "
+                         f"choose another")
+
+
+def check_device(parser, args):
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: torch sees no GPU here (torch.cuda.is_available() is "
+                     "False): drop --device to train on the CPU, or check CUDA_VISIBLE_DEVICES and "
+                     "that this torch is built with CUDA")
     return args
 
 
@@ -235,10 +327,10 @@ class Dist:
         return self.rank == 0  # logs and writes checkpoints
 
 
-def setup_distributed():
+def setup_distributed(device=None):
     """DDP from torchrun's environment (RANK, LOCAL_RANK, WORLD_SIZE); plain `python` is one process.
     The process group (NCCL on GPUs, gloo on the CPU) is evaluate.py's, so both scripts start alike."""
-    rank, world, device = evaluate.setup_distributed()
+    rank, world, device = evaluate.setup_distributed(device)
     return Dist(rank, int(os.environ.get("LOCAL_RANK", 0)), world, device)
 
 
@@ -358,7 +450,11 @@ def load_split(args, split):
         kw["videos_dir"] = args.videos_dir
     if args.dataset == "list":
         kw = dict(list_file=args.train_list if split == "train" else args.val_list, classnames_file=args.classnames)
-    return video_data.load_split(args.dataset, args.root, split, fold=args.fold, prepared=args.prepared, **kw)
+    try:
+        return video_data.load_split(args.dataset, args.root, split, fold=args.fold,
+                                     prepared=args.prepared, **kw)
+    except (FileNotFoundError, ValueError) as e:       # a missing or malformed annotation file
+        raise SystemExit(f"error: {args.dataset} {split} split: {e}") from None
 
 
 def few_shot(split, shots, seed):
@@ -492,7 +588,10 @@ def reinitialise(clip, encoder):
 
 def load_clip(args):
     """The pre-trained CLIP of --arch (or the tiny one, from scratch), with --init-* random encoders."""
-    clip = clip_model.CLIP(**TINY_CLIP) if args.arch == "tiny" else clip_model.load(args.arch)
+    try:
+        clip = clip_model.CLIP(**TINY_CLIP) if args.arch == "tiny" else clip_model.load(args.arch)
+    except ValueError as e:                                # a truncated or foreign file
+        raise SystemExit(f"error: --arch {args.arch}: {e}") from None
     for encoder in ("vision", "text"):
         if getattr(args, f"init_{encoder}") == "random":
             reinitialise(clip, encoder)
@@ -503,7 +602,10 @@ def build_model(args, num_classes, classnames=None):
     """ActionCLIP (or Table 1's VideoClassifier), its frozen parts marked requires_grad=False."""
     torch.manual_seed(args.seed)                                      # the same new weights on every rank
     if args.finetune_from:
-        model = prompts.load_actionclip(args.finetune_from, num_frames=args.frames)
+        try:
+            model = prompts.load_actionclip(args.finetune_from, num_frames=args.frames)
+        except (FileNotFoundError, ValueError) as e:
+            raise SystemExit(f"error: --finetune-from: {e}") from None
         model = getattr(model, "actionclip", model)                   # a unimodal checkpoint: keep its encoder
         args.visual_prompt = model.config["visual_prompt"]            # logged and saved as what it is
     else:
@@ -569,15 +671,32 @@ def checkpoint_path(args, name="last.pt"):
     return os.path.join(args.out, name)
 
 
+# What a run writes besides its checkpoints: a folder that holds nothing else saved no checkpoint
+# (killed in its first epoch, --stop-after-steps 0, no readable video), and is started again.
+RUN_LEFTOVERS = {"metrics.jsonl", "metrics.jsonl.tmp", "last.pt.tmp", "best.pt.tmp"}
+
+
+def saved_nothing(out):
+    """True if `out` is a folder holding only RUN_LEFTOVERS (or nothing)."""
+    return os.path.isdir(out) and set(os.listdir(out)) <= RUN_LEFTOVERS
+
+
 def prepare_out(args, ddp):
-    """Never overwrite a run by accident: an existing, non-empty --out needs --resume."""
-    if not args.resume and os.path.isdir(args.out) and os.listdir(args.out):
+    """Never overwrite a run by accident: an existing, non-empty --out needs --resume, unless the
+    run there saved nothing; then its leftovers are removed and the run starts afresh."""
+    leftovers = sorted(os.listdir(args.out)) if saved_nothing(args.out) else []
+    if not args.resume and os.path.isdir(args.out) and os.listdir(args.out) and not leftovers:
         found = ", ".join(sorted(os.listdir(args.out))[:4])
         raise SystemExit(f"{args.out} already holds a run ({found}): pass --resume to continue it, "
                          f"or choose another --out")
     if ddp.world > 1:
         dist.barrier()                                                # every rank has looked before it is created
     if ddp.master:
+        if leftovers and not args.resume:
+            for name in leftovers:
+                os.remove(os.path.join(args.out, name))
+            print(f"{args.out} holds no checkpoint, only {', '.join(leftovers)} of a run that "
+                  f"stopped before its first one: starting the run afresh there", flush=True)
         os.makedirs(args.out, exist_ok=True)
 
 
@@ -589,7 +708,7 @@ def save_checkpoint(run, names):
     payload = prompts.checkpoint_payload(run.model)
     payload.update(optimizer=run.optimizer.state_dict(), scaler=run.scaler.state_dict(), step=run.step,
                    epoch=run.step / run.steps_per_epoch, steps_per_epoch=run.steps_per_epoch, best=run.best,
-                   args=vars(run.args))
+                   epoch_end_pending=run.epoch_end_pending, args=vars(run.args))
     for name in names:
         path = checkpoint_path(run.args, name)
         with open(path + ".tmp", "wb") as f:
@@ -630,8 +749,192 @@ def load_checkpoint(run):
     run.optimizer.load_state_dict(checkpoint["optimizer"])
     run.scaler.load_state_dict(checkpoint["scaler"])
     run.step, run.best = checkpoint["step"], checkpoint["best"]
+    run.epoch_end_pending = checkpoint.get("epoch_end_pending", False)
     if run.ddp.master:
         forget_metrics_after(run.args.out, run.step)
+
+
+# What --resume needs of last.pt; prompts.load_actionclip needs only model and model_config.
+RESUME_KEYS = {"model", "model_config", "optimizer", "scaler", "step", "steps_per_epoch", "best",
+               "args"}
+
+
+def read_resume_checkpoint(out):
+    """out/last.pt's tensors mapped, not read (cheap); None if there is none. A damaged one ends the
+    command with one line, naming an intact best.pt beside it if there is one."""
+    path = os.path.join(out, "last.pt")
+    if not os.path.isfile(path):
+        return None
+    try:
+        checkpoint = prompts.read_checkpoint(path, mmap=True)
+        if not RESUME_KEYS <= set(checkpoint):
+            raise ValueError(f"{path} is not a checkpoint of train.py: it has no "
+                             f"{', '.join(sorted(RESUME_KEYS - set(checkpoint)))}")
+    except ValueError as e:
+        raise SystemExit(f"--resume: {e}{intact_best(out)}") from None
+    return checkpoint
+
+
+def intact_best(out):
+    """A sentence on out/best.pt if it is readable (a run to continue from), else ''."""
+    best, last = os.path.join(out, "best.pt"), os.path.join(out, "last.pt")
+    try:
+        checkpoint = prompts.read_checkpoint(best, mmap=True)
+        step, epoch = checkpoint["step"], checkpoint["epoch"]
+    except (FileNotFoundError, ValueError, KeyError):
+        return ""
+    return (f". {best} is intact (step {step}, epoch {epoch:g}); to continue from it: "
+            f"cp {shlex.quote(best)} {shlex.quote(last)}, then --resume again")
+
+
+def read_metrics(out):
+    """The records of out/metrics.jsonl ([] if there is none), without a line a crash cut short."""
+    path = os.path.join(out, "metrics.jsonl")
+    if not os.path.isfile(path):
+        return []
+    records = []
+    with open(path) as f:
+        for line in f:
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return records
+
+
+def logged_config(out):
+    """The configuration a run recorded in out/metrics.jsonl when it started, or None."""
+    return next((r["config"] for r in read_metrics(out) if "config" in r), None)
+
+
+def run_is_complete(checkpoint, args):
+    """Every step of the schedule done, and the last epoch's validation too."""
+    done = checkpoint["step"] >= args.epochs * checkpoint["steps_per_epoch"]
+    return done and not checkpoint.get("epoch_end_pending", False)
+
+
+def complete_run_report(args, checkpoint):
+    """What --resume of a finished run says: nothing is left to do; the run's final figures."""
+    val = [r for r in read_metrics(args.out) if "val" in r]
+    final = (f"Its last validation ({args.val_split}, epoch {val[-1]['epoch']}): "
+             f"{evaluate.headline(val[-1]['val'])}" if val else
+             "It was never validated (--eval-every 0)")
+    best = f"; best.pt scored {checkpoint['best']:.2f}" if checkpoint["best"] >= 0 else ""
+    return (f"--resume: {args.out} is complete, nothing is left to do: all {args.epochs} epochs "
+            f"({checkpoint['step']} steps) are trained. {final}{best}")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Stopping on a signal: Ctrl-C (SIGINT) or a scheduler's SIGTERM (preemption) loses no finished step
+
+
+class Interrupted(BaseException):
+    """A signal that came while no step was in flight (setup, validation): the run stops at once.
+    A BaseException, as KeyboardInterrupt: no `except Exception` takes it for a bad video."""
+
+    def __init__(self, signum):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class StopRequest:
+    """SIGINT and SIGTERM while training: the step in flight finishes, every rank stops after the
+    same step (requested() is an all_reduce, called after each one), last.pt is written, and the
+    process exits with 128 + the signal's number (130, 143: the statuses schedulers requeue on).
+    Inside interruptible() (setup, validation) there is no step to finish: a signal raises
+    Interrupted at once.
+
+    A repeated signal changes nothing: under torchrun one Ctrl-C can reach a process twice (from
+    the terminal and from torchrun). DataLoader workers forked from this process inherit the
+    handler and ignore the signal, so the step in flight still gets its batches.
+    """
+
+    def __init__(self, ddp):
+        self.ddp, self.pid, self.previous = ddp, os.getpid(), {}
+        self.signum, self.raising = None, False
+
+    def __enter__(self):
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self.previous[signum] = signal.signal(signum, self.handle)
+        return self
+
+    def __exit__(self, *exc):
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+    def handle(self, signum, frame):
+        if os.getpid() != self.pid or self.signum:          # a loader worker, or a repeat
+            return
+        self.signum = signum
+        if self.raising:
+            raise Interrupted(signum)
+        if self.ddp.master:                                  # os.write: safe inside a handler
+            note = f"\n{signal.Signals(signum).name}: stopping after the step in flight\n"
+            os.write(2, note.encode())
+
+    @contextmanager
+    def interruptible(self):
+        """A signal inside raises Interrupted at once (one that came just before, on entry)."""
+        if self.signum:
+            raise Interrupted(self.signum)
+        self.raising = True
+        try:
+            yield
+        finally:
+            self.raising = False
+
+    def requested(self):
+        """The signal any rank has received, or None: the same on every rank (call it on all)."""
+        flag = torch.tensor(self.signum or 0, device=self.ddp.device)
+        if self.ddp.world > 1:
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return int(flag) or None
+
+
+def resume_command(out):
+    """The command that continues the run in `out`, for the line a stopped run ends with."""
+    script = sys.argv[0] if sys.argv[0].endswith("train.py") else "train.py"
+    tail = f"{script} --resume --out {shlex.quote(out)}"
+    world, local = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+    if world == 1:
+        return f"python {tail}"
+    if world == local:
+        return f"torchrun --standalone --nproc_per_node={world} {tail}"
+    return f"torchrun with this run's options on each of its {world // local} nodes, {tail}"
+
+
+def stop_on_signal(run, signum, together):
+    """Write last.pt (the step in flight is done), say how to continue, exit with 128 + signum.
+    together: every rank stopped after the same step (not so for a signal in validation)."""
+    run.epoch_end_pending = run.step % run.steps_per_epoch == 0  # its validation: on --resume
+    save_checkpoint(run, ["last.pt"])
+    name, total = signal.Signals(signum).name, run.args.epochs * run.steps_per_epoch
+    log_line(run.args.out, dict(step=run.step, stopped=name), run.ddp.master,
+             f"{name}: stopped after step {run.step}/{total} and wrote "
+             f"{checkpoint_path(run.args)}; continue with: {resume_command(run.args.out)}")
+    if together and run.ddp.world > 1:
+        dist.barrier()                                       # rank 0 has written before any exits
+        dist.destroy_process_group()
+    raise SystemExit(128 + signum)
+
+
+def start_run(args, ddp, stop):
+    """build_run, and restore last.pt with --resume. A signal meanwhile ends the command at once:
+    no step has been taken, so there is nothing to save."""
+    try:
+        with stop.interruptible():
+            run = build_run(args, ddp)
+            if args.resume:
+                load_checkpoint(run)
+            describe_run(run)
+    except Interrupted as e:
+        kept = (f"{checkpoint_path(args)} is unchanged: {resume_command(args.out)} continues "
+                f"from it" if args.resume else "run the same command again to start over")
+        if ddp.master:
+            print(f"{e}: stopped before the first step, nothing written; {kept}", flush=True)
+        raise SystemExit(128 + e.signum) from None
+    run.stop = stop
+    return run
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -662,6 +965,8 @@ class Run:
     batches: object = None       # this process's micro-batches from `step` to the end of the run
     val_loader: DataLoader = None  # built once: its workers persist from one validation to the next
     pace: object = None          # Pace: videos/s and ETA over the run so far
+    epoch_end_pending: bool = False  # at the end of an epoch whose validation a signal put off
+    stop: StopRequest = None     # SIGINT / SIGTERM, asked after every step
 
 
 def batch_sizes(args, ddp, num_videos):
@@ -810,7 +1115,7 @@ def log_step(run, losses, since):
 
 
 def train_epoch(run, epoch):
-    """Train `epoch`, or what is left of it, or until --stop-after-steps."""
+    """Train `epoch`, or what is left of it, or until --stop-after-steps or a signal (returned)."""
     args = run.args
     first = run.step - epoch * run.steps_per_epoch
     losses, since = [], time.time()
@@ -823,12 +1128,22 @@ def train_epoch(run, epoch):
         if run.step % args.log_every == 0:
             log_step(run, losses, since)
             losses, since = [], time.time()
-        if stopping(run):
-            return
+        signum = run.stop.requested()                      # every rank stops after the same step
+        if signum or stopping(run):
+            return signum
+        maybe_save(run)
+    return None
 
 
 def stopping(run):
     return run.args.stop_after_steps is not None and run.step >= run.args.stop_after_steps
+
+
+def maybe_save(run):
+    """--save-every N: last.pt every N steps inside an epoch (its end writes one anyway)."""
+    every = run.args.save_every
+    if every and run.step % every == 0 and run.step % run.steps_per_epoch:
+        save_checkpoint(run, ["last.pt"])
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -862,7 +1177,8 @@ def end_of_epoch(run, epoch):
     """Validate (every --eval-every epochs and after the last), then write last.pt, and best.pt if it is."""
     args, names = run.args, ["last.pt"]
     if args.eval_every and ((epoch + 1) % args.eval_every == 0 or epoch + 1 == args.epochs):
-        metrics = validate(run)
+        with run.stop.interruptible():                     # no step in flight: a signal stops now
+            metrics = validate(run)
         score = metrics["mAP"] if "mAP" in metrics else metrics["top1"]
         if score is not None and score > run.best:
             run.best = score
@@ -870,6 +1186,7 @@ def end_of_epoch(run, epoch):
         summary = {k: v for k, v in metrics.items() if k != "per_class"}
         log_line(args.out, dict(step=run.step, epoch=epoch + 1, val=summary), run.ddp.master,
                  f"epoch {epoch + 1}/{args.epochs} {args.val_split}: {evaluate.headline(metrics)} (best {run.best:.2f})")
+    run.epoch_end_pending = False
     save_checkpoint(run, names)
 
 
@@ -891,27 +1208,45 @@ def describe_run(run):
     log_line(args.out, dict(config=vars(args)), ddp.master, "\n".join(lines))
 
 
-def train(args):
-    """One training run as configured by `args`; returns the Run (the demo evaluates its model further)."""
-    ddp = setup_distributed()
-    prepare_out(args, ddp)
-    run = build_run(args, ddp)
-    if args.resume:
-        load_checkpoint(run)
-    describe_run(run)
-    torch.manual_seed(mix_seed(args.seed, ddp.rank))                 # seeds offset by rank
-    run.batches, run.pace = training_batches(run), Pace(run.step, time.time())
-    total_steps = args.epochs * run.steps_per_epoch
+def train_loop(run):
+    """Epochs to the end of the schedule or --stop-after-steps; the signal that stopped them."""
+    total_steps = run.args.epochs * run.steps_per_epoch
+    if run.epoch_end_pending:                              # put off by a signal: done first
+        end_of_epoch(run, run.step // run.steps_per_epoch - 1)
     while run.step < total_steps and not stopping(run):
         epoch = run.step // run.steps_per_epoch
-        train_epoch(run, epoch)
+        signum = train_epoch(run, epoch)
+        if signum:
+            return signum
         if run.step % run.steps_per_epoch == 0:
             end_of_epoch(run, epoch)
         elif stopping(run):
             save_checkpoint(run, ["last.pt"])                         # mid-epoch: resume picks up from here
-    if run.step < total_steps:
-        log_line(args.out, dict(step=run.step, stopped=True), ddp.master,
-                 f"stopped after step {run.step} (--stop-after-steps); continue with --resume --out {args.out}")
+    return None
+
+
+def train(args):
+    """One training run as configured by `args`; returns the Run (the demo evaluates its model
+    further). SIGINT or SIGTERM ends it early, last.pt written, with a non-zero status."""
+    check_paths(args)
+    ddp = setup_distributed(args.device)
+    prepare_out(args, ddp)
+    with StopRequest(ddp) as stop:
+        run = start_run(args, ddp, stop)
+        torch.manual_seed(mix_seed(args.seed, ddp.rank))             # seeds offset by rank
+        run.batches, run.pace = training_batches(run), Pace(run.step, time.time())
+        try:
+            signum = train_loop(run)
+        except Interrupted as e:                           # in validation: this rank alone
+            stop_on_signal(run, e.signum, together=False)
+        if signum:
+            stop_on_signal(run, signum, together=True)
+    if run.step < args.epochs * run.steps_per_epoch:
+        text = (f"stopped after step {run.step} (--stop-after-steps); continue with: "
+                f"{resume_command(args.out)}" if os.path.isfile(checkpoint_path(args)) else
+                "stopped before the first step (--stop-after-steps 0): nothing trained, no "
+                "checkpoint written")
+        log_line(args.out, dict(step=run.step, stopped=True), ddp.master, text)
     run.batches = None                                                # its workers end here
     if dist.is_initialized():
         dist.destroy_process_group()

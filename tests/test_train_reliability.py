@@ -1,0 +1,280 @@
+"""train.py when things go wrong: no finished step lost, no traceback for a user's mistake.
+
+The specifications: Ctrl-C (SIGINT to the process group, DataLoader workers included) and a
+SIGTERM to one process of a 2-process torchrun stop every rank after the same step, write last.pt
+and exit non-zero, and the resumed run ends equal to an uninterrupted one; --save-every bounds what
+a crash loses; every bad flag ends the command before anything is built, with one line naming it;
+damaged checkpoint files get one line from every script; run folders without a checkpoint start
+again, and a finished run says so. Tiny CLIPs and 16 x 16 synthetic videos, as in test_train.py.
+"""
+
+import contextlib
+import glob
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import evaluate
+import train
+from test_train import REPO, assert_same_parameters, flags, free_port, run, saved_model
+from test_train import data  # noqa: F401 (a fixture)
+
+SGD_LIKE = ("--adam-eps", "1", "--lr", "0.1", "--new-lr-mult", "1")  # steps ~ gradients: test_train
+
+
+def logged_steps(out):
+    records = map(json.loads, open(os.path.join(out, "metrics.jsonl")))
+    return [r["step"] for r in records if "loss" in r]
+
+
+def checkpoint(out, name="last.pt"):
+    return torch.load(os.path.join(out, name), map_location="cpu", weights_only=True)
+
+
+def children(pid):
+    tasks = glob.glob(f"/proc/{pid}/task/*/children")
+    return [int(child) for task in tasks for child in open(task).read().split()]
+
+
+def start_and_signal(command, out, send, env=None):
+    """Start `command`; once metrics.jsonl logs a step, send(process) a signal; wait for its end."""
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, start_new_session=True, env=env)
+    deadline, metrics = time.time() + 120, os.path.join(out, "metrics.jsonl")
+    while not (os.path.isfile(metrics) and '"loss"' in open(metrics).read()):
+        assert process.poll() is None and time.time() < deadline, process.communicate()[0][-3000:]
+        time.sleep(0.02)
+    workers = children(process.pid)
+    send(process)
+    try:
+        output = process.communicate(timeout=60)[0]  # a rank left behind hangs (torchrun: 100 s)
+    except subprocess.TimeoutExpired:
+        for pid in [*workers, process.pid]:          # torchrun's workers have sessions of their own
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        raise
+    return process.returncode, output
+
+
+def assert_resumes_to_the_uninterrupted_run(data, tmp_path, stopped, *extra, atol=0.0):
+    """Continue `stopped` here for 2 steps past its checkpoint; compare with a straight run."""
+    step = checkpoint(stopped)["step"]
+    assert step == logged_steps(stopped)[-1]          # every step it logged is in the checkpoint
+    train.train(train.parse_args(["--resume", "--out", str(stopped), "--workers", "0",
+                                  "--stop-after-steps", str(step + 2)]))
+    straight = tmp_path / "straight"
+    run(data, straight, *extra, "--stop-after-steps", str(step + 2))
+    assert logged_steps(stopped) == list(range(1, step + 3))      # each step logged once, in order
+    assert_same_parameters(saved_model(straight), saved_model(stopped), atol=atol)
+    assert checkpoint(straight)["best"] == checkpoint(stopped)["best"]
+
+
+# ----------------------------------------------------------------------------------------------------
+# SIGINT, SIGTERM, --save-every
+
+
+def test_ctrl_c_finishes_the_step_saves_and_resumes_exactly(data, tmp_path):
+    """SIGINT to the whole process group, as a terminal's Ctrl-C: the loader workers get it too."""
+    out, extra = tmp_path / "stopped", ("--epochs", "50", "--eval-every", "1")
+    command = [sys.executable, "train.py", *flags(data, out, *extra, "--workers", "2")]
+    status, output = start_and_signal(command, out, lambda p: os.killpg(p.pid, signal.SIGINT))
+    assert status == 130, output[-3000:]                           # 128 + SIGINT
+    assert f"continue with: python train.py --resume --out {out}" in output
+    assert "Traceback" not in output
+    assert_resumes_to_the_uninterrupted_run(data, tmp_path, out, *extra)
+
+
+def worker_pids(launcher):
+    """{rank: pid} of the processes torchrun started."""
+    ranks = {}
+    for pid in children(launcher):
+        environment = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
+        ranks.update({int(v[5:]): pid for v in environment if v.startswith(b"RANK=")})
+    return ranks
+
+
+def test_sigterm_to_one_torchrun_process_stops_every_rank_after_the_same_step(data, tmp_path):
+    """A scheduler's SIGTERM that reaches rank 1 alone: rank 0 learns of it through the per-step
+    all_reduce, writes last.pt, both exit; 1 process continues the run as if it never stopped."""
+    out, extra = tmp_path / "stopped", ("--epochs", "50", *SGD_LIKE)
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+               f"--master_port={free_port()}", "train.py", *flags(data, out, *extra)]
+    env = dict(os.environ, TORCH_ELASTIC_SHUTDOWN_TIMEOUT="100")  # a rank left behind: a hang
+    rank_1 = lambda p: os.kill(worker_pids(p.pid)[1], signal.SIGTERM)  # noqa: E731
+    status, output = start_and_signal(command, out, rank_1, env)
+    assert status != 0 and "SIGTERM: stopped after step" in output, output[-3000:]
+    assert "continue with: torchrun --standalone --nproc_per_node=2 train.py --resume" in output
+    assert "exitcode  : 143" in output                             # rank 1: 128 + SIGTERM
+    assert_resumes_to_the_uninterrupted_run(data, tmp_path, out, *extra, atol=1e-5)
+
+
+def test_a_signal_in_validation_stops_at_once_and_resume_validates_first(data, tmp_path,
+                                                                         monkeypatch):
+    out, extra = tmp_path / "stopped", ("--epochs", "2", "--eval-every", "1")
+    validate = train.validate
+
+    def signalled(run_):
+        assert callable(signal.getsignal(signal.SIGTERM)), "no handler: SIGTERM would end pytest"
+        os.kill(os.getpid(), signal.SIGTERM)
+        return validate(run_)
+    monkeypatch.setattr(train, "validate", signalled)
+    with pytest.raises(SystemExit) as stopped:
+        run(data, out, *extra)
+    assert stopped.value.code == 143
+    assert checkpoint(out)["step"] == 2 and checkpoint(out)["epoch_end_pending"]
+    monkeypatch.setattr(train, "validate", validate)
+    assert_resumes_to_the_uninterrupted_run(data, tmp_path, out, *extra)
+    epochs = [r["epoch"] for r in map(json.loads, open(out / "metrics.jsonl")) if "val" in r]
+    assert epochs == [1, 2]                               # epoch 1's validation came on resume
+
+
+def test_save_every_bounds_what_a_crash_loses(data, tmp_path, monkeypatch):
+    out, extra = tmp_path / "crashed", ("--batch-size", "4", "--save-every", "2")  # 4 steps
+    forward_loss = train.forward_loss
+
+    def crash_in_step_4(run_, *batch):
+        if run_.step == 3:
+            raise RuntimeError("the machine went away")
+        return forward_loss(run_, *batch)
+    monkeypatch.setattr(train, "forward_loss", crash_in_step_4)
+    with pytest.raises(RuntimeError, match="went away"):
+        run(data, out, *extra)
+    assert checkpoint(out)["step"] == 2                           # mid-epoch: --save-every 2
+    monkeypatch.setattr(train, "forward_loss", forward_loss)
+    train.train(train.parse_args(["--resume", "--out", str(out)]))
+    run(data, tmp_path / "straight", *extra)
+    assert logged_steps(out) == [1, 2, 3, 4]
+    assert_same_parameters(saved_model(tmp_path / "straight"), saved_model(out))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Every flag checked before anything is built
+
+
+BAD_FLAGS = [("--batch-size", "-4"), ("--epochs", "0"), ("--frames", "0"), ("--grad-accum", "0"),
+             ("--fold", "7"), ("--workers", "-1"), ("--lr", "-1"), ("--lr", "nan"),
+             ("--root", "MISSING"), ("--arch", "ViT-Q/99"), ("--out", "A_FILE"), ("--shots", "0"),
+             ("--clip-grad", "-1"), ("--warmup-epochs", "-1"), ("--warmup-epochs", "1"),
+             ("--log-every", "0"), ("--eval-every", "-1"), ("--save-every", "-1"),
+             ("--stop-after-steps", "-1"), ("--adam-eps", "0"), ("--weight-decay", "-1"),
+             ("--new-lr-mult", "-1"), ("--grad-accum", "3"), ("--videos-dir", "MISSING"),
+             ("--finetune-from", "MISSING"), ("--device", "cuda")]
+
+
+@pytest.mark.parametrize("flag,value", BAD_FLAGS, ids=[f"{f}={v}" for f, v in BAD_FLAGS])
+def test_a_bad_flag_ends_the_command_with_one_line_before_anything_is_built(data, tmp_path, flag,
+                                                                          value, monkeypatch,
+                                                                          capsys):
+    def built(*args):
+        raise AssertionError("a model or the data was built before the flags were checked")
+    for name in ("build_run", "build_model", "load_splits", "setup_distributed"):
+        monkeypatch.setattr(train, name, built)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    (tmp_path / "A_FILE").write_text("not a folder")
+    value = str(tmp_path / value) if value in ("MISSING", "A_FILE") else value
+    with pytest.raises(SystemExit) as error:
+        train.main(flags(data, tmp_path / "out", flag, value))  # 1 epoch of 2 steps, batch 8
+    code = error.value.code
+    message = capsys.readouterr().err.strip() if isinstance(code, int) else code
+    assert code != 0 and flag in message and "\n" not in message, message
+
+
+def test_the_default_warm_up_shrinks_to_a_tenth_of_a_short_run(capsys):
+    args = train.parse_args(["--root", "x", "--epochs", "2"])   # the default: 5 epochs of warm-up
+    assert args.warmup_epochs == pytest.approx(0.2)
+    assert "warming up for 0.2 epochs" in capsys.readouterr().out
+    assert train.lr_at(0.2, args) == pytest.approx(args.lr)      # the peak, then the decay to 0
+    assert train.lr_at(2, args) < 1e-20
+    assert train.parse_args(["--root", "x", "--epochs", "6"]).warmup_epochs == 5
+
+
+def test_device_cpu_trains_on_the_cpu_beside_a_gpu(data, tmp_path, monkeypatch):
+    asked, setup = [], evaluate.setup_distributed
+    monkeypatch.setattr(evaluate, "setup_distributed",
+                        lambda device=None: asked.append(device) or setup(device))
+    result = run(data, tmp_path, "--device", "cpu", "--stop-after-steps", "1")
+    assert result.ddp.device.type == "cpu" and asked == ["cpu"]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU, as far as torch sees
+    assert evaluate.setup_distributed("cpu")[2].type == "cpu"
+
+
+# ----------------------------------------------------------------------------------------------------
+# Damaged checkpoint files, run folders without a checkpoint, finished runs
+
+
+@pytest.fixture(scope="module")
+def finished(data, tmp_path_factory):
+    """A run of 1 epoch (2 steps, validated): last.pt and best.pt, the same step."""
+    out = tmp_path_factory.mktemp("finished")
+    run(data, out, "--eval-every", "1")
+    return out
+
+
+def damage(path, kind):
+    intact = open(path, "rb").read()
+    if kind == "truncated":
+        open(path, "wb").write(intact[:len(intact) // 2])
+    elif kind == "empty":
+        open(path, "wb").close()
+    elif kind == "text":
+        open(path, "w").write("<html>not found</html>\n")
+    elif kind == "other dict":
+        torch.save({"state_dict": {}}, path)
+    else:
+        torch.save(torch.zeros(3), path)
+
+
+DAMAGE = ["truncated", "empty", "text", "other dict", "tensor"]
+
+
+@pytest.mark.parametrize("kind", DAMAGE)
+def test_a_damaged_checkpoint_gets_one_line_from_every_script(data, finished, tmp_path, kind):
+    folder = tmp_path / "run"
+    shutil.copytree(finished, folder)
+    damage(folder / "last.pt", kind)
+    path = str(folder / "last.pt")
+    new_run = flags(data, tmp_path / "new", "--finetune-from", path)
+    for load in (lambda: evaluate.load_checkpoint(path, "cpu"),  # --checkpoint (zeroshot's too)
+                 lambda: train.train(train.parse_args(new_run)),
+                 lambda: train.train(train.parse_args(flags(data, tmp_path / "new", "--arch", path))),
+                 lambda: train.parse_args(["--resume", "--out", str(folder)])):
+        with pytest.raises(SystemExit) as error:
+            load()
+        assert path in error.value.code and "\n" not in error.value.code, error.value.code
+    assert f"{folder / 'best.pt'} is intact (step 2" in error.value.code  # --resume names best.pt
+
+
+def test_a_folder_without_a_checkpoint_runs_again_and_resumes_from_step_0(data, tmp_path, capsys):
+    once, twice = tmp_path / "once", tmp_path / "twice"
+    for out in (once, twice):
+        run(data, out, "--stop-after-steps", "0", "--lr", "0.01")
+        said = capsys.readouterr().out
+        assert "nothing trained, no checkpoint written" in said and "--resume" not in said
+        assert os.listdir(out) == ["metrics.jsonl"]   # as after a kill -9 in the first epoch
+    run(data, once, "--stop-after-steps", "1")         # the same command again
+    assert "starting the run afresh" in capsys.readouterr().out
+    records = list(map(json.loads, open(once / "metrics.jsonl")))
+    assert sum("config" in r for r in records) == 1 and checkpoint(once)["step"] == 1
+    resumed = train.parse_args(["--resume", "--out", str(twice)])  # its flags: from metrics.jsonl
+    assert not resumed.resume and resumed.lr == 0.01 and resumed.stop_after_steps is None
+    train.train(resumed)
+    assert checkpoint(twice)["step"] == 2 and checkpoint(twice)["args"]["lr"] == 0.01
+    (once / "notes.txt").write_text("mine")
+    os.remove(once / "last.pt")
+    with pytest.raises(SystemExit, match="already holds a run"):  # a folder with other files: kept
+        run(data, once)
+
+
+def test_resume_of_a_finished_run_says_so_with_its_figures(finished, capsys):
+    with pytest.raises(SystemExit) as done:
+        train.main(["--resume", "--out", str(finished)])
+    said = capsys.readouterr().out
+    assert done.value.code == 0 and "is complete, nothing is left to do" in said
+    assert "top-1" in said and "best.pt scored" in said
