@@ -141,7 +141,7 @@ def add_optimisation_args(p):
     o.add_argument("--batch-size", type=positive_int, default=128,
                    help="global batch: all GPUs and --grad-accum micro-batches together; official "
                    "configs: 128 (Kinetics-400), 32 (UCF101/HMDB51)")
-    o.add_argument("--lr", type=positive_float, default=5e-6,
+    o.add_argument("--lr", type=nonnegative_float, default=5e-6,
                    help="AdamW learning rate of CLIP's pre-trained weights; paper: 5e-6")
     o.add_argument("--new-lr-mult", type=nonnegative_float, default=10.0,
                    help="learning rate multiplier of new modules (visual prompt, --unimodal's classifier); paper: 10")
