@@ -5,7 +5,7 @@ minimises the symmetric KL divergence between the softmaxed video-to-text / text
 and the ground truth where every same-class pair is a positive [Sec. 3.1, Eq. 4], over the global batch
 (all GPUs), with the paper's optimiser and schedule [Sec. 4.1]. Every ablation of the paper is a flag.
 
-    python train.py --demo        # no data, no weights: a tiny CLIP from scratch on synthetic videos, CPU, < 5 min
+    python train.py --demo        # no data, no weights: a tiny CLIP from scratch on synthetic videos, CPU, ~4 min
 
     # one GPU (or the CPU: fp32, slow)
     python train.py --dataset ucf101 --root data/ucf101 --arch ViT-B/16 --frames 8
@@ -55,8 +55,8 @@ import video_data
 import evaluate
 
 # A CLIP small enough to train from scratch on a CPU in minutes: `--arch tiny` (the demo and the tests).
-# Frames of 24 x 24 px in 3 x 3 patches: at 32 x 32 (4 x 4 patches) each step cost 1.4x as much and the demo
-# learned more slowly per epoch.
+# Frames of 24 x 24 px in 3 x 3 patches: at 32 x 32 (4 x 4 patches) a demo step cost 1.3x as much, and the
+# demo learned more slowly per epoch.
 TINY_CLIP = dict(embed_dim=64, image_resolution=24, vision_layers=3, vision_width=96, vision_patch_size=8,
                  context_length=24, vocab_size=49408, transformer_width=64, transformer_heads=1,
                  transformer_layers=2)
@@ -158,7 +158,7 @@ def add_run_args(p):
                    "as if interrupted (the schedule still spans --epochs); continue with --resume")
     r.add_argument("--demo", action="store_true", help="generate synthetic videos, train a tiny CLIP from scratch "
                    "on the CPU with transf and with meanP at once, print seen-class, direction and zero-shot top-1, draw "
-                   "runs/demo/demo.png (< 5 min on 2 cores)")
+                   "runs/demo/demo.png (about 4 min on 2 idle cores)")
 
 
 def get_parser():
