@@ -5,7 +5,7 @@ minimises the symmetric KL divergence between the softmaxed video-to-text / text
 and the ground truth where every same-class pair is a positive [Sec. 3.1, Eq. 4], over the global batch
 (all GPUs), with the paper's optimiser and schedule [Sec. 4.1]. Every ablation of the paper is a flag.
 
-    python train.py --demo        # no data, no weights: a tiny CLIP from scratch on synthetic videos, CPU, ~4 min
+    python train.py --demo        # no data or weights: a tiny CLIP from scratch, CPU, ~4 min
 
     # one GPU (or the CPU: fp32, slow)
     python train.py --dataset ucf101 --root data/ucf101 --arch ViT-B/16 --frames 8
@@ -55,9 +55,10 @@ import video_data
 import evaluate
 
 # A CLIP small enough to train from scratch on a CPU in minutes: `--arch tiny` (the demo and the tests).
-# Frames of 24 x 24 px in 3 x 3 patches: at 32 x 32 (4 x 4 patches) a demo step cost 1.3x as much, and the
-# demo learned more slowly per epoch.
-TINY_CLIP = dict(embed_dim=64, image_resolution=24, vision_layers=3, vision_width=96, vision_patch_size=8,
+# Frames of 24 x 24 px in 3 x 3 patches: at 32 x 32 (4 x 4 patches) a demo step cost 1.3x as much,
+# and the demo learned more slowly per epoch.
+TINY_CLIP = dict(embed_dim=64, image_resolution=24, vision_layers=3, vision_width=96,
+                 vision_patch_size=8,
                  context_length=24, vocab_size=49408, transformer_width=64, transformer_heads=1,
                  transformer_layers=2)
 ADAMW_BETAS = (0.9, 0.98)  # [Sec. 4.1], as CLIP's training
@@ -156,9 +157,9 @@ def add_run_args(p):
     r.add_argument("--log-every", type=int, default=10, help="print a log line every N steps")
     r.add_argument("--stop-after-steps", type=int, metavar="N", help="stop cleanly after N steps with a checkpoint, "
                    "as if interrupted (the schedule still spans --epochs); continue with --resume")
-    r.add_argument("--demo", action="store_true", help="generate synthetic videos, train a tiny CLIP from scratch "
-                   "on the CPU with transf and with meanP at once, print seen-class, direction and zero-shot top-1, draw "
-                   "runs/demo/demo.png (about 4 min on 2 idle cores)")
+    r.add_argument("--demo", action="store_true", help="generate synthetic videos, train a "
+                   "tiny CLIP from scratch on the CPU with transf and meanP at once, print seen, "
+                   "direction and zero-shot top-1, draw runs/demo/demo.png (~4 min, 2 idle cores)")
 
 
 def get_parser():
@@ -858,9 +859,10 @@ DEMO_EVAL_EVERY = 5  # epochs: the held-out top-1 of curves.png
 DEMO_DIRECTIONS = ("moving left", "moving right")
 DEMO_PROMPTS = ("transf", "meanP")
 DEMO_MARKER = "DEMO"  # the demo only ever deletes inside a folder that holds this file
-# demo.png: the first video of each of these classes, held-out videos of seen classes, then unseen ones
-DEMO_PICTURED = {"val": ["yellow square moving left", "yellow square moving right", "blue circle growing"],
-                 "unseen": ["red circle moving left", "red circle moving right", "green square shrinking"]}
+# demo.png: the first video of each of these classes: held-out videos of seen classes, unseen ones
+DEMO_PICTURED = {
+    "val": ["yellow square moving left", "yellow square moving right", "blue circle growing"],
+    "unseen": ["red circle moving left", "red circle moving right", "green square shrinking"]}
 
 
 def demo_classes():
@@ -892,18 +894,20 @@ def demo_data(root):
 
 
 def demo_flags(root, out, visual_prompt, seed):
-    """The command line of one demo run. The CLIP is tiny and trained from scratch, so its lr is 100x the
-    paper's fine-tuning lr; new modules keep the paper's 10x (at 2x the lr, training stalled after
-    learning colour). 4 frames: with 8, the tiny temporal transformer needed several times more steps to
-    tell left from right. Bare class names as texts (Table 3's --no-text-prompts): a text encoder
-    trained from scratch learns 4-word names in about 2/3 of the epochs 16 templates take. One log
-    line per epoch."""
+    """The command line of one demo run. The CLIP is tiny and trained from scratch, so its lr is
+    100x the paper's fine-tuning lr; new modules keep the paper's 10x (at 2x the lr, training
+    stalled after learning colour). 4 frames: with 8, the tiny temporal transformer needed several
+    times more steps to tell left from right. Bare class names as texts (Table 3's
+    --no-text-prompts): a text encoder trained from scratch learns 4-word names faster than 16
+    templates (seed 1, epoch 12: loss 1.00 against 1.34). One log line per epoch."""
     batch_size = 48
     steps_per_epoch = len(demo_classes()[0]) * DEMO_VIDEOS["train"] // batch_size
     return ["--arch", "tiny", "--dataset", "synthetic", "--root", root, "--frames", "4",
-            "--visual-prompt", visual_prompt, "--epochs", str(DEMO_EPOCHS), "--batch-size", str(batch_size),
-            "--lr", "5e-4", "--new-lr-mult", "10", "--warmup-epochs", str(DEMO_EPOCHS / 22), "--weight-decay", "0.05",
-            "--no-text-prompts", "--augment", "crop", "--in-memory", "--workers", "0", "--eval-every", str(DEMO_EVAL_EVERY),
+            "--visual-prompt", visual_prompt, "--epochs", str(DEMO_EPOCHS),
+            "--batch-size", str(batch_size), "--lr", "5e-4", "--new-lr-mult", "10",
+            "--warmup-epochs", str(DEMO_EPOCHS / 22), "--weight-decay", "0.05", "--no-text-prompts",
+            "--augment", "crop", "--in-memory", "--workers", "0",
+            "--eval-every", str(DEMO_EVAL_EVERY),
             "--log-every", str(max(steps_per_epoch, 1)), "--seed", str(seed), "--out", out]
 
 
@@ -915,8 +919,8 @@ def top1(predictions, keep=None):
 
 
 def demo_scores(run, root):
-    """Seen-class top-1 (held-out videos), the same on the direction classes, zero-shot top-1 on unseen
-    classes; and the predictions themselves ({"val", "unseen"}: evaluate.Predictions) for the picture."""
+    """Seen-class top-1 (held-out videos), the same on the direction classes, zero-shot top-1 on
+    unseen classes; and the predictions ({"val", "unseen"}: evaluate.Predictions), for demo.png."""
     seen = predict(run, run.val, run.classnames)
     direction = torch.tensor([run.classnames[int(t)].endswith(DEMO_DIRECTIONS) for t in seen.targets])
     unseen_split = video_data.load_split("synthetic", root, "unseen")
@@ -950,16 +954,17 @@ def demo_train(flags, root):
     """One demo training, in a process of its own on one thread: its scores and predictions."""
     torch.set_num_threads(1)
     visual_prompt = flags[flags.index("--visual-prompt") + 1]
-    sys.stdout, sys.stderr = (PrefixedLines(stream, f"{visual_prompt:>6} | ") for stream in (sys.stdout, sys.stderr))
+    prefix = f"{visual_prompt:>6} | "
+    sys.stdout, sys.stderr = PrefixedLines(sys.stdout, prefix), PrefixedLines(sys.stderr, prefix)
     print(f"$ python train.py {' '.join(flags)}", flush=True)
     return demo_scores(train(parse_args(flags)), root)
 
 
 def demo_trainings(root, out, seed):
-    """Train transf and meanP at once, each in a process of its own on one thread (on two cores, twice as
-    fast as one after the other; their figures do not depend on the number of cores)."""
+    """Train transf and meanP at once, each in a process of its own on one thread (on two cores,
+    twice as fast as one after the other; their figures do not depend on the number of cores)."""
     runs = [(demo_flags(root, os.path.join(out, p), p, seed), root) for p in DEMO_PROMPTS]
-    with multiprocessing.get_context("spawn").Pool(len(runs)) as pool:   # spawn: a fresh torch in each
+    with multiprocessing.get_context("spawn").Pool(len(runs)) as pool:  # spawn: a fresh torch each
         results = pool.starmap(demo_train, runs)
     return dict(zip(DEMO_PROMPTS, results))
 
@@ -978,32 +983,32 @@ def demo_report(scores, seconds):
     print("\n".join(lines))
 
 
-# demo.png: blocks of [frames in a row; the true label; the top-3 of each prompt], held-out videos in the
-# left column, unseen ones in the right. Sizes in pixels.
+# demo.png: blocks of [frames in a row; the true label; the top-3 of each prompt], held-out videos
+# in the left column, unseen ones in the right. Sizes in pixels.
 PICTURE_SCALE = 3      # frames are drawn 3x (32 -> 96 px), nearest neighbour
 PICTURE_GAP = 4        # between frames
 PICTURE_MARGIN = 12    # around everything, and between blocks
 PICTURE_LINE = 16      # text line height
 PICTURE_COLUMN = 600   # width of a column of blocks
 PICTURE_BACKGROUND, PICTURE_INK = (255, 255, 255), (20, 20, 20)
-PICTURE_RIGHT, PICTURE_WRONG = (0, 130, 40), (200, 30, 30)   # a predicted label that is (not) the true one
+PICTURE_RIGHT, PICTURE_WRONG = (0, 130, 40), (200, 30, 30)  # a class that is (not) the true one
 
 
 def picture_font():
     try:
-        return ImageFont.load_default(size=13)                       # scalable where Pillow has FreeType
+        return ImageFont.load_default(size=13)                        # scalable, with FreeType
     except (TypeError, OSError):
         return ImageFont.load_default()
 
 
 def picture_block_size(num_frames, frame_size):
-    """(width, height) of one video's block: frames, a heading line, a line per prompt name, top-3."""
+    """(width, height) of a video's block: frames, the true label, each prompt's name and top-3."""
     frames_height = frame_size * PICTURE_SCALE
     return PICTURE_COLUMN, frames_height + PICTURE_LINE * 5 + PICTURE_MARGIN
 
 
 def draw_video_block(canvas, draw, font, x, y, video):
-    """One video at (x, y): its frames, 'true: <label>', and each prompt's top-3 with probabilities."""
+    """One video at (x, y): its frames, 'true: <label>', each prompt's top-3 with probabilities."""
     tile = video["frames"].shape[1] * PICTURE_SCALE
     for t, frame in enumerate(video["frames"]):                       # (H, W, 3) uint8
         image = Image.fromarray(frame).resize((tile, tile), Image.NEAREST)
@@ -1016,12 +1021,13 @@ def draw_video_block(canvas, draw, font, x, y, video):
         draw.text((left, y + PICTURE_LINE), f"{prompt} top-3", fill=PICTURE_INK, font=font)
         for rank, (label, probability) in enumerate(top3):
             colour = PICTURE_RIGHT if label == video["label"] else PICTURE_WRONG
-            draw.text((left, y + PICTURE_LINE * (rank + 2)), f"{probability:4.0%} {label}", fill=colour, font=font)
+            line = y + PICTURE_LINE * (rank + 2)
+            draw.text((left, line), f"{probability:4.0%} {label}", fill=colour, font=font)
 
 
 def write_demo_picture(path, columns):
-    """demo.png. columns: [(heading, [video, ...]), ...]; a video: {"frames": uint8 (T, H, W, 3), "label":
-    the true class, "top3": {prompt: [(class, probability)] x 3}}. Every video has the same T, H, W."""
+    """demo.png. columns: [(heading, [video, ...]), ...]; a video: {"frames": uint8 (T, H, W, 3),
+    "label": the true class, "top3": {prompt: [(class, probability)] x 3}}. All share T, H, W."""
     first = columns[0][1][0]["frames"]
     block_w, block_h = picture_block_size(len(first), first.shape[1])
     rows = max(len(videos) for _, videos in columns)
@@ -1033,18 +1039,18 @@ def write_demo_picture(path, columns):
         x = PICTURE_MARGIN + c * (block_w + PICTURE_MARGIN)
         draw.text((x, PICTURE_MARGIN), heading, fill=PICTURE_INK, font=font)
         for r, video in enumerate(videos):
-            draw_video_block(canvas, draw, font, x, PICTURE_MARGIN + PICTURE_LINE + r * (block_h + PICTURE_MARGIN) +
-                             PICTURE_MARGIN // 2, video)
+            y = PICTURE_MARGIN + PICTURE_LINE + r * (block_h + PICTURE_MARGIN) + PICTURE_MARGIN // 2
+            draw_video_block(canvas, draw, font, x, y, video)
     canvas.save(path)
 
 
 def pictured_videos(root, split_name, classnames, predictions, num_frames):
-    """The DEMO_PICTURED videos of one split: their sampled frames (as the models saw them) and top-3s."""
+    """The DEMO_PICTURED videos of a split: their sampled frames (the models' input) and top-3s."""
     split = video_data.load_split("synthetic", root, split_name)
     reader = video_data.ClipReader(num_frames, "test")
     videos = []
     for name in DEMO_PICTURED[split_name]:
-        i = next(i for i, record in enumerate(split.records) if split.classnames[record.label] == name)
+        i = next(i for i, r in enumerate(split.records) if split.classnames[r.label] == name)
         top3 = {}
         for prompt, prediction in predictions.items():
             probabilities, classes = prediction[split_name].scores[i].topk(3)
@@ -1054,17 +1060,18 @@ def pictured_videos(root, split_name, classnames, predictions, num_frames):
 
 
 def demo_picture(path, root, predictions, num_frames=4):
-    """runs/demo/demo.png: a few held-out and unseen videos, each prompt's top-3 under their frames."""
-    seen_names = video_data.load_split("synthetic", root, "val").classnames
-    unseen_names = video_data.load_split("synthetic", root, "unseen").classnames
-    write_demo_picture(path, [
-        ("held-out videos of seen classes", pictured_videos(root, "val", seen_names, predictions, num_frames)),
-        ("unseen classes (zero-shot)", pictured_videos(root, "unseen", unseen_names, predictions, num_frames))])
+    """runs/demo/demo.png: a few held-out and unseen videos, each prompt's top-3 under them."""
+    columns = []
+    headings = {"val": "held-out videos of seen classes", "unseen": "unseen classes (zero-shot)"}
+    for split, heading in headings.items():
+        names = video_data.load_split("synthetic", root, split).classnames
+        columns.append((heading, pictured_videos(root, split, names, predictions, num_frames)))
+    write_demo_picture(path, columns)
 
 
 def demo_curves(path, out):
-    """runs/demo/curves.png from each prompt's metrics.jsonl: loss and held-out top-1 per epoch, where
-    matplotlib is installed (False otherwise)."""
+    """runs/demo/curves.png from each prompt's metrics.jsonl: loss and held-out top-1 per epoch,
+    where matplotlib is installed (False otherwise)."""
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -1091,21 +1098,22 @@ def demo_curves(path, out):
 
 
 def demo(args):
-    """python train.py --demo: generate videos, train transf and meanP through train(), compare them,
-    draw demo.png (and curves.png, with matplotlib). Returns {prompt: scores}."""
+    """python train.py --demo: generate videos, train transf and meanP through train(), compare
+    them, draw demo.png (and curves.png, with matplotlib). Returns {prompt: scores}."""
     start = time.time()
     out = args.out or os.path.join("runs", "demo")
     claim_demo_folder(out)
     root = os.path.join(out, "data")
     demo_data(root)
-    print(f"\ntraining {' and '.join(DEMO_PROMPTS)} at once, one process each; their lines start with their name",
-          flush=True)
+    print(f"\ntraining {' and '.join(DEMO_PROMPTS)} at once, one process each; their lines start "
+          f"with their name", flush=True)
     results = demo_trainings(root, out, args.seed)
     scores = {prompt: figures for prompt, (figures, _) in results.items()}
     demo_report(scores, time.time() - start)
     with open(os.path.join(out, "scores.json"), "w") as f:
         json.dump(scores, f, indent=1)
-    demo_picture(os.path.join(out, "demo.png"), root, {p: predictions for p, (_, predictions) in results.items()})
+    predictions = {prompt: predicted for prompt, (_, predicted) in results.items()}
+    demo_picture(os.path.join(out, "demo.png"), root, predictions)
     wrote = [os.path.join(out, "demo.png")]
     if demo_curves(os.path.join(out, "curves.png"), out):
         wrote.append(os.path.join(out, "curves.png"))

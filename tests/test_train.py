@@ -488,8 +488,8 @@ def test_bf16_autocast_runs_on_the_cpu(data, tmp_path):
 
 
 def test_a_fast_demo_learns(tmp_path, monkeypatch, capfd):
-    """The whole demo cut down (fewer videos and epochs): both trainings, run at once in two processes,
-    learn; the report, demo.png and curves.png are written; --seed reaches both trainings."""
+    """The whole demo cut down (fewer videos and epochs): both trainings, run at once in two
+    processes, learn; the report, demo.png and curves.png are written; --seed reaches both."""
     monkeypatch.setattr(train, "DEMO_VIDEOS", {"train": 8, "val": 2, "unseen": 2})
     monkeypatch.setattr(train, "DEMO_EPOCHS", 12)
     monkeypatch.setattr(train, "DEMO_EVAL_EVERY", 6)
@@ -502,18 +502,22 @@ def test_a_fast_demo_learns(tmp_path, monkeypatch, capfd):
         assert [record["epoch"] for record in records if "val" in record] == [6, 12]
         assert records[0]["config"]["seed"] == 3
         assert results[visual_prompt]["seen"] > 100 / len(seen)      # above chance after 72 steps
-    printed = capfd.readouterr().out                                  # the trainings print from their processes
-    assert "zero-shot" in printed and "transf | epoch 12/12" in printed and "  meanP | epoch 12/12" in printed
+    printed = capfd.readouterr().out                                  # from both processes too
+    assert "zero-shot" in printed
+    assert "transf | epoch 12/12" in printed and "  meanP | epoch 12/12" in printed
     picture = Image.open(tmp_path / "demo.png")
     tile = 32 * train.PICTURE_SCALE
     block_height = tile + 5 * train.PICTURE_LINE + train.PICTURE_MARGIN
-    assert picture.size == (train.PICTURE_MARGIN + 2 * (train.PICTURE_COLUMN + train.PICTURE_MARGIN),
-                            train.PICTURE_MARGIN + train.PICTURE_LINE + 3 * (block_height + train.PICTURE_MARGIN))
-    first = video_data.load_split("synthetic", str(tmp_path / "data"), "val")   # its first pictured video's
-    record = next(r for r in first.records if first.classnames[r.label] == train.DEMO_PICTURED["val"][0])
-    frames = video_data.ClipReader(4, "test")(record).numpy()         # frames, as the models saw them, 3x
+    width = train.PICTURE_MARGIN + 2 * (train.PICTURE_COLUMN + train.PICTURE_MARGIN)
+    height = train.PICTURE_MARGIN + train.PICTURE_LINE + 3 * (block_height + train.PICTURE_MARGIN)
+    assert picture.size == (width, height)
+    val = video_data.load_split("synthetic", str(tmp_path / "data"), "val")  # the first pictured
+    name = train.DEMO_PICTURED["val"][0]
+    record = next(r for r in val.records if val.classnames[r.label] == name)
+    frames = video_data.ClipReader(4, "test")(record).numpy()         # video's sampled frames, 3x
     top = train.PICTURE_MARGIN + train.PICTURE_LINE + train.PICTURE_MARGIN // 2
-    drawn = np.asarray(picture.convert("RGB"))[top:top + tile, train.PICTURE_MARGIN:train.PICTURE_MARGIN + tile]
+    left = train.PICTURE_MARGIN
+    drawn = np.asarray(picture.convert("RGB"))[top:top + tile, left:left + tile]
     assert (drawn == frames[0].repeat(train.PICTURE_SCALE, 0).repeat(train.PICTURE_SCALE, 1)).all()
     if importlib.util.find_spec("matplotlib"):
         assert Image.open(tmp_path / "curves.png").size[0] > 0
