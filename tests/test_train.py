@@ -7,6 +7,7 @@ step and has its effect; a fast --demo learns. Tiny CLIPs, 16 x 16 synthetic vid
 """
 
 import copy
+import importlib.util
 import json
 import math
 import os
@@ -15,8 +16,10 @@ import subprocess
 import sys
 import types
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torchvision.transforms import v2
 
 import clip_model
@@ -568,16 +571,39 @@ def test_bf16_autocast_runs_on_the_cpu(data, tmp_path):
 
 
 def test_a_fast_demo_learns(tmp_path, monkeypatch, capsys):
+    """The whole demo cut down (fewer videos and epochs): both trainings, run at once in two
+    processes, learn; the report, demo.png and curves.png are written; --seed reaches both."""
     monkeypatch.setattr(train, "DEMO_VIDEOS", {"train": 8, "val": 2, "unseen": 2})
     monkeypatch.setattr(train, "DEMO_EPOCHS", 12)
-    monkeypatch.setattr(train, "DEMO_LOG_EVERY", 6)
-    results = train.demo(train.parse_args(["--demo", "--out", str(tmp_path)]))
+    monkeypatch.setattr(train, "DEMO_EVAL_EVERY", 6)
+    results = train.demo(train.parse_args(["--demo", "--seed", "3", "--out", str(tmp_path)]))
     seen, unseen = train.demo_classes()
     for visual_prompt in ("transf", "meanP"):
-        records = map(json.loads, open(tmp_path / visual_prompt / "metrics.jsonl"))
+        records = list(map(json.loads, open(tmp_path / visual_prompt / "metrics.jsonl")))
         losses = [record["loss"] for record in records if "loss" in record]
-        assert losses[-1] < losses[0] - 0.2, losses
-        assert results[visual_prompt]["seen"] > 2 * 100 / len(seen)
-    assert "zero-shot" in capsys.readouterr().out
+        assert len(losses) == 12 and losses[-1] < losses[0] - 0.2, losses   # one log line per epoch
+        assert [record["epoch"] for record in records if "val" in record] == [6, 12]
+        assert records[0]["config"]["seed"] == 3
+        assert results[visual_prompt]["seen"] > 100 / len(seen)      # above chance after 72 steps
+    printed = capsys.readouterr().out
+    assert "zero-shot" in printed
+    picture = Image.open(tmp_path / "demo.png")
+    tile = 32 * train.PICTURE_SCALE
+    block_height = tile + 5 * train.PICTURE_LINE + train.PICTURE_MARGIN
+    width = train.PICTURE_MARGIN + 2 * (train.PICTURE_COLUMN + train.PICTURE_MARGIN)
+    height = train.PICTURE_MARGIN + train.PICTURE_LINE + 3 * (block_height + train.PICTURE_MARGIN)
+    assert picture.size == (width, height)
+    val = video_data.load_split("synthetic", str(tmp_path / "data"), "val")  # the first pictured
+    name = train.DEMO_PICTURED["val"][0]
+    record = next(r for r in val.records if val.classnames[r.label] == name)
+    frames = video_data.ClipReader(4, "test")(record).numpy()         # video's sampled frames, 3x
+    top = train.PICTURE_MARGIN + train.PICTURE_LINE + train.PICTURE_MARGIN // 2
+    left = train.PICTURE_MARGIN
+    drawn = np.asarray(picture.convert("RGB"))[top:top + tile, left:left + tile]
+    assert (drawn == frames[0].repeat(train.PICTURE_SCALE, 0).repeat(train.PICTURE_SCALE, 1)).all()
+    if importlib.util.find_spec("matplotlib"):
+        assert Image.open(tmp_path / "curves.png").size[0] > 0
+    else:
+        assert "no curves.png" in printed
     with pytest.raises(SystemExit, match="not written by --demo"):
         train.demo(train.parse_args(["--demo", "--out", str(tmp_path / "transf")]))
