@@ -525,9 +525,10 @@ def read_actionclip_checkpoint(path, mmap=False):
     checkpoint = read_checkpoint(path, mmap)
     ours = {"model", "model_config"} <= set(checkpoint)
     if not ours and "fusion_model_state_dict" not in checkpoint:
-        raise ValueError(f"{path} is not an ActionCLIP checkpoint: expected 'model' and 'model_config' (this "
-                         f"project's) or 'model_state_dict' and 'fusion_model_state_dict' (the official "
-                         f"release); it has {describe(map(str, checkpoint))}")
+        raise ValueError(f"{path} is not an ActionCLIP checkpoint: expected 'model' and "
+                         f"'model_config' (this project's) or 'model_state_dict' and "
+                         f"'fusion_model_state_dict' (the official release); it has "
+                         f"{describe(map(str, checkpoint))}")
     return checkpoint
 
 

@@ -272,7 +272,8 @@ def _to_rgb(frame, **size):
     pid = os.getpid()
     if _REFORMATTER[0] != pid:
         _REFORMATTER[:] = [pid, av.video.reformatter.VideoReformatter()]
-    rgb = _REFORMATTER[1].reformat(frame, format="rgb24", interpolation="BILINEAR", threads=1, **size)
+    reformatter = _REFORMATTER[1]
+    rgb = reformatter.reformat(frame, format="rgb24", interpolation="BILINEAR", threads=1, **size)
     return upright(rgb.to_ndarray(), frame.rotation)
 
 
@@ -1616,7 +1617,7 @@ def _write_frame_folder(src, tmp, short_side, quality):
 
 def _write_short_gop(src, tmp, short_side, gop):
     container, stream = _open_video(src)
-    rate = stream.guessed_rate or stream.average_rate  # PyAV 19: an unset rate is a falsy AVRational
+    rate = stream.guessed_rate or stream.average_rate  # PyAV 19: unset is a falsy AVRational
     rate = Fraction(rate.numerator, rate.denominator) if rate else Fraction(30)
     container.close()
     try:

@@ -333,7 +333,7 @@ def test_one_loader_for_the_run_draws_what_the_per_epoch_loaders_drew(data, tmp_
     args = train.parse_args(flags(data, tmp_path, *extra))
     items, sampler, _ = train.build_data(args, train.Dist(), *train.load_splits(args), 16)
     reference = per_epoch_reference(args, items, sampler, 3, 8, 2)
-    for first_step, workers in ((0, 0), (3, 1)):     # from the start; resumed mid-epoch 1, in a worker
+    for first_step, workers in ((0, 0), (3, 1)):  # from the start; resumed mid-epoch 1, in a worker
         order = train.RunOrder(sampler, 8, 8, 2, first_step, 6)
         loader = torch.utils.data.DataLoader(items, batch_sampler=order, num_workers=workers)
         steps = list(zip(order, loader))

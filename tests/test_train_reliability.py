@@ -241,9 +241,10 @@ def test_a_damaged_checkpoint_gets_one_line_from_every_script(data, finished, tm
     damage(folder / "last.pt", kind)
     path = str(folder / "last.pt")
     new_run = flags(data, tmp_path / "new", "--finetune-from", path)
+    as_arch = flags(data, tmp_path / "new", "--arch", path)
     for load in (lambda: evaluate.load_checkpoint(path, "cpu"),  # --checkpoint (zeroshot's too)
                  lambda: train.train(train.parse_args(new_run)),
-                 lambda: train.train(train.parse_args(flags(data, tmp_path / "new", "--arch", path))),
+                 lambda: train.train(train.parse_args(as_arch)),
                  lambda: train.parse_args(["--resume", "--out", str(folder)])):
         with pytest.raises(SystemExit) as error:
             load()
