@@ -162,7 +162,8 @@ def eval_loader(dataset, batch_size, workers, distributed=False, persistent=Fals
     sampler = ShardSampler(len(dataset), dist.get_rank(), dist.get_world_size()) if distributed else None
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=False, num_workers=workers,
                       pin_memory=torch.cuda.is_available(), drop_last=False,
-                      persistent_workers=persistent and workers > 0)
+                      persistent_workers=persistent and workers > 0,
+                      worker_init_fn=video_data.ignore_stop_signals)
 
 
 def gather_in_order(part, size):

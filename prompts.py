@@ -449,8 +449,10 @@ def read_checkpoint(path, mmap=False):
         checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and archive)
     except pickle.UnpicklingError as e:
         if archive:
+            lines = str(e).splitlines()                 # the line naming the object, if any
+            why = next((line for line in lines if "WeightsUnpickler error" in line), lines[-1])
             raise ValueError(f"{path} holds objects other than tensors and plain containers, which "
-                             f"are not loaded for safety ({str(e).splitlines()[-1]})") from None
+                             f"are not loaded for safety ({why.strip()})") from None
         raise ValueError(unreadable_checkpoint(path, archive)) from None
     except (RuntimeError, EOFError, KeyError, OSError, ValueError, zipfile.BadZipFile) as e:
         raise ValueError(unreadable_checkpoint(path, archive, e)) from None

@@ -129,7 +129,8 @@ def add_data_args(p):
                    "K-400 config; off for the others, as their official configs)")
     d.add_argument("--in-memory", action="store_true", help="decode every video once, before training, and keep all "
                    "its frames in memory (small datasets; frames and crops are still drawn afresh each epoch)")
-    d.add_argument("--workers", type=count_int, default=8, help="data loading processes per GPU")
+    d.add_argument("--workers", type=count_int, default=8, help="data loading processes per GPU "
+                   "for training, and as many for validation; both sets live for the whole run")
     d.add_argument("--decode-on-device", default="auto", choices=["auto", "on", "off"],
                    help="prepared JPEG frame folders: workers only read the files, the model's "
                    "device decodes them in batches (torchvision.io.decode_jpeg: nvJPEG on CUDA), "
@@ -230,6 +231,8 @@ def resumed_args(args, given):
                                     "stop_after_steps": args.stop_after_steps,
                                     **{k: v for k, v in given.items() if k in RESUME_OVERRIDES}})
     resumed.resume = checkpoint is not None                    # none yet: start again, at step 0
+    if "device" not in given:                                  # where the run goes on: this machine's
+        resumed.device = defaults["device"]
     if checkpoint and run_is_complete(checkpoint, resumed):
         if int(os.environ.get("RANK", 0)) == 0:
             print(complete_run_report(resumed, checkpoint))
@@ -750,7 +753,8 @@ def load_checkpoint(run):
                          f"{run.steps_per_epoch}: the training data or --batch-size changed")
     run.model.load_state_dict(checkpoint["model"])
     run.optimizer.load_state_dict(checkpoint["optimizer"])
-    run.scaler.load_state_dict(checkpoint["scaler"])
+    if checkpoint["scaler"]:                           # {} from a run without loss scaling
+        run.scaler.load_state_dict(checkpoint["scaler"])
     run.step, run.best = checkpoint["step"], checkpoint["best"]
     run.epoch_end_pending = checkpoint.get("epoch_end_pending", False)
     if run.ddp.master:
@@ -848,8 +852,8 @@ class StopRequest:
     Interrupted at once.
 
     A repeated signal changes nothing: under torchrun one Ctrl-C can reach a process twice (from
-    the terminal and from torchrun). DataLoader workers forked from this process inherit the
-    handler and ignore the signal, so the step in flight still gets its batches.
+    the terminal and from torchrun). DataLoader workers ignore both signals
+    (video_data.ignore_stop_signals), so the step in flight still gets its batches.
     """
 
     def __init__(self, ddp):
@@ -1037,7 +1041,8 @@ def training_batches(run):
     order = RunOrder(run.sampler, run.micro_batch, run.micro_batch * args.grad_accum,
                      run.steps_per_epoch, run.step, args.epochs * run.steps_per_epoch)
     return iter(DataLoader(run.items, batch_sampler=order, num_workers=args.workers,
-                           collate_fn=video_data.collate, pin_memory=run.ddp.device.type == "cuda"))
+                           collate_fn=video_data.collate, pin_memory=run.ddp.device.type == "cuda",
+                           worker_init_fn=video_data.ignore_stop_signals))
 
 
 def forward_loss(run, video, target, text_ids):
@@ -1314,7 +1319,8 @@ def demo_flags(root, out, visual_prompt, seed):
     top-1 stayed at 77.3.) One log line per epoch."""
     batch_size = 48
     steps_per_epoch = len(demo_classes()[0]) * DEMO_VIDEOS["train"] // batch_size
-    return ["--arch", "tiny", "--dataset", "synthetic", "--root", root, "--frames", "4",
+    return ["--arch", "tiny", "--device", "cpu", "--dataset", "synthetic", "--root", root,
+            "--frames", "4",
             "--visual-prompt", visual_prompt, "--epochs", str(DEMO_EPOCHS),
             "--batch-size", str(batch_size), "--lr", "5e-4", "--new-lr-mult", "10",
             "--warmup-epochs", str(DEMO_EPOCHS / 22), "--weight-decay", "0.05",
@@ -1369,7 +1375,10 @@ def demo_train(flags, root):
     prefix = f"{visual_prompt:>6} | "
     sys.stdout, sys.stderr = PrefixedLines(sys.stdout, prefix), PrefixedLines(sys.stderr, prefix)
     print(f"$ python train.py {' '.join(flags)}", flush=True)
-    return demo_scores(train(parse_args(flags)), root)
+    try:
+        return demo_scores(train(parse_args(flags)), root)
+    except SystemExit as e:  # a Pool passes Exceptions back to the parent; a SystemExit would hang it
+        raise RuntimeError(f"the {visual_prompt} training stopped: {e}") from None
 
 
 def demo_trainings(root, out, seed):

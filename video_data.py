@@ -38,8 +38,10 @@ import os
 import random
 import re
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 import time
 import warnings
 import weakref
@@ -233,7 +235,10 @@ def _frame_folder_count(path):
 
 def _no_frames_reason(folder):
     """Why a folder gives no frames: what it holds instead, and what a frame folder holds."""
-    names = sorted(os.listdir(folder))
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError as e:
+        return f"cannot be listed ({e.strerror})"
     found = f"it holds {len(names)} other files, e.g. {names[0]}" if names else "it is empty"
     return (f"is a folder without {FRAME_GLOB} files ({found}); a frame folder holds JPEGs named "
             f"{FRAME_NAME.format(1)}, {FRAME_NAME.format(2)}, ... as `video_data.py prepare` "
@@ -264,20 +269,18 @@ def _to_rgb(frame, **size):
     """(H, W, 3) uint8 RGB of a decoded frame, upright (scaled bilinearly to `size`'s width/height
     before turning, if given).
 
-    The conversion uses this process's own single-threaded swscale context, never PyAV's shared one:
-    PyAV 19 keeps one SwsContext per thread, and FFmpeg 8 gives it a thread pool, so a DataLoader
-    worker forked after its parent converted a frame inherits a pool whose threads do not exist
-    and hangs on its first frame.
+    The conversion uses a single-threaded swscale context of this thread and process, never PyAV's
+    shared one: PyAV 19 keeps one SwsContext per thread, and FFmpeg 8 gives it a thread pool, so a
+    DataLoader worker forked after its parent converted a frame inherits a pool whose threads do
+    not exist, and hangs on its first frame.
     """
-    pid = os.getpid()
-    if _REFORMATTER[0] != pid:
-        _REFORMATTER[:] = [pid, av.video.reformatter.VideoReformatter()]
-    reformatter = _REFORMATTER[1]
-    rgb = reformatter.reformat(frame, format="rgb24", interpolation="BILINEAR", threads=1, **size)
+    if getattr(_REFORMATTER, "pid", None) != os.getpid():
+        _REFORMATTER.pid, _REFORMATTER.it = os.getpid(), av.video.reformatter.VideoReformatter()
+    rgb = _REFORMATTER.it.reformat(frame, format="rgb24", interpolation="BILINEAR", threads=1, **size)
     return upright(rgb.to_ndarray(), frame.rotation)
 
 
-_REFORMATTER = [None, None]  # [pid, VideoReformatter]: one per process, made after any fork
+_REFORMATTER = threading.local()  # .pid, .it: one VideoReformatter per thread and process
 
 
 class _NeedInOrder(Exception):
@@ -774,6 +777,23 @@ def jpeg_size(data):
     raise VideoReadError("a JPEG frame", "no frame header in its first 64 KiB")
 
 
+def _whole_jpegs(path, files):
+    """The files of a clip decoded later, in a batch on the device, checked now, in the worker, so
+    that a bad folder is replaced like any unreadable video rather than failing the step: each file
+    ends with the JPEG end-of-image marker (trailing zero padding allowed), all of one size."""
+    sizes = set()
+    for i, data in enumerate(files):
+        if not bytes(data[-64:].numpy()).rstrip(b"\0").endswith(b"\xff\xd9"):
+            raise VideoReadError(path, f"frame file {i + 1} of the clip is truncated or not a JPEG")
+        try:
+            sizes.add(jpeg_size(data))
+        except VideoReadError as e:
+            raise VideoReadError(path, f"frame file {i + 1} of the clip: {e}") from None
+    if len(sizes) > 1:
+        raise VideoReadError(path, f"frame size changes within the video ({sorted(sizes)})")
+    return files
+
+
 def decode_batch(clips, device):
     """Collated JpegClips -> uint8 (B, T, 3, S, S) on `device`: every frame of the batch decoded in
     one torchvision.io.decode_jpeg call there (nvJPEG on CUDA), then each video cropped, flipped."""
@@ -785,6 +805,15 @@ def decode_batch(clips, device):
         video = TF.resized_crop(video, top, left, h, w, [size, size], antialias=True)
         videos.append(TF.horizontal_flip(video) if flip else video)
     return torch.stack(videos)                                        # (B, T, 3, S, S)
+
+
+def ignore_stop_signals(worker_id=None):
+    """DataLoader worker_init_fn: a loader worker ignores SIGINT and SIGTERM. A signal sent to the
+    whole job (Ctrl-C in a terminal; a scheduler's preemption, which signals every process) is the
+    main process's to handle: train.py finishes the step in flight, saves and exits, and the
+    workers end with their loader. Torch's own SIGTERM handler in a worker would kill it mid-step."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def collate(items):
@@ -1341,7 +1370,7 @@ class ClipReader:
         indices = sample_indices(n, self.num_frames, self.mode, self.num_clips)
         threads = 1 if torch.utils.data.get_worker_info() is not None else 0  # workers are the parallelism
         if self.jpeg_bytes and os.path.isdir(record.path):
-            return read_jpeg_bytes(record.path, indices)
+            return _whole_jpegs(record.path, read_jpeg_bytes(record.path, indices))
         if not self.in_memory:
             return read_frames(record.path, indices, threads)
         if record.path not in self._frames:

@@ -345,7 +345,7 @@ def test_optimiser_flags_scale_the_first_step(data, tmp_path):
 
 def test_warmup_makes_the_first_step_zero(data, tmp_path):
     """Linear warm-up from 0 [Sec. 4.1]: step 1 has lr 0 and leaves every weight as it was."""
-    change, _, _ = first_step_change(data, tmp_path, "--epochs", "2", "--warmup-epochs", "1")
+    change, _, _ = first_step_change(data, tmp_path, "--epochs", "4", "--warmup-epochs", "1")
     assert all(d.abs().max() == 0 for d in change.values())
 
 

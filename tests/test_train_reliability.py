@@ -80,12 +80,14 @@ def assert_resumes_to_the_uninterrupted_run(data, tmp_path, stopped, *extra, ato
 # SIGINT, SIGTERM, --save-every
 
 
-def test_ctrl_c_finishes_the_step_saves_and_resumes_exactly(data, tmp_path):
-    """SIGINT to the whole process group, as a terminal's Ctrl-C: the loader workers get it too."""
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_finishes_the_step_saves_and_resumes_exactly(data, tmp_path, signum):
+    """A signal to the whole process group, as a terminal's Ctrl-C or a scheduler's preemption
+    (SLURM signals every process of the job): the loader workers get it too, and must not die."""
     out, extra = tmp_path / "stopped", ("--epochs", "50", "--eval-every", "1")
     command = [sys.executable, "train.py", *flags(data, out, *extra, "--workers", "2")]
-    status, output = start_and_signal(command, out, lambda p: os.killpg(p.pid, signal.SIGINT))
-    assert status == 130, output[-3000:]                           # 128 + SIGINT
+    status, output = start_and_signal(command, out, lambda p: os.killpg(p.pid, signum))
+    assert status == 128 + signum, output[-3000:]                  # 130, 143
     assert f"continue with: python train.py --resume --out {out}" in output
     assert "Traceback" not in output
     assert_resumes_to_the_uninterrupted_run(data, tmp_path, out, *extra)

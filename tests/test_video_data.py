@@ -406,6 +406,21 @@ def test_jpeg_frames_decoded_on_the_device_equal_the_frames_decoded_by_workers(v
                        video_data.finish_batch(pixels, torch.device("cpu")))
 
 
+def test_a_truncated_jpeg_frame_is_an_unreadable_video_before_the_device_decodes(videos, tmp_path):
+    """Decoding on the device comes after the worker: a truncated frame file must be caught in the
+    worker (a VideoReadError: replaced, or --strict's error), not fail the training step."""
+    folder = tmp_path / "cut"
+    shutil.copytree(videos["frames"], folder)
+    for name in os.listdir(folder):
+        data = (folder / name).read_bytes()
+        (folder / name).write_bytes(data[: len(data) // 2])          # a disk that filled up
+    transform = video_data.train_transform(32, on_device=True)
+    dataset = video_data.VideoDataset([video_data.VideoRecord(str(folder), 0)], 4, "train",
+                                      transform, jpeg_bytes=True, strict=True)
+    with pytest.raises(video_data.VideoReadError, match="truncated or not a JPEG"):
+        dataset[0]
+
+
 def test_jpeg_size_reads_the_frame_header(videos):
     for w, h in ((64, 48), (33, 71)):
         with warnings.catch_warnings():
