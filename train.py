@@ -852,8 +852,9 @@ class StopRequest:
     Interrupted at once.
 
     A repeated signal changes nothing: under torchrun one Ctrl-C can reach a process twice (from
-    the terminal and from torchrun). DataLoader workers ignore both signals
-    (video_data.ignore_stop_signals), so the step in flight still gets its batches.
+    the terminal and from torchrun). DataLoader workers ignore SIGINT
+    (video_data.ignore_stop_signals), so the step in flight still gets its batches; a SIGTERM sent
+    to every process of the job (not just this one) still ends torch's workers, and the run with it.
     """
 
     def __init__(self, ddp):

@@ -808,12 +808,11 @@ def decode_batch(clips, device):
 
 
 def ignore_stop_signals(worker_id=None):
-    """DataLoader worker_init_fn: a loader worker ignores SIGINT and SIGTERM. A signal sent to the
-    whole job (Ctrl-C in a terminal; a scheduler's preemption, which signals every process) is the
-    main process's to handle: train.py finishes the step in flight, saves and exits, and the
-    workers end with their loader. Torch's own SIGTERM handler in a worker would kill it mid-step."""
+    """DataLoader worker_init_fn: a loader worker ignores SIGINT. Ctrl-C in a terminal reaches the
+    whole process group; it is the main process's to handle (train.py finishes the step in flight,
+    saves and exits), and the workers end with their loader. SIGTERM is left to torch's handler:
+    the loader's shutdown stops its workers with SIGTERM, so ignoring it would hang the exit."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def collate(items):
