@@ -231,7 +231,7 @@ def resumed_args(args, given):
                                     "stop_after_steps": args.stop_after_steps,
                                     **{k: v for k, v in given.items() if k in RESUME_OVERRIDES}})
     resumed.resume = checkpoint is not None                    # none yet: start again, at step 0
-    if "device" not in given:                                  # where the run goes on: this machine's
+    if "device" not in given:                                  # where it goes on: this machine's
         resumed.device = defaults["device"]
     if checkpoint and run_is_complete(checkpoint, resumed):
         if int(os.environ.get("RANK", 0)) == 0:
@@ -248,7 +248,9 @@ def parse_args(argv=None):
             parser.error("--resume needs --out: the folder of the run to continue")
         if os.path.exists(args.out) and not os.path.isdir(args.out):
             parser.error(f"--out {args.out} is a file; --resume needs the folder of the run")
-        return check_device(parser, resumed_args(args, given_flags(argv)))
+        args = resumed_args(args, given_flags(argv))
+        evaluate.check_device(parser, args)                    # the check every script makes
+        return args
     if not args.demo and not args.root:
         parser.error("--root is required (or --demo, or --resume with --out)")
     if args.finetune_from and "random" in (args.init_text, args.init_vision):
@@ -264,7 +266,8 @@ def parse_args(argv=None):
         args.out = os.path.join("runs", f"{args.dataset}_{arch.replace('/', '-')}_f{args.frames}")
     if not args.demo:
         check_new_run(parser, args, given_flags(argv))
-    return check_device(parser, args)
+    evaluate.check_device(parser, args)
+    return args
 
 
 def check_new_run(parser, args, given):
@@ -307,14 +310,6 @@ def check_paths(args):
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         raise SystemExit(f"error: --out {args.out} is a file; --out is the folder the run writes: "
                          f"choose another")
-
-
-def check_device(parser, args):
-    if args.device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: torch sees no GPU here (torch.cuda.is_available() is "
-                     "False): drop --device to train on the CPU, or check CUDA_VISIBLE_DEVICES and "
-                     "that this torch is built with CUDA")
-    return args
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -1378,7 +1373,7 @@ def demo_train(flags, root):
     print(f"$ python train.py {' '.join(flags)}", flush=True)
     try:
         return demo_scores(train(parse_args(flags)), root)
-    except SystemExit as e:  # a Pool passes Exceptions back to the parent; a SystemExit would hang it
+    except SystemExit as e:  # a Pool passes Exceptions back to the parent; SystemExit would hang it
         raise RuntimeError(f"the {visual_prompt} training stopped: {e}") from None
 
 

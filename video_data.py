@@ -276,7 +276,8 @@ def _to_rgb(frame, **size):
     """
     if getattr(_REFORMATTER, "pid", None) != os.getpid():
         _REFORMATTER.pid, _REFORMATTER.it = os.getpid(), av.video.reformatter.VideoReformatter()
-    rgb = _REFORMATTER.it.reformat(frame, format="rgb24", interpolation="BILINEAR", threads=1, **size)
+    reformat = _REFORMATTER.it.reformat
+    rgb = reformat(frame, format="rgb24", interpolation="BILINEAR", threads=1, **size)
     return upright(rgb.to_ndarray(), frame.rotation)
 
 
