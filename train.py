@@ -847,9 +847,8 @@ class StopRequest:
     Interrupted at once.
 
     A repeated signal changes nothing: under torchrun one Ctrl-C can reach a process twice (from
-    the terminal and from torchrun). DataLoader workers ignore SIGINT
-    (video_data.ignore_stop_signals), so the step in flight still gets its batches; a SIGTERM sent
-    to every process of the job (not just this one) still ends torch's workers, and the run with it.
+    the terminal and from torchrun). DataLoader workers outlive a SIGINT or SIGTERM sent to every
+    process of the job (video_data.ignore_stop_signals), so the step in flight gets its batches.
     """
 
     def __init__(self, ddp):
@@ -1081,9 +1080,11 @@ def optimizer_step(run, batches):
 
 def stop_on_non_finite(run, loss):
     if not math.isfinite(loss):
-        raise SystemExit(f"step {run.step}: the loss is {loss}; stopping. {checkpoint_path(run.args)} (the last good "
-                         f"checkpoint) is intact: continue with --resume after lowering --lr, or with --clip-grad "
-                         f"or --precision fp32")
+        last = checkpoint_path(run.args)
+        raise SystemExit(f"step {run.step}: the loss is {loss}; stopping. {last} (the last good "
+                         f"checkpoint) is intact: --resume repeats its settings; to change them, "
+                         f"start a new run from its weights with --finetune-from {last} and a "
+                         f"lower --lr, --clip-grad or --precision fp32")
 
 
 class Pace:
@@ -1288,13 +1289,19 @@ def demo_classes():
 
 def claim_demo_folder(out):
     """The demo re-creates its own folder (runs/demo) on every run, and refuses any other non-empty one."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise SystemExit(f"--out {out} is a file, not a folder: choose another --out")
     if os.path.isdir(out) and os.listdir(out) and not os.path.isfile(os.path.join(out, DEMO_MARKER)):
         raise SystemExit(f"{out} is not empty and was not written by --demo: choose another --out")
     for name in ("data", *DEMO_PROMPTS):
         shutil.rmtree(os.path.join(out, name), ignore_errors=True)
-    os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, DEMO_MARKER), "w") as f:
-        f.write("written by `python train.py --demo`, which deletes and rewrites this folder on each run\n")
+    try:
+        os.makedirs(out, exist_ok=True)
+        with open(os.path.join(out, DEMO_MARKER), "w") as f:
+            f.write("written by `python train.py --demo`, which deletes and rewrites this folder "
+                    "on each run\n")
+    except OSError as e:
+        raise SystemExit(f"--out {out}: cannot write there ({e.strerror}): choose another --out")
 
 
 def demo_data(root):

@@ -809,11 +809,27 @@ def decode_batch(clips, device):
 
 
 def ignore_stop_signals(worker_id=None):
-    """DataLoader worker_init_fn: a loader worker ignores SIGINT. Ctrl-C in a terminal reaches the
-    whole process group; it is the main process's to handle (train.py finishes the step in flight,
-    saves and exits), and the workers end with their loader. SIGTERM is left to torch's handler:
-    the loader's shutdown stops its workers with SIGTERM, so ignoring it would hang the exit."""
+    """DataLoader worker_init_fn: a loader worker outlives SIGINT and SIGTERM from outside its loader.
+
+    Ctrl-C in a terminal reaches the whole process group, and a scheduler's SIGTERM (SLURM's
+    preemption) every process of the job: stopping is the main process's to handle (train.py
+    finishes the step in flight, saves and exits), and the workers end with their loader. SIGTERM
+    from the loader's own process still ends a worker at once: the loader's shutdown, and Python's
+    exit, stop workers with it (ignoring it outright hung the exit). Torch's handler tells the two
+    apart in the same way, but lets an outside SIGTERM kill the worker, and the step with it.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parent = multiprocessing.parent_process()      # the loader's process, under forkserver too
+    loader = {os.getppid(), parent.pid if parent else os.getppid()}
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    threading.Thread(target=_sigterm_from, args=(loader,), daemon=True).start()
+
+
+def _sigterm_from(loader):
+    """A worker's thread that takes its SIGTERMs (blocked in every thread): exit if the loader's."""
+    while True:
+        if signal.sigwaitinfo({signal.SIGTERM}).si_pid in loader:
+            os._exit(0)            # as torch's handler: a 0 status, so the loader reports no error
 
 
 def collate(items):

@@ -269,7 +269,7 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(data, tmp
         loss = forward_loss(run_, *batch)
         return loss * float("nan") if run_.step == 2 else loss
     monkeypatch.setattr(train, "forward_loss", explode_at_step_3)
-    with pytest.raises(SystemExit, match=r"step 2: the loss is nan.*last.pt"):
+    with pytest.raises(SystemExit, match=r"step 2: the loss is nan.*last.pt.*--finetune-from"):
         run(data, tmp_path, "--epochs", "2")
     checkpoint = torch.load(tmp_path / "last.pt", weights_only=True)
     assert checkpoint["step"] == 2 and not os.path.exists(tmp_path / "last.pt.tmp")
@@ -607,3 +607,5 @@ def test_a_fast_demo_learns(tmp_path, monkeypatch, capsys):
         assert "no curves.png" in printed
     with pytest.raises(SystemExit, match="not written by --demo"):
         train.demo(train.parse_args(["--demo", "--out", str(tmp_path / "transf")]))
+    with pytest.raises(SystemExit, match="is a file, not a folder"):
+        train.demo(train.parse_args(["--demo", "--out", str(tmp_path / "demo.png")]))

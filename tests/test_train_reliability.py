@@ -1,11 +1,12 @@
 """train.py when things go wrong: no finished step lost, no traceback for a user's mistake.
 
-The specifications: Ctrl-C (SIGINT to the process group, DataLoader workers included) and a
-SIGTERM to one process of a 2-process torchrun stop every rank after the same step, write last.pt
-and exit non-zero, and the resumed run ends equal to an uninterrupted one; --save-every bounds what
-a crash loses; every bad flag ends the command before anything is built, with one line naming it;
-damaged checkpoint files get one line from every script; run folders without a checkpoint start
-again, and a finished run says so. Tiny CLIPs and 16 x 16 synthetic videos, as in test_train.py.
+The specifications: Ctrl-C (SIGINT to the process group, DataLoader workers included), a SIGTERM
+to every process of the job, and a SIGTERM to one process of a 2-process torchrun or to all of
+them stop every rank after the same step, write last.pt and exit non-zero, and the resumed run
+ends equal to an uninterrupted one; --save-every bounds what a crash loses; every bad flag ends
+the command before anything is built, with one line naming it; damaged checkpoint files get one
+line from every script; run folders without a checkpoint start again, and a finished run says so.
+Tiny CLIPs and 16 x 16 synthetic videos, as in test_train.py.
 """
 
 import contextlib
@@ -80,10 +81,10 @@ def assert_resumes_to_the_uninterrupted_run(data, tmp_path, stopped, *extra, ato
 # SIGINT, SIGTERM, --save-every
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT])
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_ctrl_c_finishes_the_step_saves_and_resumes_exactly(data, tmp_path, signum):
-    """SIGINT to the whole process group, as a terminal's Ctrl-C: the loader workers get it too,
-    and must not die. (SIGTERM to the whole group still kills torch's workers: see the README.)"""
+    """SIGINT to the whole process group, as a terminal's Ctrl-C, or SIGTERM to every process of
+    the job, as SLURM's preemption: the loader workers get it too, and must not die."""
     out, extra = tmp_path / "stopped", ("--epochs", "50", "--eval-every", "1")
     command = [sys.executable, "train.py", *flags(data, out, *extra, "--workers", "2")]
     status, output = start_and_signal(command, out, lambda p: os.killpg(p.pid, signum))
@@ -102,18 +103,31 @@ def worker_pids(launcher):
     return ranks
 
 
-def test_sigterm_to_one_torchrun_process_stops_every_rank_after_the_same_step(data, tmp_path):
-    """A scheduler's SIGTERM that reaches rank 1 alone: rank 0 learns of it through the per-step
-    all_reduce, writes last.pt, both exit; 1 process continues the run as if it never stopped."""
+def rank_1(process):
+    os.kill(worker_pids(process.pid)[1], signal.SIGTERM)
+
+
+def whole_job(process):
+    os.killpg(process.pid, signal.SIGTERM)
+
+
+@pytest.mark.parametrize("send", [rank_1, whole_job])
+def test_sigterm_under_torchrun_stops_every_rank_after_the_same_step(data, tmp_path, send):
+    """A scheduler's SIGTERM that reaches rank 1 alone (rank 0 learns of it through the per-step
+    all_reduce), or every process of the job, loader workers included (SLURM's preemption):
+    last.pt is written, both exit; 1 process continues the run as if it never stopped."""
     out, extra = tmp_path / "stopped", ("--epochs", "50", *SGD_LIKE)
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
                f"--master_port={free_port()}", "train.py", *flags(data, out, *extra)]
+    if send is whole_job:
+        command += ["--workers", "1"]
     env = dict(os.environ, TORCH_ELASTIC_SHUTDOWN_TIMEOUT="100")  # a rank left behind: a hang
-    rank_1 = lambda p: os.kill(worker_pids(p.pid)[1], signal.SIGTERM)  # noqa: E731
-    status, output = start_and_signal(command, out, rank_1, env)
+    status, output = start_and_signal(command, out, send, env)
     assert status != 0 and "SIGTERM: stopped after step" in output, output[-3000:]
     assert "continue with: torchrun --standalone --nproc_per_node=2 train.py --resume" in output
-    assert "exitcode  : 143" in output                             # rank 1: 128 + SIGTERM
+    assert "DataLoader worker" not in output                       # none was killed
+    if send is rank_1:
+        assert "exitcode  : 143" in output                         # rank 1: 128 + SIGTERM
     assert_resumes_to_the_uninterrupted_run(data, tmp_path, out, *extra, atol=1e-5)
 
 
