@@ -809,7 +809,7 @@ def decode_batch(clips, device):
 
 
 def ignore_stop_signals(worker_id=None):
-    """DataLoader worker_init_fn: a loader worker outlives SIGINT and SIGTERM from outside its loader.
+    """DataLoader worker_init_fn: a worker outlives SIGINT and SIGTERM from outside its loader.
 
     Ctrl-C in a terminal reaches the whole process group, and a scheduler's SIGTERM (SLURM's
     preemption) every process of the job: stopping is the main process's to handle (train.py
