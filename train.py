@@ -648,7 +648,9 @@ def build_optimizer(model, args):
             "params": [], "name": f"{'new' if is_new else 'clip'}{'' if decay else ' no-decay'}",
             "lr_mult": args.new_lr_mult if is_new else 1.0, "weight_decay": args.weight_decay if decay else 0.0})
         group["params"].append(param)
-    return torch.optim.AdamW(list(groups.values()), lr=args.lr, betas=ADAMW_BETAS, eps=args.adam_eps)
+    fused = all(p.device.type in ("cpu", "cuda") for p in model.parameters())  # one kernel per step
+    return torch.optim.AdamW(list(groups.values()), lr=args.lr, betas=ADAMW_BETAS, eps=args.adam_eps,
+                             fused=fused or None)
 
 
 def lr_at(epoch, args):
