@@ -23,6 +23,7 @@ Prepare a dataset once, then read the prepared form transparently:
 This file depends on no sibling file of the project.
 """
 
+
 import argparse
 import bisect
 import collections
@@ -59,9 +60,9 @@ from torchvision.transforms.v2 import functional as TF
 
 log = logging.getLogger("video_data")
 
-# ----------------------------------------------------------------------------------------------------
-# Constants
-# ----------------------------------------------------------------------------------------------------
+
+# --- Constants ------------------------------------------------------------------------------------
+
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # video_data depends on no sibling: its own copy
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -75,411 +76,7 @@ MSC_SCALES = (1, 0.875, 0.75, 0.66)  # TSN multi-scale crop scales, as in the of
 DATASETS = ("ucf101", "hmdb51", "kinetics400", "kinetics600", "kinetics700", "charades", "list", "synthetic")
 
 
-# ----------------------------------------------------------------------------------------------------
-# Decoding
-# ----------------------------------------------------------------------------------------------------
-
-
-class VideoReadError(RuntimeError):
-    """A video (or frame folder) that cannot give the frames asked for; `path` names it."""
-
-    def __init__(self, path, reason=None):  # one argument: the whole message (how DataLoader re-raises)
-        if reason is None and "\n" in path:  # DataLoader's re-raise: the worker's traceback
-            last = path.rstrip().rsplit("\n", 1)[-1]  # 'video_data.VideoReadError: <our message>'
-            path = last.split(": ", 1)[-1]
-        super().__init__(path if reason is None else f"{path}: {reason}")
-        self.path, self.reason = path, reason
-
-    def __reduce__(self):  # rebuilt from (path, reason), so it crosses DataLoader worker boundaries intact
-        return VideoReadError, (self.path, self.reason)
-
-
-class VideoTooShortError(VideoReadError):
-    """The video has fewer frames than asked for; `available` is how many it has."""
-
-    def __init__(self, path, available=None, wanted=None):
-        super().__init__(path, None if available is None else f"has {available} frames, frame {wanted} was asked for")
-        self.available, self.wanted = available, wanted
-
-    def __reduce__(self):
-        return VideoTooShortError, (self.path, self.available, self.wanted)
-
-
-@dataclass(frozen=True)
-class _VideoIndex:
-    """Where the frames and keyframes of one video stream are, read once from its packets.
-
-    Frame i is the i-th frame in presentation order. For constant frame rate video (nearly all),
-    frame i has pts `start + i * step`; otherwise `pts` keeps every frame's pts (sorted).
-    """
-
-    num_frames: int
-    start: int  # pts of frame 0
-    step: float  # pts units per frame
-    pts: tuple | None  # sorted pts of all frames, only when the frame rate is not constant
-    keyframes: tuple  # frame indices of keyframes, ascending
-    key_pts: tuple  # pts of each keyframe: what container.seek(backward=True) finds it by
-
-    def frame_index(self, pts):
-        if self.pts is None:
-            return round((pts - self.start) / self.step)
-        return bisect.bisect_left(self.pts, pts)
-
-    def keyframe_at_or_before(self, i):
-        """Position in `keyframes` of the last keyframe at or before frame i."""
-        return max(bisect.bisect_right(self.keyframes, i) - 1, 0)
-
-
-# (path, size, mtime) -> _VideoIndex, or a frame count (frame folders, videos decoded in order); per
-# process and DataLoader worker. Bounded (~1 KB an entry): rebuilding an index costs ~2 ms, a decode 30+.
-_INDEX_CACHE = collections.OrderedDict()
-INDEX_CACHE_SIZE = 20_000
-
-
-def _cache_key(path):
-    """Cache entries die with the file: a rewritten video gets a new key."""
-    try:
-        st = os.stat(path)
-    except OSError as e:
-        raise VideoReadError(path, f"cannot access ({e.strerror})") from e
-    return path, st.st_size, st.st_mtime_ns
-
-
-def _cached(key, build):
-    """_INDEX_CACHE[key], built by build() on a miss; least recently used entries leave first."""
-    if key in _INDEX_CACHE:
-        _INDEX_CACHE.move_to_end(key)
-    else:
-        _INDEX_CACHE[key] = build()
-        if len(_INDEX_CACHE) > INDEX_CACHE_SIZE:
-            _INDEX_CACHE.popitem(last=False)
-    return _INDEX_CACHE[key]
-
-
-# PyAV < 19 decodes container metadata strictly as UTF-8 and raises on a stray byte unless told to
-# ignore it; PyAV 19 removed the argument and always decodes with surrogateescape (never raises).
-_METADATA_ERRORS = {"metadata_errors": "ignore"} if int(av.__version__.split(".")[0]) < 19 else {}
-
-
-def _open_video(path, threads=0):
-    """Open `path` and return (container, its first video stream) set up for threaded decoding."""
-    if not os.path.isfile(path):
-        raise VideoReadError(path, "no such file")
-    if os.path.getsize(path) == 0:
-        raise VideoReadError(path, "empty file")
-    try:
-        # skip_frame=all: FFmpeg's stream probing need not decode a frame (saves ~2 ms per open); our
-        # own decoder is unaffected. Frames are matched by pts, so a reorder delay found late is harmless.
-        container = av.open(path, options={"skip_frame": "all"}, **_METADATA_ERRORS)
-    except (av.FFmpegError, UnicodeDecodeError) as e:
-        raise VideoReadError(path, f"cannot open ({e})") from e
-    if not container.streams.video:
-        container.close()
-        raise VideoReadError(path, "has no video stream (audio-only?)")
-    stream = container.streams.video[0]
-    stream.thread_type = "AUTO"  # frame + slice threads
-    stream.codec_context.thread_count = threads  # 0 = one per core
-    return container, stream
-
-
-def _packet_table(container, stream):
-    """(pts, is_keyframe) of every frame-carrying packet, demuxed without decoding."""
-    rows = []
-    for p in container.demux(stream):
-        if p.size == 0 or p.is_discard:  # the final flush packet; packets an edit list cuts
-            continue
-        rows.append((p.pts, p.is_keyframe))
-    return rows
-
-
-def _index_from_packets(rows):
-    """Build a _VideoIndex from packet rows, or None when the pts are unusable (decode in order)."""
-    if not rows or any(pts is None for pts, _ in rows):
-        return None
-    pts = np.sort(np.array([r[0] for r in rows], dtype=np.int64))
-    if len(np.unique(pts)) != len(pts):
-        return None
-    n, start = len(pts), int(pts[0])
-    step = (int(pts[-1]) - start) / (n - 1) if n > 1 else 1.0  # measured, not the container's claim
-    cfr = n == 1 or np.array_equal(np.round((pts - start) / step), np.arange(n))
-    index = _VideoIndex(n, start, step, None if cfr else tuple(pts.tolist()), (), ())
-    keys = sorted((index.frame_index(p), p) for p, k in rows if k)
-    if not keys or keys[0][0] != 0:
-        keys.insert(0, (0, start))
-    return _VideoIndex(n, start, step, index.pts, tuple(k for k, _ in keys), tuple(t for _, t in keys))
-
-
-def _build_index(path):
-    """One demux pass over `path` -> _VideoIndex, or the frame count when pts are unusable."""
-    container, stream = _open_video(path)
-    try:
-        rows = _packet_table(container, stream)
-    except av.FFmpegError as e:
-        raise VideoReadError(path, f"cannot demux ({e})") from e
-    finally:
-        container.close()
-    if not rows:
-        raise VideoReadError(path, "has no video frames (empty or truncated)")
-    index = _index_from_packets(rows)
-    return index if index is not None else len(rows)
-
-
-def _video_index(path):
-    """The cached _VideoIndex of a video file (an int frame count: decode it in order)."""
-    return _cached(_cache_key(path), lambda: _build_index(path))
-
-
-def _frame_folder_count(path):
-    return _cached(_cache_key(path), lambda: len(glob.glob(os.path.join(glob.escape(path), FRAME_GLOB))))
-
-
-def _no_frames_reason(folder):
-    """Why a folder gives no frames: what it holds instead, and what a frame folder holds."""
-    try:
-        names = sorted(os.listdir(folder))
-    except OSError as e:
-        return f"cannot be listed ({e.strerror})"
-    found = f"it holds {len(names)} other files, e.g. {names[0]}" if names else "it is empty"
-    return (f"is a folder without {FRAME_GLOB} files ({found}); a frame folder holds JPEGs named "
-            f"{FRAME_NAME.format(1)}, {FRAME_NAME.format(2)}, ... as `video_data.py prepare` "
-            f"writes them")
-
-
-def count_frames(path):
-    """Number of frames in a video file or TSN frame folder, counted once per process and cached.
-
-    Container metadata is not trusted (AVI headers count dropped frames, Matroska has none): the
-    count is the number of frame packets, read by demuxing without decoding (a few ms).
-    """
-    if os.path.isdir(path):
-        return _frame_folder_count(path)
-    index = _video_index(path)
-    return index if isinstance(index, int) else index.num_frames
-
-
-def upright(rgb, rotation):
-    """A decoded (H, W, 3) frame as a player shows it: turned by the container's display rotation
-    (degrees counter-clockwise, PyAV's `frame.rotation`). Phones store portrait video sideways with
-    such a flag; a rotation that is not a multiple of 90 is rounded to one; mirroring is ignored."""
-    turns = round(rotation / 90) % 4
-    return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb  # counter-clockwise turns
-
-
-def _to_rgb(frame, **size):
-    """(H, W, 3) uint8 RGB of a decoded frame, upright (scaled bilinearly to `size`'s width/height
-    before turning, if given).
-
-    The conversion uses a single-threaded swscale context of this thread and process, never PyAV's
-    shared one: PyAV 19 keeps one SwsContext per thread, and FFmpeg 8 gives it a thread pool, so a
-    DataLoader worker forked after its parent converted a frame inherits a pool whose threads do
-    not exist, and hangs on its first frame.
-    """
-    if getattr(_REFORMATTER, "pid", None) != os.getpid():
-        _REFORMATTER.pid, _REFORMATTER.it = os.getpid(), av.video.reformatter.VideoReformatter()
-    reformat = _REFORMATTER.it.reformat
-    rgb = reformat(frame, format="rgb24", interpolation="BILINEAR", threads=1, **size)
-    return upright(rgb.to_ndarray(), frame.rotation)
-
-
-_REFORMATTER = threading.local()  # .pid, .it: one VideoReformatter per thread and process
-
-
-class _NeedInOrder(Exception):
-    """The pts cannot be trusted for seeking (a seek landed past its keyframe, a frame without pts)."""
-
-
-def _h264_length_size(stream):
-    """NAL length-prefix size of an H.264 stream stored AVCC-style (MP4, MKV), else None."""
-    extra = stream.codec_context.extradata
-    if stream.codec_context.name != "h264" or not extra or len(extra) < 5 or extra[0] != 1:
-        return None
-    return (extra[4] & 3) + 1
-
-
-def _h264_is_nonref(packet, length_size):
-    """True when every slice in the packet has nal_ref_idc == 0: no other frame is predicted from
-    it, so it need not be decoded unless wanted (x264's default B-frames are mostly such)."""
-    data, pos, slices = memoryview(packet), 0, 0
-    while pos + length_size < len(data):
-        size = int.from_bytes(data[pos:pos + length_size], "big")
-        header = data[pos + length_size]
-        if header & 0x1F in (1, 5):  # coded slice (non-IDR / IDR); both fields of a field pair count
-            if header >> 5:
-                return False
-            slices += 1
-        pos += length_size + size
-    return slices > 0
-
-
-def _mpeg4_is_nonref(packet):
-    """True when the packet's first VOP is a B-VOP: MPEG-4 Part 2 (Xvid, DivX) never predicts from
-    B-VOPs. A packed-bitstream packet (P- and B-VOP together) starts with its P-VOP: kept."""
-    data = bytes(packet)
-    vop = data.find(b"\x00\x00\x01\xb6")  # VOP start code; the next 2 bits are its coding type
-    return vop >= 0 and vop + 4 < len(data) and data[vop + 4] >> 6 == 2
-
-
-def _nonref_test(stream):
-    """A function telling whether a packet of `stream` is a frame no other frame depends on, or
-    None for codecs where we do not tell (VP9 and others: every packet is decoded)."""
-    length_size = _h264_length_size(stream)
-    if length_size:
-        return lambda packet: _h264_is_nonref(packet, length_size)
-    return _mpeg4_is_nonref if stream.codec_context.name == "mpeg4" else None
-
-
-def _run_frames(container, stream, index, run):
-    """Decoded frames from the current position until the decoder has had every packet that the
-    wanted frames `run` (which share one keyframe) need. Unwanted non-reference frames (H.264, and
-    MPEG-4 Part 2 B-VOPs) are not decoded at all, and once the last packet of `run` is sent the
-    decoder is drained rather than fed more packets to push its reordered output out."""
-    is_nonref, pending = _nonref_test(stream), set(run)
-    for packet in container.demux(stream):
-        i = None if packet.pts is None else index.frame_index(packet.pts)
-        if is_nonref and i is not None and i not in pending and packet.size and is_nonref(packet):
-            continue
-        yield from packet.decode()  # the final empty packet drains the decoder at the end of the stream
-        pending.discard(i)
-        if not pending:
-            yield from stream.codec_context.decode(None)
-            return
-
-
-def _convert_run(frames, index, run, out, start):
-    """Convert the frames of `run` into `out`; False if the frames end first. Frames are matched by
-    pts, never by arrival order. The first frame must not come after `start`, the keyframe sought."""
-    want = set(run)
-    for n, frame in enumerate(frames):
-        if frame.pts is None or (n == 0 and index.frame_index(frame.pts) > start):
-            raise _NeedInOrder
-        i = index.frame_index(frame.pts)
-        if i in want:  # other frames were decoded only because wanted ones depend on them
-            out[i] = _to_rgb(frame)
-            want.discard(i)
-            if not want:
-                return True
-    return False
-
-
-def _read_seeking(container, stream, index, wanted):
-    """Frames `wanted` (sorted, unique) of a video with a usable index. The wanted frames are read
-    in runs that share a keyframe: seek to that keyframe (unless the decoder is there already, at
-    the start), decode forward to the run's last frame, drain."""
-    out, todo = {}, list(wanted)
-    while todo:
-        key = index.keyframe_at_or_before(todo[0])
-        run = [w for w in todo if index.keyframe_at_or_before(w) == key]
-        if out or index.keyframes[key] > 0:
-            container.seek(index.key_pts[key], stream=stream, backward=True, any_frame=False)
-        if not _convert_run(_run_frames(container, stream, index, run), index, run, out, index.keyframes[key]):
-            break  # the stream ended early
-        todo = todo[len(run):]
-    return out, [w for w in todo if w not in out]
-
-
-def _read_in_order(container, stream, wanted):
-    """Frames `wanted` (sorted, unique) by decoding from the start and counting frames."""
-    out, todo = {}, list(wanted)
-    for i, frame in enumerate(container.decode(stream)):
-        if i == todo[0]:
-            out[todo.pop(0)] = _to_rgb(frame)
-            if not todo:
-                break
-    return out, todo
-
-
-def _decode(path, index, wanted, threads):
-    """Open, decode `wanted` (sorted, unique) by seeking (index) or in order (int index), close."""
-    container, stream = _open_video(path, threads)
-    try:
-        if isinstance(index, int):
-            return _read_in_order(container, stream, wanted)
-        return _read_seeking(container, stream, index, wanted)
-    except av.FFmpegError as e:
-        raise VideoReadError(path, f"cannot decode ({e})") from e
-    finally:
-        container.close()
-
-
-def _read_video(path, wanted, threads):
-    """Frames `wanted` (sorted, unique) of a video file as a dict index -> (H, W, 3) uint8 array."""
-    index = _video_index(path)
-    count = index if isinstance(index, int) else index.num_frames
-    if wanted[-1] >= count:
-        raise VideoTooShortError(path, count, wanted[-1])
-    try:
-        out, todo = _decode(path, index, wanted, threads)
-    except _NeedInOrder:
-        _INDEX_CACHE[_cache_key(path)] = count  # from now on, decode this video in order
-        out, todo = _decode(path, count, wanted, threads)
-    if todo:  # the stream ended early: the packets promised more frames than decode
-        raise VideoTooShortError(path, todo[0], todo[0])
-    return out
-
-
-def _check_folder(path, wanted):
-    count = _frame_folder_count(path)
-    if count == 0:
-        raise VideoReadError(path, _no_frames_reason(path))
-    if wanted[-1] >= count:
-        raise VideoTooShortError(path, count, wanted[-1])
-
-
-def _decode_jpegs(data, path=None, device="cpu"):
-    """JPEG files' bytes [(n,) uint8] -> [(3, H, W) uint8 RGB] on `device`, one batched call."""
-    try:
-        with warnings.catch_warnings():  # torchvision 0.29 deprecates its (libjpeg-turbo) codecs
-            warnings.simplefilter("ignore", DeprecationWarning)
-            rgb = torchvision.io.ImageReadMode.RGB
-            return torchvision.io.decode_jpeg(data, mode=rgb, device=device)
-    except (RuntimeError, OSError) as e:
-        raise VideoReadError(path or "a JPEG frame", f"cannot read frames ({e})") from e
-
-
-def read_jpeg_bytes(path, indices):
-    """The JPEG files of frames `indices` (0-based) of a frame folder, undecoded: [(n,) uint8]."""
-    indices = [int(i) for i in indices]
-    _check_folder(path, sorted(set(indices)))
-    try:
-        with warnings.catch_warnings():  # torchvision 0.29 deprecates read_file with its codecs
-            warnings.simplefilter("ignore", DeprecationWarning)
-            files = [os.path.join(path, FRAME_NAME.format(i + 1)) for i in indices]
-            return [torchvision.io.read_file(file) for file in files]
-    except (RuntimeError, OSError) as e:
-        raise VideoReadError(path, f"cannot read frames ({e})") from e
-
-
-def _read_folder(path, wanted):
-    """Frames `wanted` (0-based) of a TSN frame folder (img_00001.jpg is frame 0)."""
-    images = _decode_jpegs(read_jpeg_bytes(path, wanted), path)  # [(3, H, W)]
-    return {i: img.permute(1, 2, 0).numpy() for i, img in zip(wanted, images)}  # (H, W, 3) views
-
-
-def read_frames(path, indices, threads=0):
-    """Exactly the frames at `indices` (0-based, any order, repeats allowed) -> uint8 (T, H, W, 3).
-
-    `path` is a video file (decoded with PyAV, seeking to the keyframe before a wanted frame when
-    that skips work; frames turned upright by the file's display rotation, as a player shows them)
-    or a TSN frame folder. `threads`: decoder threads, 0 = one per core (use 1 in
-    DataLoader workers). Raises VideoReadError (VideoTooShortError if the video ends too soon).
-    """
-    indices = [int(i) for i in indices]
-    if not indices or min(indices) < 0:
-        raise ValueError(f"read_frames({path!r}): indices must be a non-empty list of ints >= 0, got {indices}")
-    wanted = sorted(set(indices))
-    if os.path.isdir(path):
-        out = _read_folder(path, wanted)
-    else:
-        out = _read_video(path, wanted, threads)
-    try:  # numpy stacks: torch.stack of a few frames is slow when intra-op threads share few cores
-        return torch.from_numpy(np.stack([out[i] for i in indices]))  # (T, H, W, 3)
-    except ValueError as e:
-        raise VideoReadError(path, f"frame size changes within the video ({e})") from e
-
-
-# ----------------------------------------------------------------------------------------------------
-# Sampling [Sec. 4.1: segment-based input frame sampling, from TSN]
-# ----------------------------------------------------------------------------------------------------
+# --- Segment sampling [Sec. 4.1] ------------------------------------------------------------------
 
 
 def _segment_bounds(num_frames, num_segments):
@@ -527,9 +124,7 @@ def sample_indices(num_frames, num_segments, mode="train", num_clips=1, generato
     return _test_indices(num_frames, num_segments, num_clips)
 
 
-# ----------------------------------------------------------------------------------------------------
-# Transforms: whole clips, one random draw per video
-# ----------------------------------------------------------------------------------------------------
+# --- Transforms [Sec. 4.1]: whole clips, one random draw per video --------------------------------
 
 
 def _normalise_float(video):
@@ -742,8 +337,8 @@ def test_transform(size, num_crops=1, on_device=False):
 test_transform.__test__ = False  # not a pytest test
 
 
-# ----------------------------------------------------------------------------------------------------
-# The float half of the transforms, batched on the model's device (DataLoader workers stay in uint8)
+# --- Transforms, the float half: batched on the model's device (workers stay in uint8) ------------
+
 
 COLOUR_DRAWS = 10  # jitter on, the order of its 4 adjustments, their 4 factors, grayscale on
 
@@ -763,38 +358,6 @@ class JpegClip(NamedTuple):
     colour: torch.Tensor    # (COLOUR_DRAWS,) float: TrainTransform._colour_draws
 
 
-_JPEG_FRAME_MARKERS = set(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # SOF0-15: not DHT, JPG, DAC
-
-
-def jpeg_size(data):
-    """(width, height) of a JPEG file's bytes, read from its frame header without decoding."""
-    data, at = bytes(data[:65536].numpy()), 2  # headers precede the image data; skip the SOI marker
-    while at + 9 <= len(data) and data[at] == 0xFF:
-        marker, length = data[at + 1], int.from_bytes(data[at + 2:at + 4], "big")
-        if marker in _JPEG_FRAME_MARKERS:  # length, precision, height, width
-            height, width = data[at + 5:at + 7], data[at + 7:at + 9]
-            return int.from_bytes(width, "big"), int.from_bytes(height, "big")
-        at += 2 + length
-    raise VideoReadError("a JPEG frame", "no frame header in its first 64 KiB")
-
-
-def _whole_jpegs(path, files):
-    """The files of a clip decoded later, in a batch on the device, checked now, in the worker, so
-    that a bad folder is replaced like any unreadable video rather than failing the step: each file
-    ends with the JPEG end-of-image marker (trailing zero padding allowed), all of one size."""
-    sizes = set()
-    for i, data in enumerate(files):
-        if not bytes(data[-64:].numpy()).rstrip(b"\0").endswith(b"\xff\xd9"):
-            raise VideoReadError(path, f"frame file {i + 1} of the clip is truncated or not a JPEG")
-        try:
-            sizes.add(jpeg_size(data))
-        except VideoReadError as e:
-            raise VideoReadError(path, f"frame file {i + 1} of the clip: {e}") from None
-    if len(sizes) > 1:
-        raise VideoReadError(path, f"frame size changes within the video ({sorted(sizes)})")
-    return files
-
-
 def decode_batch(clips, device):
     """Collated JpegClips -> uint8 (B, T, 3, S, S) on `device`: every frame of the batch decoded in
     one torchvision.io.decode_jpeg call there (nvJPEG on CUDA), then each video cropped, flipped."""
@@ -806,25 +369,6 @@ def decode_batch(clips, device):
         video = TF.resized_crop(video, top, left, h, w, [size, size], antialias=True)
         videos.append(TF.horizontal_flip(video) if flip else video)
     return torch.stack(videos)                                        # (B, T, 3, S, S)
-
-
-def ignore_stop_signals(worker_id=None):
-    """DataLoader worker_init_fn: a loader worker ignores SIGINT. Ctrl-C in a terminal reaches the
-    whole process group; it is the main process's to handle (train.py finishes the step in flight,
-    saves and exits), and the workers end with their loader. SIGTERM is left to torch's handler:
-    the loader's shutdown stops its workers with SIGTERM, so ignoring it would hang the exit."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def collate(items):
-    """default_collate, except that JpegClips' bytes are concatenated (files differ in length)."""
-    if not isinstance(items[0][0], JpegClip):
-        return torch.utils.data.default_collate(items)
-    clips = [item[0] for item in items]
-    fields = JpegClip._fields[1:]
-    stacked = (torch.stack([getattr(clip, field) for clip in clips]) for field in fields)
-    video = JpegClip(torch.cat([clip.jpegs for clip in clips]), *stacked)
-    return (video, *torch.utils.data.default_collate([item[1:] for item in items]))
 
 
 def _per_video(factors, video):
@@ -896,9 +440,7 @@ def finish_batch(video, device):
     return _normalise_float(video.float() / 255) if video.dtype == torch.uint8 else video
 
 
-# ----------------------------------------------------------------------------------------------------
-# Dataset parsers: each reads the files the dataset itself ships
-# ----------------------------------------------------------------------------------------------------
+# --- The dataset: what a DataLoader sees ----------------------------------------------------------
 
 
 @dataclass
@@ -919,6 +461,640 @@ class DatasetSplit:
     classnames: list
     multilabel: bool = False
     missing: int = 0  # videos listed in the annotations but not found on disk (Kinetics)
+
+
+MAX_REPLACEMENTS = 20  # a training item tries this many other videos before giving up
+
+
+def unreadable_report(num_failed, num_total):
+    """The line an evaluation prints about unreadable videos."""
+    return f"{num_failed} of {num_total} videos could not be read"
+
+
+class FirstTime:
+    """first(key) is True only the first time any process sharing this object asks about `key`:
+    the process that made it and its DataLoader workers, in every epoch (a DataLoader starts new
+    workers each epoch, each with a fresh copy of the dataset, so a set in the dataset forgets).
+    The keys are files created exclusively in a temporary folder, removed when its maker ends."""
+
+    def __init__(self):
+        self.folder = tempfile.mkdtemp(prefix="video_data_seen_")
+        weakref.finalize(self, _remove_own_folder, self.folder, os.getpid())
+
+    def first(self, key):
+        name = hashlib.sha1(key.encode("utf-8", "surrogateescape")).hexdigest()
+        try:
+            os.close(os.open(os.path.join(self.folder, name), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            return False
+        except OSError:  # the folder is gone (a cleaned /tmp): say it again rather than never
+            return True
+        return True
+
+
+def _remove_own_folder(folder, pid):
+    if os.getpid() == pid:  # not from a forked worker's copy
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+class ClipReader:
+    """The sampled uint8 frames (N*T, H, W, 3), clip-major, of a VideoRecord [Sec. 4.1].
+
+    Frame counts come from the record, else count_frames; when a video ends before its packets said
+    (a truncated file, a list that overstates a frame folder), the frames on disk are trusted and
+    the clip resampled once. in_memory=True keeps every decoded video (for tiny datasets).
+    jpeg_bytes=True reads frame folders' JPEG files undecoded: a list of T (n,) uint8 tensors.
+    """
+
+    def __init__(self, num_frames, mode, num_clips=1, in_memory=False, jpeg_bytes=False):
+        self.num_frames, self.mode, self.num_clips, self.in_memory = num_frames, mode, num_clips, in_memory
+        self.jpeg_bytes = jpeg_bytes
+        self._frames, self._counts = {}, {}  # path -> decoded uint8 video; path -> corrected frame count
+
+    def _count(self, record):
+        n = self._counts.get(record.path) or record.num_frames or count_frames(record.path)
+        if n < 1:
+            folder = os.path.isdir(record.path)
+            reason = _no_frames_reason(record.path) if folder else "has no frames"
+            raise VideoReadError(record.path, reason)
+        return n
+
+    def _read(self, record):
+        n = self._count(record)
+        indices = sample_indices(n, self.num_frames, self.mode, self.num_clips)
+        threads = 1 if torch.utils.data.get_worker_info() is not None else 0  # workers are the parallelism
+        if self.jpeg_bytes and os.path.isdir(record.path):
+            return _whole_jpegs(record.path, read_jpeg_bytes(record.path, indices))
+        if not self.in_memory:
+            return read_frames(record.path, indices, threads)
+        if record.path not in self._frames:
+            self._frames[record.path] = read_frames(record.path, range(n), threads)
+        return self._frames[record.path][indices]
+
+    def __call__(self, record):
+        try:
+            return self._read(record)
+        except VideoTooShortError as e:
+            if e.available < 1 or record.path in self._counts:
+                raise
+            self._counts[record.path] = e.available
+            return self._read(record)
+
+
+class VideoDataset(torch.utils.data.Dataset):
+    """Sampled, transformed clips of a DatasetSplit (or a list of VideoRecords) [Sec. 4.1].
+
+    __getitem__(i) -> (video, target, index, ok):
+      train: video (T, 3, S, S). A bad video is replaced by another one (a deterministic choice
+             from `seed` and i), its path logged once (across DataLoader workers and epochs;
+             once per process under torchrun); index is the video returned.
+      test:  video (V, T, 3, S, S), V = num_clips * num_crops, clip-major. A bad video gives zeros
+             of that shape and ok=False; strict=True raises VideoReadError (naming the path) instead.
+      target: int64 class id, or a float multi-hot (C,) for multi-label splits.
+    Annotations are parsed once, before; items only decode. Picklable for DataLoader workers, where
+    decoding uses one thread per worker. Default transforms: train_transform(224), test_transform(224).
+    jpeg_bytes=True (train mode, frame folders): items carry JpegClips, decoded on the model's
+    device by finish_batch; a DataLoader needs collate_fn=collate for them.
+    """
+
+    def __init__(self, split_or_records, num_frames, mode="train", transform=None, num_clips=1, num_crops=1,
+                 strict=False, in_memory=False, seed=0, jpeg_bytes=False):
+        if mode not in ("train", "test"):
+            raise ValueError(f"VideoDataset: mode must be 'train' or 'test', got {mode!r}")
+        split = split_or_records if isinstance(split_or_records, DatasetSplit) else DatasetSplit(list(split_or_records), [])
+        self.records, self.classnames, self.multilabel = split.records, split.classnames, split.multilabel
+        self.num_frames, self.mode, self.strict, self.seed = num_frames, mode, strict, seed
+        self.num_clips, self.num_crops = (1, 1) if mode == "train" else (num_clips, num_crops)
+        if transform is None:
+            transform = train_transform(224) if mode == "train" else test_transform(224, num_crops)
+        self.transform = transform
+        if jpeg_bytes and (mode != "train" or in_memory):
+            raise ValueError("VideoDataset: jpeg_bytes is for training clips read from disk "
+                             "(mode='train', in_memory=False)")
+        self.read = ClipReader(num_frames, mode, self.num_clips, in_memory, jpeg_bytes)
+        self._bad, self._blank = set(), None  # indices found unreadable; zeros for a failed test item
+        self._logged = FirstTime()  # each bad path logged once, whatever the workers and epochs
+
+    def __len__(self):
+        return len(self.records)
+
+    def _target(self, i):
+        label = self.records[i].label
+        if not self.multilabel:
+            return torch.tensor(label, dtype=torch.int64)
+        target = torch.zeros(len(self.classnames))  # (C,) multi-hot
+        target[label] = 1
+        return target
+
+    def _note_bad(self, i, error, action):
+        if self.strict:
+            raise error
+        if i not in self._bad and self._logged.first(self.records[i].path):
+            log.warning("unreadable video (%s): %s", action, error)
+        self._bad.add(i)
+
+    def _train_item(self, i):
+        rng = random.Random(self.seed * 1_000_003 + i)  # replacements: a fixed order per (seed, i)
+        for j in [i] + [rng.randrange(len(self.records)) for _ in range(MAX_REPLACEMENTS)]:
+            if j not in self._bad:
+                try:
+                    return self.transform(self.read(self.records[j])), self._target(j), j, True
+                except VideoReadError as e:
+                    self._note_bad(j, e, "replaced by another training video")
+        raise RuntimeError(f"VideoDataset: video {i} and {MAX_REPLACEMENTS} replacements could not be read; "
+                           f"check the dataset root (first: {self.records[i].path})")
+
+    def _views(self, frames):
+        """uint8 (N*T, H, W, 3) -> (V, T, 3, S, S): each clip transformed, crops flattened in."""
+        clips = frames.view(self.num_clips, self.num_frames, *frames.shape[1:])  # (N, T, H, W, 3)
+        views = torch.stack([self.transform(clip) for clip in clips])  # (N, [3,] T, 3, S, S)
+        views = views.flatten(0, 1) if views.ndim == 6 else views
+        if len(views) != self.num_clips * self.num_crops:
+            raise ValueError(f"VideoDataset: transform gave {len(views) // self.num_clips} crops per clip, "
+                             f"num_crops={self.num_crops}; pass test_transform(size, num_crops={self.num_crops})")
+        return views
+
+    def _test_item(self, i):
+        try:
+            return self._views(self.read(self.records[i])), self._target(i), i, True
+        except VideoReadError as e:
+            self._note_bad(i, e, "counted as failed")
+            if self._blank is None:  # zeros shaped like a view, found by transforming a black clip once
+                self._blank = torch.zeros_like(self._views(torch.zeros(
+                    self.num_clips * self.num_frames, 256, 256, 3, dtype=torch.uint8)))
+            return self._blank.clone(), self._target(i), i, False
+
+    def __getitem__(self, i):
+        return self._train_item(i) if self.mode == "train" else self._test_item(i)
+
+
+def collate(items):
+    """default_collate, except that JpegClips' bytes are concatenated (files differ in length)."""
+    if not isinstance(items[0][0], JpegClip):
+        return torch.utils.data.default_collate(items)
+    clips = [item[0] for item in items]
+    fields = JpegClip._fields[1:]
+    stacked = (torch.stack([getattr(clip, field) for clip in clips]) for field in fields)
+    video = JpegClip(torch.cat([clip.jpegs for clip in clips]), *stacked)
+    return (video, *torch.utils.data.default_collate([item[1:] for item in items]))
+
+
+def ignore_stop_signals(worker_id=None):
+    """DataLoader worker_init_fn: a loader worker ignores SIGINT. Ctrl-C in a terminal reaches the
+    whole process group; it is the main process's to handle (train.py finishes the step in flight,
+    saves and exits), and the workers end with their loader. SIGTERM is left to torch's handler:
+    the loader's shutdown stops its workers with SIGTERM, so ignoring it would hang the exit."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+# --- Decoding, the interface: read_frames, count_frames and their errors --------------------------
+
+
+class VideoReadError(RuntimeError):
+    """A video (or frame folder) that cannot give the frames asked for; `path` names it."""
+
+    def __init__(self, path, reason=None):  # one argument: the whole message (how DataLoader re-raises)
+        if reason is None and "\n" in path:  # DataLoader's re-raise: the worker's traceback
+            last = path.rstrip().rsplit("\n", 1)[-1]  # 'video_data.VideoReadError: <our message>'
+            path = last.split(": ", 1)[-1]
+        super().__init__(path if reason is None else f"{path}: {reason}")
+        self.path, self.reason = path, reason
+
+    def __reduce__(self):  # rebuilt from (path, reason), so it crosses DataLoader worker boundaries intact
+        return VideoReadError, (self.path, self.reason)
+
+
+class VideoTooShortError(VideoReadError):
+    """The video has fewer frames than asked for; `available` is how many it has."""
+
+    def __init__(self, path, available=None, wanted=None):
+        super().__init__(path, None if available is None else f"has {available} frames, frame {wanted} was asked for")
+        self.available, self.wanted = available, wanted
+
+    def __reduce__(self):
+        return VideoTooShortError, (self.path, self.available, self.wanted)
+
+
+def count_frames(path):
+    """Number of frames in a video file or TSN frame folder, counted once per process and cached.
+
+    Container metadata is not trusted (AVI headers count dropped frames, Matroska has none): the
+    count is the number of frame packets, read by demuxing without decoding (a few ms).
+    """
+    if os.path.isdir(path):
+        return _frame_folder_count(path)
+    index = _video_index(path)
+    return index if isinstance(index, int) else index.num_frames
+
+
+def read_frames(path, indices, threads=0):
+    """Exactly the frames at `indices` (0-based, any order, repeats allowed) -> uint8 (T, H, W, 3).
+
+    `path` is a video file (decoded with PyAV, seeking to the keyframe before a wanted frame when
+    that skips work; frames turned upright by the file's display rotation, as a player shows them)
+    or a TSN frame folder. `threads`: decoder threads, 0 = one per core (use 1 in
+    DataLoader workers). Raises VideoReadError (VideoTooShortError if the video ends too soon).
+    """
+    indices = [int(i) for i in indices]
+    if not indices or min(indices) < 0:
+        raise ValueError(f"read_frames({path!r}): indices must be a non-empty list of ints >= 0, got {indices}")
+    wanted = sorted(set(indices))
+    if os.path.isdir(path):
+        out = _read_folder(path, wanted)
+    else:
+        out = _read_video(path, wanted, threads)
+    try:  # numpy stacks: torch.stack of a few frames is slow when intra-op threads share few cores
+        return torch.from_numpy(np.stack([out[i] for i in indices]))  # (T, H, W, 3)
+    except ValueError as e:
+        raise VideoReadError(path, f"frame size changes within the video ({e})") from e
+
+
+def read_jpeg_bytes(path, indices):
+    """The JPEG files of frames `indices` (0-based) of a frame folder, undecoded: [(n,) uint8]."""
+    indices = [int(i) for i in indices]
+    _check_folder(path, sorted(set(indices)))
+    try:
+        with warnings.catch_warnings():  # torchvision 0.29 deprecates read_file with its codecs
+            warnings.simplefilter("ignore", DeprecationWarning)
+            files = [os.path.join(path, FRAME_NAME.format(i + 1)) for i in indices]
+            return [torchvision.io.read_file(file) for file in files]
+    except (RuntimeError, OSError) as e:
+        raise VideoReadError(path, f"cannot read frames ({e})") from e
+
+
+# --- Decoding machinery: a frame index from one demux pass, cached --------------------------------
+
+
+@dataclass(frozen=True)
+class _VideoIndex:
+    """Where the frames and keyframes of one video stream are, read once from its packets.
+
+    Frame i is the i-th frame in presentation order. For constant frame rate video (nearly all),
+    frame i has pts `start + i * step`; otherwise `pts` keeps every frame's pts (sorted).
+    """
+
+    num_frames: int
+    start: int  # pts of frame 0
+    step: float  # pts units per frame
+    pts: tuple | None  # sorted pts of all frames, only when the frame rate is not constant
+    keyframes: tuple  # frame indices of keyframes, ascending
+    key_pts: tuple  # pts of each keyframe: what container.seek(backward=True) finds it by
+
+    def frame_index(self, pts):
+        if self.pts is None:
+            return round((pts - self.start) / self.step)
+        return bisect.bisect_left(self.pts, pts)
+
+    def keyframe_at_or_before(self, i):
+        """Position in `keyframes` of the last keyframe at or before frame i."""
+        return max(bisect.bisect_right(self.keyframes, i) - 1, 0)
+
+
+# (path, size, mtime) -> _VideoIndex, or a frame count (frame folders, videos decoded in order); per
+# process and DataLoader worker. Bounded (~1 KB an entry): rebuilding an index costs ~2 ms, a decode 30+.
+_INDEX_CACHE = collections.OrderedDict()
+INDEX_CACHE_SIZE = 20_000
+
+
+def _cache_key(path):
+    """Cache entries die with the file: a rewritten video gets a new key."""
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise VideoReadError(path, f"cannot access ({e.strerror})") from e
+    return path, st.st_size, st.st_mtime_ns
+
+
+def _cached(key, build):
+    """_INDEX_CACHE[key], built by build() on a miss; least recently used entries leave first."""
+    if key in _INDEX_CACHE:
+        _INDEX_CACHE.move_to_end(key)
+    else:
+        _INDEX_CACHE[key] = build()
+        if len(_INDEX_CACHE) > INDEX_CACHE_SIZE:
+            _INDEX_CACHE.popitem(last=False)
+    return _INDEX_CACHE[key]
+
+
+# PyAV < 19 decodes container metadata strictly as UTF-8 and raises on a stray byte unless told to
+# ignore it; PyAV 19 removed the argument and always decodes with surrogateescape (never raises).
+_METADATA_ERRORS = {"metadata_errors": "ignore"} if int(av.__version__.split(".")[0]) < 19 else {}
+
+
+def _open_video(path, threads=0):
+    """Open `path` and return (container, its first video stream) set up for threaded decoding."""
+    if not os.path.isfile(path):
+        raise VideoReadError(path, "no such file")
+    if os.path.getsize(path) == 0:
+        raise VideoReadError(path, "empty file")
+    try:
+        # skip_frame=all: FFmpeg's stream probing need not decode a frame (saves ~2 ms per open); our
+        # own decoder is unaffected. Frames are matched by pts, so a reorder delay found late is harmless.
+        container = av.open(path, options={"skip_frame": "all"}, **_METADATA_ERRORS)
+    except (av.FFmpegError, UnicodeDecodeError) as e:
+        raise VideoReadError(path, f"cannot open ({e})") from e
+    if not container.streams.video:
+        container.close()
+        raise VideoReadError(path, "has no video stream (audio-only?)")
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"  # frame + slice threads
+    stream.codec_context.thread_count = threads  # 0 = one per core
+    return container, stream
+
+
+def _packet_table(container, stream):
+    """(pts, is_keyframe) of every frame-carrying packet, demuxed without decoding."""
+    rows = []
+    for p in container.demux(stream):
+        if p.size == 0 or p.is_discard:  # the final flush packet; packets an edit list cuts
+            continue
+        rows.append((p.pts, p.is_keyframe))
+    return rows
+
+
+def _index_from_packets(rows):
+    """Build a _VideoIndex from packet rows, or None when the pts are unusable (decode in order)."""
+    if not rows or any(pts is None for pts, _ in rows):
+        return None
+    pts = np.sort(np.array([r[0] for r in rows], dtype=np.int64))
+    if len(np.unique(pts)) != len(pts):
+        return None
+    n, start = len(pts), int(pts[0])
+    step = (int(pts[-1]) - start) / (n - 1) if n > 1 else 1.0  # measured, not the container's claim
+    cfr = n == 1 or np.array_equal(np.round((pts - start) / step), np.arange(n))
+    index = _VideoIndex(n, start, step, None if cfr else tuple(pts.tolist()), (), ())
+    keys = sorted((index.frame_index(p), p) for p, k in rows if k)
+    if not keys or keys[0][0] != 0:
+        keys.insert(0, (0, start))
+    return _VideoIndex(n, start, step, index.pts, tuple(k for k, _ in keys), tuple(t for _, t in keys))
+
+
+def _build_index(path):
+    """One demux pass over `path` -> _VideoIndex, or the frame count when pts are unusable."""
+    container, stream = _open_video(path)
+    try:
+        rows = _packet_table(container, stream)
+    except av.FFmpegError as e:
+        raise VideoReadError(path, f"cannot demux ({e})") from e
+    finally:
+        container.close()
+    if not rows:
+        raise VideoReadError(path, "has no video frames (empty or truncated)")
+    index = _index_from_packets(rows)
+    return index if index is not None else len(rows)
+
+
+def _video_index(path):
+    """The cached _VideoIndex of a video file (an int frame count: decode it in order)."""
+    return _cached(_cache_key(path), lambda: _build_index(path))
+
+
+# --- Decoding machinery: a decoded frame as upright RGB -------------------------------------------
+
+
+def upright(rgb, rotation):
+    """A decoded (H, W, 3) frame as a player shows it: turned by the container's display rotation
+    (degrees counter-clockwise, PyAV's `frame.rotation`). Phones store portrait video sideways with
+    such a flag; a rotation that is not a multiple of 90 is rounded to one; mirroring is ignored."""
+    turns = round(rotation / 90) % 4
+    return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb  # counter-clockwise turns
+
+
+def _to_rgb(frame, **size):
+    """(H, W, 3) uint8 RGB of a decoded frame, upright (scaled bilinearly to `size`'s width/height
+    before turning, if given).
+
+    The conversion uses a single-threaded swscale context of this thread and process, never PyAV's
+    shared one: PyAV 19 keeps one SwsContext per thread, and FFmpeg 8 gives it a thread pool, so a
+    DataLoader worker forked after its parent converted a frame inherits a pool whose threads do
+    not exist, and hangs on its first frame.
+    """
+    if getattr(_REFORMATTER, "pid", None) != os.getpid():
+        _REFORMATTER.pid, _REFORMATTER.it = os.getpid(), av.video.reformatter.VideoReformatter()
+    reformat = _REFORMATTER.it.reformat
+    rgb = reformat(frame, format="rgb24", interpolation="BILINEAR", threads=1, **size)
+    return upright(rgb.to_ndarray(), frame.rotation)
+
+
+_REFORMATTER = threading.local()  # .pid, .it: one VideoReformatter per thread and process
+
+
+# --- Decoding machinery: packets no other frame depends on (H.264, MPEG-4 Part 2) -----------------
+
+
+def _h264_length_size(stream):
+    """NAL length-prefix size of an H.264 stream stored AVCC-style (MP4, MKV), else None."""
+    extra = stream.codec_context.extradata
+    if stream.codec_context.name != "h264" or not extra or len(extra) < 5 or extra[0] != 1:
+        return None
+    return (extra[4] & 3) + 1
+
+
+def _h264_is_nonref(packet, length_size):
+    """True when every slice in the packet has nal_ref_idc == 0: no other frame is predicted from
+    it, so it need not be decoded unless wanted (x264's default B-frames are mostly such)."""
+    data, pos, slices = memoryview(packet), 0, 0
+    while pos + length_size < len(data):
+        size = int.from_bytes(data[pos:pos + length_size], "big")
+        header = data[pos + length_size]
+        if header & 0x1F in (1, 5):  # coded slice (non-IDR / IDR); both fields of a field pair count
+            if header >> 5:
+                return False
+            slices += 1
+        pos += length_size + size
+    return slices > 0
+
+
+def _mpeg4_is_nonref(packet):
+    """True when the packet's first VOP is a B-VOP: MPEG-4 Part 2 (Xvid, DivX) never predicts from
+    B-VOPs. A packed-bitstream packet (P- and B-VOP together) starts with its P-VOP: kept."""
+    data = bytes(packet)
+    vop = data.find(b"\x00\x00\x01\xb6")  # VOP start code; the next 2 bits are its coding type
+    return vop >= 0 and vop + 4 < len(data) and data[vop + 4] >> 6 == 2
+
+
+def _nonref_test(stream):
+    """A function telling whether a packet of `stream` is a frame no other frame depends on, or
+    None for codecs where we do not tell (VP9 and others: every packet is decoded)."""
+    length_size = _h264_length_size(stream)
+    if length_size:
+        return lambda packet: _h264_is_nonref(packet, length_size)
+    return _mpeg4_is_nonref if stream.codec_context.name == "mpeg4" else None
+
+
+# --- Decoding machinery: seek to the keyframe before a run of frames, or decode in order ----------
+
+
+class _NeedInOrder(Exception):
+    """The pts cannot be trusted for seeking (a seek landed past its keyframe, a frame without pts)."""
+
+
+def _run_frames(container, stream, index, run):
+    """Decoded frames from the current position until the decoder has had every packet that the
+    wanted frames `run` (which share one keyframe) need. Unwanted non-reference frames (H.264, and
+    MPEG-4 Part 2 B-VOPs) are not decoded at all, and once the last packet of `run` is sent the
+    decoder is drained rather than fed more packets to push its reordered output out."""
+    is_nonref, pending = _nonref_test(stream), set(run)
+    for packet in container.demux(stream):
+        i = None if packet.pts is None else index.frame_index(packet.pts)
+        if is_nonref and i is not None and i not in pending and packet.size and is_nonref(packet):
+            continue
+        yield from packet.decode()  # the final empty packet drains the decoder at the end of the stream
+        pending.discard(i)
+        if not pending:
+            yield from stream.codec_context.decode(None)
+            return
+
+
+def _convert_run(frames, index, run, out, start):
+    """Convert the frames of `run` into `out`; False if the frames end first. Frames are matched by
+    pts, never by arrival order. The first frame must not come after `start`, the keyframe sought."""
+    want = set(run)
+    for n, frame in enumerate(frames):
+        if frame.pts is None or (n == 0 and index.frame_index(frame.pts) > start):
+            raise _NeedInOrder
+        i = index.frame_index(frame.pts)
+        if i in want:  # other frames were decoded only because wanted ones depend on them
+            out[i] = _to_rgb(frame)
+            want.discard(i)
+            if not want:
+                return True
+    return False
+
+
+def _read_seeking(container, stream, index, wanted):
+    """Frames `wanted` (sorted, unique) of a video with a usable index. The wanted frames are read
+    in runs that share a keyframe: seek to that keyframe (unless the decoder is there already, at
+    the start), decode forward to the run's last frame, drain."""
+    out, todo = {}, list(wanted)
+    while todo:
+        key = index.keyframe_at_or_before(todo[0])
+        run = [w for w in todo if index.keyframe_at_or_before(w) == key]
+        if out or index.keyframes[key] > 0:
+            container.seek(index.key_pts[key], stream=stream, backward=True, any_frame=False)
+        if not _convert_run(_run_frames(container, stream, index, run), index, run, out, index.keyframes[key]):
+            break  # the stream ended early
+        todo = todo[len(run):]
+    return out, [w for w in todo if w not in out]
+
+
+def _read_in_order(container, stream, wanted):
+    """Frames `wanted` (sorted, unique) by decoding from the start and counting frames."""
+    out, todo = {}, list(wanted)
+    for i, frame in enumerate(container.decode(stream)):
+        if i == todo[0]:
+            out[todo.pop(0)] = _to_rgb(frame)
+            if not todo:
+                break
+    return out, todo
+
+
+def _decode(path, index, wanted, threads):
+    """Open, decode `wanted` (sorted, unique) by seeking (index) or in order (int index), close."""
+    container, stream = _open_video(path, threads)
+    try:
+        if isinstance(index, int):
+            return _read_in_order(container, stream, wanted)
+        return _read_seeking(container, stream, index, wanted)
+    except av.FFmpegError as e:
+        raise VideoReadError(path, f"cannot decode ({e})") from e
+    finally:
+        container.close()
+
+
+def _read_video(path, wanted, threads):
+    """Frames `wanted` (sorted, unique) of a video file as a dict index -> (H, W, 3) uint8 array."""
+    index = _video_index(path)
+    count = index if isinstance(index, int) else index.num_frames
+    if wanted[-1] >= count:
+        raise VideoTooShortError(path, count, wanted[-1])
+    try:
+        out, todo = _decode(path, index, wanted, threads)
+    except _NeedInOrder:
+        _INDEX_CACHE[_cache_key(path)] = count  # from now on, decode this video in order
+        out, todo = _decode(path, count, wanted, threads)
+    if todo:  # the stream ended early: the packets promised more frames than decode
+        raise VideoTooShortError(path, todo[0], todo[0])
+    return out
+
+
+# --- Decoding machinery: JPEG frame folders -------------------------------------------------------
+
+
+def _frame_folder_count(path):
+    return _cached(_cache_key(path), lambda: len(glob.glob(os.path.join(glob.escape(path), FRAME_GLOB))))
+
+
+def _no_frames_reason(folder):
+    """Why a folder gives no frames: what it holds instead, and what a frame folder holds."""
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError as e:
+        return f"cannot be listed ({e.strerror})"
+    found = f"it holds {len(names)} other files, e.g. {names[0]}" if names else "it is empty"
+    return (f"is a folder without {FRAME_GLOB} files ({found}); a frame folder holds JPEGs named "
+            f"{FRAME_NAME.format(1)}, {FRAME_NAME.format(2)}, ... as `video_data.py prepare` "
+            f"writes them")
+
+
+def _check_folder(path, wanted):
+    count = _frame_folder_count(path)
+    if count == 0:
+        raise VideoReadError(path, _no_frames_reason(path))
+    if wanted[-1] >= count:
+        raise VideoTooShortError(path, count, wanted[-1])
+
+
+def _decode_jpegs(data, path=None, device="cpu"):
+    """JPEG files' bytes [(n,) uint8] -> [(3, H, W) uint8 RGB] on `device`, one batched call."""
+    try:
+        with warnings.catch_warnings():  # torchvision 0.29 deprecates its (libjpeg-turbo) codecs
+            warnings.simplefilter("ignore", DeprecationWarning)
+            rgb = torchvision.io.ImageReadMode.RGB
+            return torchvision.io.decode_jpeg(data, mode=rgb, device=device)
+    except (RuntimeError, OSError) as e:
+        raise VideoReadError(path or "a JPEG frame", f"cannot read frames ({e})") from e
+
+
+def _read_folder(path, wanted):
+    """Frames `wanted` (0-based) of a TSN frame folder (img_00001.jpg is frame 0)."""
+    images = _decode_jpegs(read_jpeg_bytes(path, wanted), path)  # [(3, H, W)]
+    return {i: img.permute(1, 2, 0).numpy() for i, img in zip(wanted, images)}  # (H, W, 3) views
+
+
+_JPEG_FRAME_MARKERS = set(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # SOF0-15: not DHT, JPG, DAC
+
+
+def jpeg_size(data):
+    """(width, height) of a JPEG file's bytes, read from its frame header without decoding."""
+    data, at = bytes(data[:65536].numpy()), 2  # headers precede the image data; skip the SOI marker
+    while at + 9 <= len(data) and data[at] == 0xFF:
+        marker, length = data[at + 1], int.from_bytes(data[at + 2:at + 4], "big")
+        if marker in _JPEG_FRAME_MARKERS:  # length, precision, height, width
+            height, width = data[at + 5:at + 7], data[at + 7:at + 9]
+            return int.from_bytes(width, "big"), int.from_bytes(height, "big")
+        at += 2 + length
+    raise VideoReadError("a JPEG frame", "no frame header in its first 64 KiB")
+
+
+def _whole_jpegs(path, files):
+    """The files of a clip decoded later, in a batch on the device, checked now, in the worker, so
+    that a bad folder is replaced like any unreadable video rather than failing the step: each file
+    ends with the JPEG end-of-image marker (trailing zero padding allowed), all of one size."""
+    sizes = set()
+    for i, data in enumerate(files):
+        if not bytes(data[-64:].numpy()).rstrip(b"\0").endswith(b"\xff\xd9"):
+            raise VideoReadError(path, f"frame file {i + 1} of the clip is truncated or not a JPEG")
+        try:
+            sizes.add(jpeg_size(data))
+        except VideoReadError as e:
+            raise VideoReadError(path, f"frame file {i + 1} of the clip: {e}") from None
+    if len(sizes) > 1:
+        raise VideoReadError(path, f"frame size changes within the video ({sorted(sizes)})")
+    return files
+
+
+# --- Dataset parsers: each reads the files the dataset itself ships -------------------------------
 
 
 def _require(path, what):
@@ -1305,178 +1481,8 @@ def load_split(dataset, root, split="train", fold=1, prepared=None, **kw):
     return _use_prepared(out, root, prepared) if prepared else out
 
 
-# ----------------------------------------------------------------------------------------------------
-# Dataset
-# ----------------------------------------------------------------------------------------------------
+# --- Synthetic action videos: coloured shapes that move (the demo and the tests) ------------------
 
-MAX_REPLACEMENTS = 20  # a training item tries this many other videos before giving up
-
-
-def unreadable_report(num_failed, num_total):
-    """The line an evaluation prints about unreadable videos."""
-    return f"{num_failed} of {num_total} videos could not be read"
-
-
-class FirstTime:
-    """first(key) is True only the first time any process sharing this object asks about `key`:
-    the process that made it and its DataLoader workers, in every epoch (a DataLoader starts new
-    workers each epoch, each with a fresh copy of the dataset, so a set in the dataset forgets).
-    The keys are files created exclusively in a temporary folder, removed when its maker ends."""
-
-    def __init__(self):
-        self.folder = tempfile.mkdtemp(prefix="video_data_seen_")
-        weakref.finalize(self, _remove_own_folder, self.folder, os.getpid())
-
-    def first(self, key):
-        name = hashlib.sha1(key.encode("utf-8", "surrogateescape")).hexdigest()
-        try:
-            os.close(os.open(os.path.join(self.folder, name), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-        except FileExistsError:
-            return False
-        except OSError:  # the folder is gone (a cleaned /tmp): say it again rather than never
-            return True
-        return True
-
-
-def _remove_own_folder(folder, pid):
-    if os.getpid() == pid:  # not from a forked worker's copy
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-class ClipReader:
-    """The sampled uint8 frames (N*T, H, W, 3), clip-major, of a VideoRecord [Sec. 4.1].
-
-    Frame counts come from the record, else count_frames; when a video ends before its packets said
-    (a truncated file, a list that overstates a frame folder), the frames on disk are trusted and
-    the clip resampled once. in_memory=True keeps every decoded video (for tiny datasets).
-    jpeg_bytes=True reads frame folders' JPEG files undecoded: a list of T (n,) uint8 tensors.
-    """
-
-    def __init__(self, num_frames, mode, num_clips=1, in_memory=False, jpeg_bytes=False):
-        self.num_frames, self.mode, self.num_clips, self.in_memory = num_frames, mode, num_clips, in_memory
-        self.jpeg_bytes = jpeg_bytes
-        self._frames, self._counts = {}, {}  # path -> decoded uint8 video; path -> corrected frame count
-
-    def _count(self, record):
-        n = self._counts.get(record.path) or record.num_frames or count_frames(record.path)
-        if n < 1:
-            folder = os.path.isdir(record.path)
-            reason = _no_frames_reason(record.path) if folder else "has no frames"
-            raise VideoReadError(record.path, reason)
-        return n
-
-    def _read(self, record):
-        n = self._count(record)
-        indices = sample_indices(n, self.num_frames, self.mode, self.num_clips)
-        threads = 1 if torch.utils.data.get_worker_info() is not None else 0  # workers are the parallelism
-        if self.jpeg_bytes and os.path.isdir(record.path):
-            return _whole_jpegs(record.path, read_jpeg_bytes(record.path, indices))
-        if not self.in_memory:
-            return read_frames(record.path, indices, threads)
-        if record.path not in self._frames:
-            self._frames[record.path] = read_frames(record.path, range(n), threads)
-        return self._frames[record.path][indices]
-
-    def __call__(self, record):
-        try:
-            return self._read(record)
-        except VideoTooShortError as e:
-            if e.available < 1 or record.path in self._counts:
-                raise
-            self._counts[record.path] = e.available
-            return self._read(record)
-
-
-class VideoDataset(torch.utils.data.Dataset):
-    """Sampled, transformed clips of a DatasetSplit (or a list of VideoRecords) [Sec. 4.1].
-
-    __getitem__(i) -> (video, target, index, ok):
-      train: video (T, 3, S, S). A bad video is replaced by another one (a deterministic choice
-             from `seed` and i), its path logged once (across DataLoader workers and epochs;
-             once per process under torchrun); index is the video returned.
-      test:  video (V, T, 3, S, S), V = num_clips * num_crops, clip-major. A bad video gives zeros
-             of that shape and ok=False; strict=True raises VideoReadError (naming the path) instead.
-      target: int64 class id, or a float multi-hot (C,) for multi-label splits.
-    Annotations are parsed once, before; items only decode. Picklable for DataLoader workers, where
-    decoding uses one thread per worker. Default transforms: train_transform(224), test_transform(224).
-    jpeg_bytes=True (train mode, frame folders): items carry JpegClips, decoded on the model's
-    device by finish_batch; a DataLoader needs collate_fn=collate for them.
-    """
-
-    def __init__(self, split_or_records, num_frames, mode="train", transform=None, num_clips=1, num_crops=1,
-                 strict=False, in_memory=False, seed=0, jpeg_bytes=False):
-        if mode not in ("train", "test"):
-            raise ValueError(f"VideoDataset: mode must be 'train' or 'test', got {mode!r}")
-        split = split_or_records if isinstance(split_or_records, DatasetSplit) else DatasetSplit(list(split_or_records), [])
-        self.records, self.classnames, self.multilabel = split.records, split.classnames, split.multilabel
-        self.num_frames, self.mode, self.strict, self.seed = num_frames, mode, strict, seed
-        self.num_clips, self.num_crops = (1, 1) if mode == "train" else (num_clips, num_crops)
-        if transform is None:
-            transform = train_transform(224) if mode == "train" else test_transform(224, num_crops)
-        self.transform = transform
-        if jpeg_bytes and (mode != "train" or in_memory):
-            raise ValueError("VideoDataset: jpeg_bytes is for training clips read from disk "
-                             "(mode='train', in_memory=False)")
-        self.read = ClipReader(num_frames, mode, self.num_clips, in_memory, jpeg_bytes)
-        self._bad, self._blank = set(), None  # indices found unreadable; zeros for a failed test item
-        self._logged = FirstTime()  # each bad path logged once, whatever the workers and epochs
-
-    def __len__(self):
-        return len(self.records)
-
-    def _target(self, i):
-        label = self.records[i].label
-        if not self.multilabel:
-            return torch.tensor(label, dtype=torch.int64)
-        target = torch.zeros(len(self.classnames))  # (C,) multi-hot
-        target[label] = 1
-        return target
-
-    def _note_bad(self, i, error, action):
-        if self.strict:
-            raise error
-        if i not in self._bad and self._logged.first(self.records[i].path):
-            log.warning("unreadable video (%s): %s", action, error)
-        self._bad.add(i)
-
-    def _train_item(self, i):
-        rng = random.Random(self.seed * 1_000_003 + i)  # replacements: a fixed order per (seed, i)
-        for j in [i] + [rng.randrange(len(self.records)) for _ in range(MAX_REPLACEMENTS)]:
-            if j not in self._bad:
-                try:
-                    return self.transform(self.read(self.records[j])), self._target(j), j, True
-                except VideoReadError as e:
-                    self._note_bad(j, e, "replaced by another training video")
-        raise RuntimeError(f"VideoDataset: video {i} and {MAX_REPLACEMENTS} replacements could not be read; "
-                           f"check the dataset root (first: {self.records[i].path})")
-
-    def _views(self, frames):
-        """uint8 (N*T, H, W, 3) -> (V, T, 3, S, S): each clip transformed, crops flattened in."""
-        clips = frames.view(self.num_clips, self.num_frames, *frames.shape[1:])  # (N, T, H, W, 3)
-        views = torch.stack([self.transform(clip) for clip in clips])  # (N, [3,] T, 3, S, S)
-        views = views.flatten(0, 1) if views.ndim == 6 else views
-        if len(views) != self.num_clips * self.num_crops:
-            raise ValueError(f"VideoDataset: transform gave {len(views) // self.num_clips} crops per clip, "
-                             f"num_crops={self.num_crops}; pass test_transform(size, num_crops={self.num_crops})")
-        return views
-
-    def _test_item(self, i):
-        try:
-            return self._views(self.read(self.records[i])), self._target(i), i, True
-        except VideoReadError as e:
-            self._note_bad(i, e, "counted as failed")
-            if self._blank is None:  # zeros shaped like a view, found by transforming a black clip once
-                self._blank = torch.zeros_like(self._views(torch.zeros(
-                    self.num_clips * self.num_frames, 256, 256, 3, dtype=torch.uint8)))
-            return self._blank.clone(), self._target(i), i, False
-
-    def __getitem__(self, i):
-        return self._train_item(i) if self.mode == "train" else self._test_item(i)
-
-
-# ----------------------------------------------------------------------------------------------------
-# Synthetic action videos: coloured shapes that move (the demo and the tests)
-# ----------------------------------------------------------------------------------------------------
 
 COLOURS = ("red", "green", "blue", "yellow")
 SHAPES = ("circle", "square", "triangle")
@@ -1601,9 +1607,7 @@ def make_synthetic_dataset(root, classes, videos_per_class, num_frames=16, size=
     return list_file
 
 
-# ----------------------------------------------------------------------------------------------------
-# Prepare: convert a dataset once into a form that is cheap to sample
-# ----------------------------------------------------------------------------------------------------
+# --- Prepare: convert a dataset once into a form that is cheap to sample --------------------------
 # Decoding is the bottleneck: a 10 s clip with x264's default keyframe interval (250) must be decoded
 # almost whole to reach 8 spread frames. Frame folders cost one small JPEG decode per sampled frame;
 # re-encoded videos with a short keyframe interval and no B-frames cost a few frames per sample.
@@ -1812,9 +1816,7 @@ def prepare(dataset, root, out, form="frames", short_side=256, workers=1, qualit
     return len(jobs) - len(failed), skipped, failed
 
 
-# ----------------------------------------------------------------------------------------------------
-# CLI
-# ----------------------------------------------------------------------------------------------------
+# --- CLI ------------------------------------------------------------------------------------------
 
 
 def _whole_number(low, high=None):
