@@ -959,7 +959,7 @@ def _nonref_test(stream):
 # --- Decoding machinery: seek to the keyframe before a run of frames, or decode in order ----------
 
 
-# An exception, as _convert_run finds it two calls below _read_video (which decodes in order).
+# An exception: _convert_run detects this two calls below _read_video, which retries in order.
 class _NeedInOrder(Exception):
     """The pts cannot be trusted for seeking (a seek landed past its keyframe, a frame without
     pts)."""
