@@ -1,19 +1,26 @@
-"""Videos on disk -> normalised (T, 3, H, W) clips, for every dataset ActionCLIP uses.
+"""Videos on disk -> normalised (T, 3, S, S) clips, for every dataset ActionCLIP uses.
 
-Sections, in order:
+Sections, in order (the method first, the machinery after):
   constants      CLIP's normalisation, file extensions, the TSN frame-folder naming
-  decoding       read_frames / count_frames: frame-exact PyAV decoding with keyframe seeks, frame
-                 folders; frames upright, as a player shows them (a phone video's rotation applied)
   sampling       sample_indices: segment-based sampling [Sec. 4.1], multi-clip test views
-  transforms     train_transform / test_transform on whole clips (one random draw per video); their
-                 float half batched on the model's device (finish_batch), JPEG frames decoded there
+  transforms     train_transform / test_transform on whole clips, one random draw per video
+                 [Sec. 4.1]; their float half batched on the model's device (finish_batch)
+  dataset        VideoDataset, ClipReader, collate: what a DataLoader sees; survives bad files
+  decoding       the interface: read_frames / count_frames; then the machinery: a frame index
+                 from the packets, frame-exact PyAV decoding with keyframe seeks (H.264 / MPEG-4
+                 frames nothing depends on are skipped), frames upright as a player shows them;
+                 JPEG frame folders, decoded in the worker or in a batch on the device
   parsers        load_split: UCF101, HMDB51, Kinetics-400/600/700, Charades, generic list files
-  Dataset        VideoDataset: DataLoader-ready, survives bad files
   synthetic      coloured shapes that move, written as real .mp4 files (demo and tests)
-  prepare        convert a dataset once into frame folders or short-GOP videos (decoding is the bottleneck)
+  prepare        convert a dataset once into frame folders or short-GOP videos (decoding is the
+                 bottleneck)
   CLI            python video_data.py prepare ...
 
-Frame indices are 0-based everywhere; frame folders hold `img_00001.jpg` (1-based, the TSN/official format).
+Shapes: B videos in a batch, T frames per video, V views per video (clips x crops), C classes,
+S image side in pixels (after the crop); h, w a frame's height and width as decoded (any size).
+
+Frame indices are 0-based everywhere; frame folders hold `img_00001.jpg` (1-based, the
+TSN/official format).
 
 Prepare a dataset once, then read the prepared form transparently:
     python video_data.py prepare --dataset ucf101 --root data/ucf101 --out data/ucf101_frames \\
@@ -59,9 +66,8 @@ from torchvision.transforms.v2 import functional as TF
 
 log = logging.getLogger("video_data")
 
-# ----------------------------------------------------------------------------------------------------
-# Constants
-# ----------------------------------------------------------------------------------------------------
+
+# --- Constants ------------------------------------------------------------------------------------
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # video_data depends on no sibling: its own copy
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -72,414 +78,11 @@ FRAME_GLOB = "img_*.jpg"
 PREPARED_RECORD = "PREPARED.json"  # in each folder `prepare` writes: its settings; walks skip it
 TEST_SCALE = 256 / 224  # test: short side resized to 256 for a 224 crop (384 for 336) [Sec. 4.1]
 MSC_SCALES = (1, 0.875, 0.75, 0.66)  # TSN multi-scale crop scales, as in the official code
-DATASETS = ("ucf101", "hmdb51", "kinetics400", "kinetics600", "kinetics700", "charades", "list", "synthetic")
+DATASETS = ("ucf101", "hmdb51", "kinetics400", "kinetics600", "kinetics700", "charades", "list",
+            "synthetic")
 
 
-# ----------------------------------------------------------------------------------------------------
-# Decoding
-# ----------------------------------------------------------------------------------------------------
-
-
-class VideoReadError(RuntimeError):
-    """A video (or frame folder) that cannot give the frames asked for; `path` names it."""
-
-    def __init__(self, path, reason=None):  # one argument: the whole message (how DataLoader re-raises)
-        if reason is None and "\n" in path:  # DataLoader's re-raise: the worker's traceback
-            last = path.rstrip().rsplit("\n", 1)[-1]  # 'video_data.VideoReadError: <our message>'
-            path = last.split(": ", 1)[-1]
-        super().__init__(path if reason is None else f"{path}: {reason}")
-        self.path, self.reason = path, reason
-
-    def __reduce__(self):  # rebuilt from (path, reason), so it crosses DataLoader worker boundaries intact
-        return VideoReadError, (self.path, self.reason)
-
-
-class VideoTooShortError(VideoReadError):
-    """The video has fewer frames than asked for; `available` is how many it has."""
-
-    def __init__(self, path, available=None, wanted=None):
-        super().__init__(path, None if available is None else f"has {available} frames, frame {wanted} was asked for")
-        self.available, self.wanted = available, wanted
-
-    def __reduce__(self):
-        return VideoTooShortError, (self.path, self.available, self.wanted)
-
-
-@dataclass(frozen=True)
-class _VideoIndex:
-    """Where the frames and keyframes of one video stream are, read once from its packets.
-
-    Frame i is the i-th frame in presentation order. For constant frame rate video (nearly all),
-    frame i has pts `start + i * step`; otherwise `pts` keeps every frame's pts (sorted).
-    """
-
-    num_frames: int
-    start: int  # pts of frame 0
-    step: float  # pts units per frame
-    pts: tuple | None  # sorted pts of all frames, only when the frame rate is not constant
-    keyframes: tuple  # frame indices of keyframes, ascending
-    key_pts: tuple  # pts of each keyframe: what container.seek(backward=True) finds it by
-
-    def frame_index(self, pts):
-        if self.pts is None:
-            return round((pts - self.start) / self.step)
-        return bisect.bisect_left(self.pts, pts)
-
-    def keyframe_at_or_before(self, i):
-        """Position in `keyframes` of the last keyframe at or before frame i."""
-        return max(bisect.bisect_right(self.keyframes, i) - 1, 0)
-
-
-# (path, size, mtime) -> _VideoIndex, or a frame count (frame folders, videos decoded in order); per
-# process and DataLoader worker. Bounded (~1 KB an entry): rebuilding an index costs ~2 ms, a decode 30+.
-_INDEX_CACHE = collections.OrderedDict()
-INDEX_CACHE_SIZE = 20_000
-
-
-def _cache_key(path):
-    """Cache entries die with the file: a rewritten video gets a new key."""
-    try:
-        st = os.stat(path)
-    except OSError as e:
-        raise VideoReadError(path, f"cannot access ({e.strerror})") from e
-    return path, st.st_size, st.st_mtime_ns
-
-
-def _cached(key, build):
-    """_INDEX_CACHE[key], built by build() on a miss; least recently used entries leave first."""
-    if key in _INDEX_CACHE:
-        _INDEX_CACHE.move_to_end(key)
-    else:
-        _INDEX_CACHE[key] = build()
-        if len(_INDEX_CACHE) > INDEX_CACHE_SIZE:
-            _INDEX_CACHE.popitem(last=False)
-    return _INDEX_CACHE[key]
-
-
-# PyAV < 19 decodes container metadata strictly as UTF-8 and raises on a stray byte unless told to
-# ignore it; PyAV 19 removed the argument and always decodes with surrogateescape (never raises).
-_METADATA_ERRORS = {"metadata_errors": "ignore"} if int(av.__version__.split(".")[0]) < 19 else {}
-
-
-def _open_video(path, threads=0):
-    """Open `path` and return (container, its first video stream) set up for threaded decoding."""
-    if not os.path.isfile(path):
-        raise VideoReadError(path, "no such file")
-    if os.path.getsize(path) == 0:
-        raise VideoReadError(path, "empty file")
-    try:
-        # skip_frame=all: FFmpeg's stream probing need not decode a frame (saves ~2 ms per open); our
-        # own decoder is unaffected. Frames are matched by pts, so a reorder delay found late is harmless.
-        container = av.open(path, options={"skip_frame": "all"}, **_METADATA_ERRORS)
-    except (av.FFmpegError, UnicodeDecodeError) as e:
-        raise VideoReadError(path, f"cannot open ({e})") from e
-    if not container.streams.video:
-        container.close()
-        raise VideoReadError(path, "has no video stream (audio-only?)")
-    stream = container.streams.video[0]
-    stream.thread_type = "AUTO"  # frame + slice threads
-    stream.codec_context.thread_count = threads  # 0 = one per core
-    return container, stream
-
-
-def _packet_table(container, stream):
-    """(pts, is_keyframe) of every frame-carrying packet, demuxed without decoding."""
-    rows = []
-    for p in container.demux(stream):
-        if p.size == 0 or p.is_discard:  # the final flush packet; packets an edit list cuts
-            continue
-        rows.append((p.pts, p.is_keyframe))
-    return rows
-
-
-def _index_from_packets(rows):
-    """Build a _VideoIndex from packet rows, or None when the pts are unusable (decode in order)."""
-    if not rows or any(pts is None for pts, _ in rows):
-        return None
-    pts = np.sort(np.array([r[0] for r in rows], dtype=np.int64))
-    if len(np.unique(pts)) != len(pts):
-        return None
-    n, start = len(pts), int(pts[0])
-    step = (int(pts[-1]) - start) / (n - 1) if n > 1 else 1.0  # measured, not the container's claim
-    cfr = n == 1 or np.array_equal(np.round((pts - start) / step), np.arange(n))
-    index = _VideoIndex(n, start, step, None if cfr else tuple(pts.tolist()), (), ())
-    keys = sorted((index.frame_index(p), p) for p, k in rows if k)
-    if not keys or keys[0][0] != 0:
-        keys.insert(0, (0, start))
-    return _VideoIndex(n, start, step, index.pts, tuple(k for k, _ in keys), tuple(t for _, t in keys))
-
-
-def _build_index(path):
-    """One demux pass over `path` -> _VideoIndex, or the frame count when pts are unusable."""
-    container, stream = _open_video(path)
-    try:
-        rows = _packet_table(container, stream)
-    except av.FFmpegError as e:
-        raise VideoReadError(path, f"cannot demux ({e})") from e
-    finally:
-        container.close()
-    if not rows:
-        raise VideoReadError(path, "has no video frames (empty or truncated)")
-    index = _index_from_packets(rows)
-    return index if index is not None else len(rows)
-
-
-def _video_index(path):
-    """The cached _VideoIndex of a video file (an int frame count: decode it in order)."""
-    return _cached(_cache_key(path), lambda: _build_index(path))
-
-
-def _frame_folder_count(path):
-    return _cached(_cache_key(path), lambda: len(glob.glob(os.path.join(glob.escape(path), FRAME_GLOB))))
-
-
-def _no_frames_reason(folder):
-    """Why a folder gives no frames: what it holds instead, and what a frame folder holds."""
-    try:
-        names = sorted(os.listdir(folder))
-    except OSError as e:
-        return f"cannot be listed ({e.strerror})"
-    found = f"it holds {len(names)} other files, e.g. {names[0]}" if names else "it is empty"
-    return (f"is a folder without {FRAME_GLOB} files ({found}); a frame folder holds JPEGs named "
-            f"{FRAME_NAME.format(1)}, {FRAME_NAME.format(2)}, ... as `video_data.py prepare` "
-            f"writes them")
-
-
-def count_frames(path):
-    """Number of frames in a video file or TSN frame folder, counted once per process and cached.
-
-    Container metadata is not trusted (AVI headers count dropped frames, Matroska has none): the
-    count is the number of frame packets, read by demuxing without decoding (a few ms).
-    """
-    if os.path.isdir(path):
-        return _frame_folder_count(path)
-    index = _video_index(path)
-    return index if isinstance(index, int) else index.num_frames
-
-
-def upright(rgb, rotation):
-    """A decoded (H, W, 3) frame as a player shows it: turned by the container's display rotation
-    (degrees counter-clockwise, PyAV's `frame.rotation`). Phones store portrait video sideways with
-    such a flag; a rotation that is not a multiple of 90 is rounded to one; mirroring is ignored."""
-    turns = round(rotation / 90) % 4
-    return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb  # counter-clockwise turns
-
-
-def _to_rgb(frame, **size):
-    """(H, W, 3) uint8 RGB of a decoded frame, upright (scaled bilinearly to `size`'s width/height
-    before turning, if given).
-
-    The conversion uses a single-threaded swscale context of this thread and process, never PyAV's
-    shared one: PyAV 19 keeps one SwsContext per thread, and FFmpeg 8 gives it a thread pool, so a
-    DataLoader worker forked after its parent converted a frame inherits a pool whose threads do
-    not exist, and hangs on its first frame.
-    """
-    if getattr(_REFORMATTER, "pid", None) != os.getpid():
-        _REFORMATTER.pid, _REFORMATTER.it = os.getpid(), av.video.reformatter.VideoReformatter()
-    reformat = _REFORMATTER.it.reformat
-    rgb = reformat(frame, format="rgb24", interpolation="BILINEAR", threads=1, **size)
-    return upright(rgb.to_ndarray(), frame.rotation)
-
-
-_REFORMATTER = threading.local()  # .pid, .it: one VideoReformatter per thread and process
-
-
-class _NeedInOrder(Exception):
-    """The pts cannot be trusted for seeking (a seek landed past its keyframe, a frame without pts)."""
-
-
-def _h264_length_size(stream):
-    """NAL length-prefix size of an H.264 stream stored AVCC-style (MP4, MKV), else None."""
-    extra = stream.codec_context.extradata
-    if stream.codec_context.name != "h264" or not extra or len(extra) < 5 or extra[0] != 1:
-        return None
-    return (extra[4] & 3) + 1
-
-
-def _h264_is_nonref(packet, length_size):
-    """True when every slice in the packet has nal_ref_idc == 0: no other frame is predicted from
-    it, so it need not be decoded unless wanted (x264's default B-frames are mostly such)."""
-    data, pos, slices = memoryview(packet), 0, 0
-    while pos + length_size < len(data):
-        size = int.from_bytes(data[pos:pos + length_size], "big")
-        header = data[pos + length_size]
-        if header & 0x1F in (1, 5):  # coded slice (non-IDR / IDR); both fields of a field pair count
-            if header >> 5:
-                return False
-            slices += 1
-        pos += length_size + size
-    return slices > 0
-
-
-def _mpeg4_is_nonref(packet):
-    """True when the packet's first VOP is a B-VOP: MPEG-4 Part 2 (Xvid, DivX) never predicts from
-    B-VOPs. A packed-bitstream packet (P- and B-VOP together) starts with its P-VOP: kept."""
-    data = bytes(packet)
-    vop = data.find(b"\x00\x00\x01\xb6")  # VOP start code; the next 2 bits are its coding type
-    return vop >= 0 and vop + 4 < len(data) and data[vop + 4] >> 6 == 2
-
-
-def _nonref_test(stream):
-    """A function telling whether a packet of `stream` is a frame no other frame depends on, or
-    None for codecs where we do not tell (VP9 and others: every packet is decoded)."""
-    length_size = _h264_length_size(stream)
-    if length_size:
-        return lambda packet: _h264_is_nonref(packet, length_size)
-    return _mpeg4_is_nonref if stream.codec_context.name == "mpeg4" else None
-
-
-def _run_frames(container, stream, index, run):
-    """Decoded frames from the current position until the decoder has had every packet that the
-    wanted frames `run` (which share one keyframe) need. Unwanted non-reference frames (H.264, and
-    MPEG-4 Part 2 B-VOPs) are not decoded at all, and once the last packet of `run` is sent the
-    decoder is drained rather than fed more packets to push its reordered output out."""
-    is_nonref, pending = _nonref_test(stream), set(run)
-    for packet in container.demux(stream):
-        i = None if packet.pts is None else index.frame_index(packet.pts)
-        if is_nonref and i is not None and i not in pending and packet.size and is_nonref(packet):
-            continue
-        yield from packet.decode()  # the final empty packet drains the decoder at the end of the stream
-        pending.discard(i)
-        if not pending:
-            yield from stream.codec_context.decode(None)
-            return
-
-
-def _convert_run(frames, index, run, out, start):
-    """Convert the frames of `run` into `out`; False if the frames end first. Frames are matched by
-    pts, never by arrival order. The first frame must not come after `start`, the keyframe sought."""
-    want = set(run)
-    for n, frame in enumerate(frames):
-        if frame.pts is None or (n == 0 and index.frame_index(frame.pts) > start):
-            raise _NeedInOrder
-        i = index.frame_index(frame.pts)
-        if i in want:  # other frames were decoded only because wanted ones depend on them
-            out[i] = _to_rgb(frame)
-            want.discard(i)
-            if not want:
-                return True
-    return False
-
-
-def _read_seeking(container, stream, index, wanted):
-    """Frames `wanted` (sorted, unique) of a video with a usable index. The wanted frames are read
-    in runs that share a keyframe: seek to that keyframe (unless the decoder is there already, at
-    the start), decode forward to the run's last frame, drain."""
-    out, todo = {}, list(wanted)
-    while todo:
-        key = index.keyframe_at_or_before(todo[0])
-        run = [w for w in todo if index.keyframe_at_or_before(w) == key]
-        if out or index.keyframes[key] > 0:
-            container.seek(index.key_pts[key], stream=stream, backward=True, any_frame=False)
-        if not _convert_run(_run_frames(container, stream, index, run), index, run, out, index.keyframes[key]):
-            break  # the stream ended early
-        todo = todo[len(run):]
-    return out, [w for w in todo if w not in out]
-
-
-def _read_in_order(container, stream, wanted):
-    """Frames `wanted` (sorted, unique) by decoding from the start and counting frames."""
-    out, todo = {}, list(wanted)
-    for i, frame in enumerate(container.decode(stream)):
-        if i == todo[0]:
-            out[todo.pop(0)] = _to_rgb(frame)
-            if not todo:
-                break
-    return out, todo
-
-
-def _decode(path, index, wanted, threads):
-    """Open, decode `wanted` (sorted, unique) by seeking (index) or in order (int index), close."""
-    container, stream = _open_video(path, threads)
-    try:
-        if isinstance(index, int):
-            return _read_in_order(container, stream, wanted)
-        return _read_seeking(container, stream, index, wanted)
-    except av.FFmpegError as e:
-        raise VideoReadError(path, f"cannot decode ({e})") from e
-    finally:
-        container.close()
-
-
-def _read_video(path, wanted, threads):
-    """Frames `wanted` (sorted, unique) of a video file as a dict index -> (H, W, 3) uint8 array."""
-    index = _video_index(path)
-    count = index if isinstance(index, int) else index.num_frames
-    if wanted[-1] >= count:
-        raise VideoTooShortError(path, count, wanted[-1])
-    try:
-        out, todo = _decode(path, index, wanted, threads)
-    except _NeedInOrder:
-        _INDEX_CACHE[_cache_key(path)] = count  # from now on, decode this video in order
-        out, todo = _decode(path, count, wanted, threads)
-    if todo:  # the stream ended early: the packets promised more frames than decode
-        raise VideoTooShortError(path, todo[0], todo[0])
-    return out
-
-
-def _check_folder(path, wanted):
-    count = _frame_folder_count(path)
-    if count == 0:
-        raise VideoReadError(path, _no_frames_reason(path))
-    if wanted[-1] >= count:
-        raise VideoTooShortError(path, count, wanted[-1])
-
-
-def _decode_jpegs(data, path=None, device="cpu"):
-    """JPEG files' bytes [(n,) uint8] -> [(3, H, W) uint8 RGB] on `device`, one batched call."""
-    try:
-        with warnings.catch_warnings():  # torchvision 0.29 deprecates its (libjpeg-turbo) codecs
-            warnings.simplefilter("ignore", DeprecationWarning)
-            rgb = torchvision.io.ImageReadMode.RGB
-            return torchvision.io.decode_jpeg(data, mode=rgb, device=device)
-    except (RuntimeError, OSError) as e:
-        raise VideoReadError(path or "a JPEG frame", f"cannot read frames ({e})") from e
-
-
-def read_jpeg_bytes(path, indices):
-    """The JPEG files of frames `indices` (0-based) of a frame folder, undecoded: [(n,) uint8]."""
-    indices = [int(i) for i in indices]
-    _check_folder(path, sorted(set(indices)))
-    try:
-        with warnings.catch_warnings():  # torchvision 0.29 deprecates read_file with its codecs
-            warnings.simplefilter("ignore", DeprecationWarning)
-            files = [os.path.join(path, FRAME_NAME.format(i + 1)) for i in indices]
-            return [torchvision.io.read_file(file) for file in files]
-    except (RuntimeError, OSError) as e:
-        raise VideoReadError(path, f"cannot read frames ({e})") from e
-
-
-def _read_folder(path, wanted):
-    """Frames `wanted` (0-based) of a TSN frame folder (img_00001.jpg is frame 0)."""
-    images = _decode_jpegs(read_jpeg_bytes(path, wanted), path)  # [(3, H, W)]
-    return {i: img.permute(1, 2, 0).numpy() for i, img in zip(wanted, images)}  # (H, W, 3) views
-
-
-def read_frames(path, indices, threads=0):
-    """Exactly the frames at `indices` (0-based, any order, repeats allowed) -> uint8 (T, H, W, 3).
-
-    `path` is a video file (decoded with PyAV, seeking to the keyframe before a wanted frame when
-    that skips work; frames turned upright by the file's display rotation, as a player shows them)
-    or a TSN frame folder. `threads`: decoder threads, 0 = one per core (use 1 in
-    DataLoader workers). Raises VideoReadError (VideoTooShortError if the video ends too soon).
-    """
-    indices = [int(i) for i in indices]
-    if not indices or min(indices) < 0:
-        raise ValueError(f"read_frames({path!r}): indices must be a non-empty list of ints >= 0, got {indices}")
-    wanted = sorted(set(indices))
-    if os.path.isdir(path):
-        out = _read_folder(path, wanted)
-    else:
-        out = _read_video(path, wanted, threads)
-    try:  # numpy stacks: torch.stack of a few frames is slow when intra-op threads share few cores
-        return torch.from_numpy(np.stack([out[i] for i in indices]))  # (T, H, W, 3)
-    except ValueError as e:
-        raise VideoReadError(path, f"frame size changes within the video ({e})") from e
-
-
-# ----------------------------------------------------------------------------------------------------
-# Sampling [Sec. 4.1: segment-based input frame sampling, from TSN]
-# ----------------------------------------------------------------------------------------------------
+# --- Segment sampling [Sec. 4.1] ------------------------------------------------------------------
 
 
 def _segment_bounds(num_frames, num_segments):
@@ -495,10 +98,12 @@ def _train_indices(num_frames, num_segments, generator):
 
 
 def _test_indices(num_frames, num_segments, num_clips):
-    """N clips of T frames, clip-major; clip c takes the point (c + 0.5) / N of each segment.
+    """num_clips clips of T frames, clip-major; clip c takes the point (c + 0.5) / num_clips of
+    each segment.
 
-    With N = 1 this is the centre of each segment; N clips are N evenly spaced temporal shifts of
-    the same segment grid (the TSN/official multi-clip scheme), each covering the whole video.
+    With one clip this is the centre of each segment; num_clips clips are evenly spaced temporal
+    shifts of the same segment grid (the TSN/official multi-clip scheme), each covering the whole
+    video.
     """
     return [
         min(int((s + (c + 0.5) / num_clips) * num_frames / num_segments), num_frames - 1)
@@ -511,7 +116,8 @@ def sample_indices(num_frames, num_segments, mode="train", num_clips=1, generato
     """Frame indices to read from a video of `num_frames` frames [Sec. 4.1].
 
     train: T indices, one uniformly random frame in each of T equal segments (torch RNG, or
-    `generator`, a torch.Generator). test: N*T indices, clip-major, segment centres for N = 1.
+    `generator`, a torch.Generator). test: num_clips*T indices, clip-major, segment centres for
+    one clip.
     Videos with fewer than T frames repeat frames deterministically and in order (3 frames, T = 8:
     0,0,0,1,1,1,2,2), in both modes.
     """
@@ -521,34 +127,35 @@ def sample_indices(num_frames, num_segments, mode="train", num_clips=1, generato
     if mode not in ("train", "test"):
         raise ValueError(f"sample_indices: mode must be 'train' or 'test', got {mode!r}")
     if num_frames < num_segments:  # as the official code: frame i * n // T, the same in both modes
-        return [start for start, _ in _segment_bounds(num_frames, num_segments)] * (num_clips if mode == "test" else 1)
+        starts = [start for start, _ in _segment_bounds(num_frames, num_segments)]
+        return starts * (num_clips if mode == "test" else 1)
     if mode == "train":
         return _train_indices(num_frames, num_segments, generator)
     return _test_indices(num_frames, num_segments, num_clips)
 
 
-# ----------------------------------------------------------------------------------------------------
-# Transforms: whole clips, one random draw per video
-# ----------------------------------------------------------------------------------------------------
+# --- Transforms [Sec. 4.1]: whole clips, one random draw per video --------------------------------
 
 
 def _normalise_float(video):
-    """float (..., 3, H, W) in [0, 1] -> CLIP mean/std normalised."""
+    """float (..., 3, h, w) in [0, 1] -> CLIP mean/std normalised."""
     mean = torch.tensor(CLIP_MEAN, device=video.device).view(3, 1, 1)
     std = torch.tensor(CLIP_STD, device=video.device).view(3, 1, 1)
     return (video - mean) / std
 
 
 def _normalise(video):
-    """uint8 (..., 3, H, W) -> float, CLIP mean/std normalised."""
+    """uint8 (..., 3, h, w) -> float, CLIP mean/std normalised."""
     return _normalise_float(video.float() / 255)
 
 
 def _as_tchw(clip):
-    """Clips arrive as read_frames gives them, uint8 (T, H, W, 3); transforms work on (T, 3, H, W)."""
+    """Clips arrive as read_frames gives them, uint8 (T, h, w, 3); transforms work on
+    (T, 3, h, w)."""
     if clip.ndim != 4 or clip.shape[-1] != 3 or clip.dtype != torch.uint8:
-        raise ValueError(f"expected a uint8 clip (T, H, W, 3), got {tuple(clip.shape)} {clip.dtype}")
-    return clip.permute(0, 3, 1, 2)  # (T, 3, H, W)
+        raise ValueError(f"expected a uint8 clip (T, H, W, 3), got {tuple(clip.shape)} "
+                         f"{clip.dtype}")
+    return clip.permute(0, 3, 1, 2)  # (T, 3, h, w)
 
 
 def _tsn_offsets(image_w, image_h, crop_w, crop_h):
@@ -561,8 +168,8 @@ def _tsn_offsets(image_w, image_h, crop_w, crop_h):
 
 
 def _msc_box(image_w, image_h, size, scales):
-    """Draw a TSN multi-scale crop box (left, top, w, h): side lengths from `scales` of the short
-    side, aspect distorted by at most one scale step, at one of the fixed offsets."""
+    """Draw a TSN multi-scale crop box (left, top, w, h) [Sec. 4.1]: side lengths from `scales` of
+    the short side, aspect distorted by at most one scale step, at one of the fixed offsets."""
     base = min(image_w, image_h)
     sides = [int(base * s) for s in scales]
     sides = [size if abs(s - size) < 3 else s for s in sides]  # TSN snaps near-size crops to size
@@ -577,11 +184,11 @@ _RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.2
 
 
 def _rotate_hue(video, turns):
-    """Rotate hues of a float (T, 3, H, W) clip in [0, 1] by `turns` (a fraction of a full turn).
+    """Rotate hues of a float (T, 3, S, S) clip in [0, 1] by `turns` (a fraction of a full turn).
 
-    official: torchvision's HSV round trip costs ~22 ms per 8 x 224^2 clip on one core, two thirds of
-    a video's whole budget; a rotation about the grey axis in YIQ space (NVIDIA DALI's hue) is one
-    3x3 colour matrix, ~2 ms. Same range, a slightly different hue circle.
+    official: torchvision's HSV round trip costs ~22 ms per 8 x 224^2 clip on one core, two thirds
+    of a video's whole budget; a rotation about the grey axis in YIQ space (NVIDIA DALI's hue) is
+    one 3x3 colour matrix, ~2 ms. Same range, a slightly different hue circle.
     """
     angle = torch.tensor(2 * torch.pi * turns)
     cos, sin = torch.cos(angle), torch.sin(angle)
@@ -597,12 +204,13 @@ def _adjust_contrast(video, factor):
     return (factor * video + (1 - factor) * mean).clamp_(0, 1)
 
 
-JITTER = (0.4, 0.4, 0.2, 0.1)  # brightness, contrast, saturation, hue ranges of the official config
+JITTER = (0.4, 0.4, 0.2, 0.1)  # brightness, contrast, saturation, hue ranges: official config
 
 
 class ClipColorJitter:
-    """Colour jitter with one draw per clip: brightness, contrast, saturation and hue, in a random
-    order, on a float (T, 3, H, W) clip in [0, 1]. Brightness and saturation are torchvision v2's."""
+    """Colour jitter with one draw per clip [Sec. 4.1]: brightness, contrast, saturation and hue,
+    in a random order, on a float (T, 3, S, S) clip in [0, 1]. Brightness and saturation are
+    torchvision v2's."""
 
     def __init__(self, brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1):
         self.ranges = (brightness, contrast, saturation, hue)
@@ -620,7 +228,7 @@ class ClipColorJitter:
 class TrainTransform:
     """Training augmentation of the official code, drawn once per clip [Sec. 4.1].
 
-    uint8 (T, H, W, 3) -> float (T, 3, size, size): TSN multi-scale crop (relative to the short
+    uint8 (T, h, w, 3) -> float (T, 3, S, S), S = size: TSN multi-scale crop (relative to the short
     side, so the same geometry at 240p or 720p), horizontal flip, optional RandAugment(2, 9), colour
     jitter (0.4, 0.4, 0.2, 0.1) with p=0.8, grayscale p=0.2, CLIP normalisation.
     official: GroupRandomColorJitter re-draws the jitter for every frame; here all frames of a clip
@@ -636,16 +244,16 @@ class TrainTransform:
                  scales=MSC_SCALES, on_device=False):
         self.size, self.flip, self.scales = size, flip, tuple(scales)
         self.color_jitter, self.grayscale = color_jitter, grayscale
-        # v2 transforms given a (T, 3, H, W) tensor draw their parameters once for all T frames
+        # v2 transforms given a (T, 3, S, S) tensor draw their parameters once for all T frames
         self.randaugment = v2.RandAugment(num_ops=2, magnitude=9) if randaugment else None
         self.jitter = ClipColorJitter(*JITTER)
         self.on_device = on_device
 
     def _geometry(self, video):
-        """The uint8 part: multi-scale crop, flip, RandAugment. (T, 3, H, W) -> (T, 3, S, S)."""
+        """The uint8 part: multi-scale crop, flip, RandAugment. (T, 3, h, w) -> (T, 3, S, S)."""
         left, top, w, h = _msc_box(video.shape[-1], video.shape[-2], self.size, self.scales)
         video = TF.resized_crop(video, top, left, h, w, [self.size, self.size], antialias=True)
-        if self.flip and torch.rand(()) < 0.5:
+        if self.flip and torch.rand(()) < 0.5:  # horizontal flip [Sec. 4.1]
             video = TF.horizontal_flip(video)
         if self.randaugment is not None:
             video = self.randaugment(video)
@@ -683,16 +291,16 @@ class TrainTransform:
         if self.on_device:
             return DeviceClip(video, self._colour_draws())
         video = video.float() / 255  # (T, 3, S, S) in [0, 1]
-        if self.color_jitter and torch.rand(()) < 0.8:
+        if self.color_jitter and torch.rand(()) < 0.8:  # colour jitter [Sec. 4.1]
             video = self.jitter(video)
-        if self.grayscale and torch.rand(()) < 0.2:
+        if self.grayscale and torch.rand(()) < 0.2:  # grayscale [Sec. 4.1]
             video = TF.rgb_to_grayscale(video, num_output_channels=3)
         return _normalise_float(video)  # (T, 3, S, S)
 
 
 def _three_crop_boxes(image_w, image_h, size):
-    """(left, top) of 3 crops along the long side (left/centre/right or top/centre/bottom),
-    centred on the short side: TSN's GroupFullResSample without flips."""
+    """(left, top) of 3 test crops along the long side (left/centre/right or top/centre/bottom),
+    centred on the short side [Sec. 4.1]: TSN's GroupFullResSample without flips."""
     if image_w >= image_h:
         top = (image_h - size) // 2
         return [(x, top) for x in (0, (image_w - size) // 2, image_w - size)]
@@ -701,9 +309,10 @@ def _three_crop_boxes(image_w, image_h, size):
 
 
 class TestTransform:
-    """Deterministic test views: resize the short side to size * 256/224, then a centre crop
-    (num_crops=1 -> (T, 3, S, S)) or 3 crops along the long side (num_crops=3 -> (3, T, 3, S, S)).
-    Input: uint8 (T, H, W, 3). on_device=True leaves the views uint8, for finish_batch."""
+    """Deterministic test views [Sec. 4.1]: resize the short side to size * 256/224, then a centre
+    crop (num_crops=1 -> (T, 3, S, S)) or 3 crops along the long side (num_crops=3 ->
+    (3, T, 3, S, S)). Input: uint8 (T, h, w, 3). on_device=True leaves the views uint8, for
+    finish_batch."""
 
     __test__ = False  # not a pytest class
 
@@ -718,7 +327,8 @@ class TestTransform:
         return views if self.on_device else _normalise(views)
 
     def __call__(self, clip):
-        video = TF.resize(_as_tchw(clip), [self.scale_size], antialias=True)  # short side -> scale_size
+        video = _as_tchw(clip)                                       # (T, 3, h, w)
+        video = TF.resize(video, [self.scale_size], antialias=True)  # short side -> scale_size
         if self.num_crops == 1:
             return self.finish(TF.center_crop(video, [self.size, self.size]))  # (T, 3, S, S)
         boxes = _three_crop_boxes(video.shape[-1], video.shape[-2], self.size)
@@ -728,13 +338,13 @@ class TestTransform:
 
 def train_transform(size, flip=True, color_jitter=True, grayscale=True, randaugment=False,
                     scales=MSC_SCALES, on_device=False):
-    """The training transform (see TrainTransform): uint8 (T, H, W, 3) -> float (T, 3, size, size),
+    """The training transform (see TrainTransform): uint8 (T, h, w, 3) -> float (T, 3, S, S),
     or with on_device=True a DeviceClip, whose colour work finish_batch does on the device."""
     return TrainTransform(size, flip, color_jitter, grayscale, randaugment, scales, on_device)
 
 
 def test_transform(size, num_crops=1, on_device=False):
-    """The test transform (see TestTransform): uint8 (T, H, W, 3) -> (T, 3, S, S) or
+    """The test transform (see TestTransform): uint8 (T, h, w, 3) -> (T, 3, S, S) or
     (3, T, 3, S, S), float and normalised, or uint8 with on_device=True (for finish_batch)."""
     return TestTransform(size, num_crops, on_device)
 
@@ -742,8 +352,8 @@ def test_transform(size, num_crops=1, on_device=False):
 test_transform.__test__ = False  # not a pytest test
 
 
-# ----------------------------------------------------------------------------------------------------
-# The float half of the transforms, batched on the model's device (DataLoader workers stay in uint8)
+# --- Transforms, the float half: batched on the model's device (workers stay in uint8) ------------
+
 
 COLOUR_DRAWS = 10  # jitter on, the order of its 4 adjustments, their 4 factors, grayscale on
 
@@ -761,6 +371,750 @@ class JpegClip(NamedTuple):
     lengths: torch.Tensor   # (T,) int64: the length of each file ((B, T) once collated)
     geometry: torch.Tensor  # (6,) int64: crop left, top, width, height; flip; output size
     colour: torch.Tensor    # (COLOUR_DRAWS,) float: TrainTransform._colour_draws
+
+
+def decode_batch(clips, device):
+    """Collated JpegClips -> uint8 (B, T, 3, S, S) on `device`: every frame of the batch decoded in
+    one torchvision.io.decode_jpeg call there (nvJPEG on CUDA), then each video cropped, flipped."""
+    files = torch.split(clips.jpegs, clips.lengths.flatten().tolist())  # B*T 1-D views, clip-major
+    frames = _decode_jpegs(list(files), device=device)
+    T, videos = clips.lengths.shape[1], []
+    for b, (left, top, w, h, flip, size) in enumerate(clips.geometry.tolist()):
+        video = torch.stack(frames[b * T:(b + 1) * T])                  # (T, 3, h, w)
+        video = TF.resized_crop(video, top, left, h, w, [size, size], antialias=True)
+        videos.append(TF.horizontal_flip(video) if flip else video)
+    return torch.stack(videos)                                        # (B, T, 3, S, S)
+
+
+def _per_video(factors, video):
+    """Factors (B,) shaped to broadcast over a (B, T, 3, S, S) batch."""
+    return factors.view(-1, 1, 1, 1, 1).to(video.device, video.dtype)
+
+
+def _brightness(video, f):   # TF.adjust_brightness, each video with its own factor
+    return (video * _per_video(f, video)).clamp_(0, 1)
+
+
+def _contrast(video, f):     # _adjust_contrast: about the mean grey of each whole clip
+    mean = TF.rgb_to_grayscale(video).mean(dim=(1, 2, 3, 4), keepdim=True)  # (B, 1, 1, 1, 1)
+    f = _per_video(f, video)
+    return (f * video + (1 - f) * mean).clamp_(0, 1)
+
+
+def _saturation(video, f):   # TF.adjust_saturation
+    f = _per_video(f, video)
+    return (video * f + TF.rgb_to_grayscale(video) * (1 - f)).clamp_(0, 1)
+
+
+def _hue(video, turns):      # _rotate_hue, one matrix per video
+    angle = (2 * torch.pi * turns.double()).float()  # as _rotate_hue's torch.tensor(2 pi turns)
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    rotation = torch.zeros(len(turns), 3, 3)
+    rotation[:, 0, 0] = 1
+    rotation[:, 1, 1], rotation[:, 1, 2], rotation[:, 2, 1], rotation[:, 2, 2] = cos, -sin, sin, cos
+    matrix = torch.linalg.inv(_RGB_TO_YIQ) @ rotation @ _RGB_TO_YIQ  # (B, 3, 3), acts on RGB
+    return torch.einsum("bij,btjhw->btihw", matrix.to(video.device), video).clamp_(0, 1)
+
+
+def colour_batch(pixels, colour):
+    """uint8 (B, T, 3, S, S) on any device, with (B, COLOUR_DRAWS) CPU draws -> float, normalised.
+
+    Exactly TrainTransform's float half, video by video: its colour jitter in its own order,
+    grayscale [Sec. 4.1], CLIP normalisation. Which videos an adjustment touches is read from the
+    CPU draws, so nothing waits for the device.
+    """
+    video = pixels.float() / 255                                    # (B, T, 3, S, S) in [0, 1]
+    colour = colour.cpu()
+    jittered = colour[:, 0] == 1
+    for position in range(4):
+        for k, adjust in enumerate((_brightness, _contrast, _saturation, _hue)):
+            chosen = (jittered & (colour[:, 1 + position] == k)).nonzero().flatten()
+            if len(chosen):
+                rows = chosen.to(video.device, non_blocking=True)
+                video[rows] = adjust(video[rows], colour[chosen, 5 + k])
+    gray = colour[:, 9].nonzero().flatten()
+    if len(gray):
+        rows = gray.to(video.device, non_blocking=True)
+        video[rows] = TF.rgb_to_grayscale(video[rows], num_output_channels=3)
+    return _normalise_float(video)
+
+
+def finish_batch(video, device):
+    """A collated DataLoader batch -> the model's float input on `device`, normalised.
+
+    uint8 test views (test_transform(on_device=True)) are normalised there, DeviceClips get their
+    colour work there, JpegClips (collated by `collate`) are decoded there first; float batches
+    (the CPU transforms) are only moved. Copies are non-blocking: pin the loader's memory
+    (pin_memory=True) for them to overlap.
+    """
+    if isinstance(video, DeviceClip):
+        return colour_batch(video.pixels.to(device, non_blocking=True), video.colour)
+    if isinstance(video, JpegClip):
+        return colour_batch(decode_batch(video, device), video.colour)
+    video = video.to(device, non_blocking=True)
+    return _normalise_float(video.float() / 255) if video.dtype == torch.uint8 else video
+
+
+# --- The dataset: what a DataLoader sees ----------------------------------------------------------
+
+
+@dataclass
+class VideoRecord:
+    """One video: a file or frame folder, its class id (a list of ids for multi-label datasets)
+    and, when the list file gives it, its frame count."""
+
+    path: str
+    label: int | list
+    num_frames: int | None = None
+
+
+@dataclass
+class DatasetSplit:
+    """The videos of one split and the human-readable class names (index = class id)."""
+
+    records: list
+    classnames: list
+    multilabel: bool = False
+    missing: int = 0  # videos listed in the annotations but not found on disk (Kinetics)
+
+
+MAX_REPLACEMENTS = 20  # a training item tries this many other videos before giving up
+
+
+def unreadable_report(num_failed, num_total):
+    """The line an evaluation prints about unreadable videos."""
+    return f"{num_failed} of {num_total} videos could not be read"
+
+
+class FirstTime:
+    """first(key) is True only the first time any process sharing this object asks about `key`:
+    the process that made it and its DataLoader workers, in every epoch (a DataLoader starts new
+    workers each epoch, each with a fresh copy of the dataset, so a set in the dataset forgets).
+    The keys are files created exclusively in a temporary folder, removed when its maker ends."""
+
+    def __init__(self):
+        self.folder = tempfile.mkdtemp(prefix="video_data_seen_")
+        weakref.finalize(self, _remove_own_folder, self.folder, os.getpid())
+
+    def first(self, key):
+        name = hashlib.sha1(key.encode("utf-8", "surrogateescape")).hexdigest()
+        try:
+            os.close(os.open(os.path.join(self.folder, name), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            return False
+        except OSError:  # the folder is gone (a cleaned /tmp): say it again rather than never
+            return True
+        return True
+
+
+def _remove_own_folder(folder, pid):
+    if os.getpid() == pid:  # not from a forked worker's copy
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+class ClipReader:
+    """The sampled uint8 frames (num_clips*T, h, w, 3), clip-major, of a VideoRecord [Sec. 4.1].
+
+    Frame counts come from the record, else count_frames; when a video ends before its packets said
+    (a truncated file, a list that overstates a frame folder), the frames on disk are trusted and
+    the clip resampled once. in_memory=True keeps every decoded video (for tiny datasets).
+    jpeg_bytes=True reads frame folders' JPEG files undecoded: a list of T (n,) uint8 tensors.
+    """
+
+    def __init__(self, num_frames, mode, num_clips=1, in_memory=False, jpeg_bytes=False):
+        self.num_frames, self.mode, self.num_clips = num_frames, mode, num_clips
+        self.in_memory, self.jpeg_bytes = in_memory, jpeg_bytes
+        self._frames = {}  # path -> decoded uint8 video
+        self._counts = {}  # path -> corrected frame count
+
+    def _count(self, record):
+        n = self._counts.get(record.path) or record.num_frames or count_frames(record.path)
+        if n < 1:
+            folder = os.path.isdir(record.path)
+            reason = _no_frames_reason(record.path) if folder else "has no frames"
+            raise VideoReadError(record.path, reason)
+        return n
+
+    def _read(self, record):
+        n = self._count(record)
+        indices = sample_indices(n, self.num_frames, self.mode, self.num_clips)
+        in_worker = torch.utils.data.get_worker_info() is not None
+        threads = 1 if in_worker else 0  # workers are the parallelism
+        if self.jpeg_bytes and os.path.isdir(record.path):
+            return _whole_jpegs(record.path, read_jpeg_bytes(record.path, indices))
+        if not self.in_memory:
+            return read_frames(record.path, indices, threads)
+        if record.path not in self._frames:
+            self._frames[record.path] = read_frames(record.path, range(n), threads)
+        return self._frames[record.path][indices]
+
+    def __call__(self, record):
+        try:
+            return self._read(record)
+        except VideoTooShortError as e:
+            if e.available < 1 or record.path in self._counts:
+                raise
+            self._counts[record.path] = e.available
+            return self._read(record)
+
+
+class VideoDataset(torch.utils.data.Dataset):
+    """Sampled, transformed clips of a DatasetSplit (or a list of VideoRecords) [Sec. 4.1].
+
+    __getitem__(i) -> (video, target, index, ok):
+      train: video (T, 3, S, S). A bad video is replaced by another one (a deterministic choice
+             from `seed` and i), its path logged once (across DataLoader workers and epochs;
+             once per process under torchrun); index is the video returned.
+      test:  video (V, T, 3, S, S), V = num_clips * num_crops, clip-major. A bad video gives zeros
+             of that shape and ok=False; strict=True raises VideoReadError (naming the path)
+             instead.
+      target: int64 class id, or a float multi-hot (C,) for multi-label splits.
+    Annotations are parsed once, before; items only decode. Picklable for DataLoader workers, where
+    decoding uses one thread per worker. Default transforms: train_transform(224),
+    test_transform(224).
+    jpeg_bytes=True (train mode, frame folders): items carry JpegClips, decoded on the model's
+    device by finish_batch; a DataLoader needs collate_fn=collate for them.
+    """
+
+    def __init__(self, split_or_records, num_frames, mode="train", transform=None, num_clips=1,
+                 num_crops=1, strict=False, in_memory=False, seed=0, jpeg_bytes=False):
+        if mode not in ("train", "test"):
+            raise ValueError(f"VideoDataset: mode must be 'train' or 'test', got {mode!r}")
+        split = split_or_records
+        if not isinstance(split, DatasetSplit):
+            split = DatasetSplit(list(split_or_records), [])
+        self.records, self.classnames = split.records, split.classnames
+        self.multilabel = split.multilabel
+        self.num_frames, self.mode, self.strict, self.seed = num_frames, mode, strict, seed
+        self.num_clips, self.num_crops = (1, 1) if mode == "train" else (num_clips, num_crops)
+        if transform is None:
+            transform = train_transform(224) if mode == "train" else test_transform(224, num_crops)
+        self.transform = transform
+        if jpeg_bytes and (mode != "train" or in_memory):
+            raise ValueError("VideoDataset: jpeg_bytes is for training clips read from disk "
+                             "(mode='train', in_memory=False)")
+        self.read = ClipReader(num_frames, mode, self.num_clips, in_memory, jpeg_bytes)
+        self._bad = set()  # indices found unreadable
+        self._blank = None  # zeros for a failed test item
+        self._logged = FirstTime()  # each bad path logged once, whatever the workers and epochs
+
+    def __len__(self):
+        return len(self.records)
+
+    def _target(self, i):
+        label = self.records[i].label
+        if not self.multilabel:
+            return torch.tensor(label, dtype=torch.int64)
+        target = torch.zeros(len(self.classnames))  # (C,) multi-hot
+        target[label] = 1
+        return target
+
+    def _note_bad(self, i, error, action):
+        if self.strict:
+            raise error
+        if i not in self._bad and self._logged.first(self.records[i].path):
+            log.warning("unreadable video (%s): %s", action, error)
+        self._bad.add(i)
+
+    def _train_item(self, i):
+        rng = random.Random(self.seed * 1_000_003 + i)  # replacements: a fixed order per (seed, i)
+        for j in [i] + [rng.randrange(len(self.records)) for _ in range(MAX_REPLACEMENTS)]:
+            if j not in self._bad:
+                try:
+                    return self.transform(self.read(self.records[j])), self._target(j), j, True
+                except VideoReadError as e:
+                    self._note_bad(j, e, "replaced by another training video")
+        raise RuntimeError(f"VideoDataset: video {i} and {MAX_REPLACEMENTS} replacements could not "
+                           f"be read; check the dataset root (first: {self.records[i].path})")
+
+    def _views(self, frames):
+        """uint8 (num_clips*T, h, w, 3) -> (V, T, 3, S, S): each clip transformed, crops flattened
+        in."""
+        # (clips, T, h, w, 3), clips = num_clips
+        clips = frames.view(self.num_clips, self.num_frames, *frames.shape[1:])
+        views = torch.stack([self.transform(clip) for clip in clips])  # (clips, [3,] T, 3, S, S)
+        views = views.flatten(0, 1) if views.ndim == 6 else views      # (V, T, 3, S, S)
+        if len(views) != self.num_clips * self.num_crops:
+            crops = len(views) // self.num_clips
+            raise ValueError(f"VideoDataset: transform gave {crops} crops per clip, num_crops="
+                             f"{self.num_crops}; pass test_transform(size, "
+                             f"num_crops={self.num_crops})")
+        return views
+
+    def _test_item(self, i):
+        try:
+            return self._views(self.read(self.records[i])), self._target(i), i, True
+        except VideoReadError as e:
+            self._note_bad(i, e, "counted as failed")
+            if self._blank is None:  # zeros shaped like a view: a black clip transformed once
+                self._blank = torch.zeros_like(self._views(torch.zeros(
+                    self.num_clips * self.num_frames, 256, 256, 3, dtype=torch.uint8)))
+            return self._blank.clone(), self._target(i), i, False
+
+    def __getitem__(self, i):
+        return self._train_item(i) if self.mode == "train" else self._test_item(i)
+
+
+def collate(items):
+    """default_collate, except that JpegClips' bytes are concatenated (files differ in length)."""
+    if not isinstance(items[0][0], JpegClip):
+        return torch.utils.data.default_collate(items)
+    clips = [item[0] for item in items]
+    fields = JpegClip._fields[1:]
+    stacked = (torch.stack([getattr(clip, field) for clip in clips]) for field in fields)
+    video = JpegClip(torch.cat([clip.jpegs for clip in clips]), *stacked)
+    return (video, *torch.utils.data.default_collate([item[1:] for item in items]))
+
+
+def ignore_stop_signals(worker_id=None):
+    """DataLoader worker_init_fn: a worker outlives SIGINT and SIGTERM from outside its loader.
+
+    Ctrl-C in a terminal reaches the whole process group, and a scheduler's SIGTERM (SLURM's
+    preemption) every process of the job: stopping is the main process's to handle (train.py
+    finishes the step in flight, saves and exits), and the workers end with their loader. SIGTERM
+    from the loader's own process still ends a worker at once: the loader's shutdown, and Python's
+    exit, stop workers with it (ignoring it outright hung the exit). Torch's handler tells the two
+    apart in the same way, but lets an outside SIGTERM kill the worker, and the step with it.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parent = multiprocessing.parent_process()      # the loader's process, under forkserver too
+    loader = {os.getppid(), parent.pid if parent else os.getppid()}
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    threading.Thread(target=_sigterm_from, args=(loader,), daemon=True).start()
+
+
+def _sigterm_from(loader):
+    """A worker's thread that takes its SIGTERMs (blocked in every thread): exit if the loader's."""
+    while True:
+        if signal.sigwaitinfo({signal.SIGTERM}).si_pid in loader:
+            os._exit(0)            # as torch's handler: a 0 status, so the loader reports no error
+
+
+# --- Decoding, the interface: read_frames, count_frames and their errors --------------------------
+
+
+class VideoReadError(RuntimeError):
+    """A video (or frame folder) that cannot give the frames asked for; `path` names it."""
+
+    # one argument: the whole message (how DataLoader re-raises)
+    def __init__(self, path, reason=None):
+        if reason is None and "\n" in path:  # DataLoader's re-raise: the worker's traceback
+            last = path.rstrip().rsplit("\n", 1)[-1]  # 'video_data.VideoReadError: <our message>'
+            path = last.split(": ", 1)[-1]
+        super().__init__(path if reason is None else f"{path}: {reason}")
+        self.path, self.reason = path, reason
+
+    # rebuilt from (path, reason), so it crosses DataLoader worker boundaries intact
+    def __reduce__(self):
+        return VideoReadError, (self.path, self.reason)
+
+
+class VideoTooShortError(VideoReadError):
+    """The video has fewer frames than asked for; `available` is how many it has."""
+
+    def __init__(self, path, available=None, wanted=None):
+        reason = f"has {available} frames, frame {wanted} was asked for"
+        super().__init__(path, None if available is None else reason)
+        self.available, self.wanted = available, wanted
+
+    def __reduce__(self):
+        return VideoTooShortError, (self.path, self.available, self.wanted)
+
+
+def count_frames(path):
+    """Number of frames in a video file or TSN frame folder, counted once per process and cached.
+
+    Container metadata is not trusted (AVI headers count dropped frames, Matroska has none): the
+    count is the number of frame packets, read by demuxing without decoding (a few ms).
+    """
+    if os.path.isdir(path):
+        return _frame_folder_count(path)
+    index = _video_index(path)
+    return index if isinstance(index, int) else index.num_frames
+
+
+def read_frames(path, indices, threads=0):
+    """Exactly the frames at `indices` (0-based, any order, repeats allowed) -> uint8 (T, h, w, 3).
+
+    `path` is a video file (decoded with PyAV, seeking to the keyframe before a wanted frame when
+    that skips work; frames turned upright by the file's display rotation, as a player shows them)
+    or a TSN frame folder. `threads`: decoder threads, 0 = one per core (use 1 in
+    DataLoader workers). Raises VideoReadError (VideoTooShortError if the video ends too soon).
+    """
+    indices = [int(i) for i in indices]
+    if not indices or min(indices) < 0:
+        raise ValueError(f"read_frames({path!r}): indices must be a non-empty list of ints >= 0, "
+                         f"got {indices}")
+    wanted = sorted(set(indices))
+    if os.path.isdir(path):
+        out = _read_folder(path, wanted)
+    else:
+        out = _read_video(path, wanted, threads)
+    try:  # numpy stacks: torch.stack of a few frames is slow when intra-op threads share few cores
+        return torch.from_numpy(np.stack([out[i] for i in indices]))  # (T, h, w, 3)
+    except ValueError as e:
+        raise VideoReadError(path, f"frame size changes within the video ({e})") from e
+
+
+def read_jpeg_bytes(path, indices):
+    """The JPEG files of frames `indices` (0-based) of a frame folder, undecoded: [(n,) uint8]."""
+    indices = [int(i) for i in indices]
+    _check_folder(path, sorted(set(indices)))
+    try:
+        with warnings.catch_warnings():  # torchvision 0.29 deprecates read_file with its codecs
+            warnings.simplefilter("ignore", DeprecationWarning)
+            files = [os.path.join(path, FRAME_NAME.format(i + 1)) for i in indices]
+            return [torchvision.io.read_file(file) for file in files]
+    except (RuntimeError, OSError) as e:
+        raise VideoReadError(path, f"cannot read frames ({e})") from e
+
+
+# --- Decoding machinery: a frame index from one demux pass, cached --------------------------------
+
+
+@dataclass(frozen=True)
+class _VideoIndex:
+    """Where the frames and keyframes of one video stream are, read once from its packets.
+
+    Frame i is the i-th frame in presentation order. For constant frame rate video (nearly all),
+    frame i has pts `start + i * step`; otherwise `pts` keeps every frame's pts (sorted).
+    """
+
+    num_frames: int
+    start: int  # pts of frame 0
+    step: float  # pts units per frame
+    pts: tuple | None  # sorted pts of all frames, only when the frame rate is not constant
+    keyframes: tuple  # frame indices of keyframes, ascending
+    key_pts: tuple  # pts of each keyframe: what container.seek(backward=True) finds it by
+
+    def frame_index(self, pts):
+        if self.pts is None:
+            return round((pts - self.start) / self.step)
+        return bisect.bisect_left(self.pts, pts)
+
+    def keyframe_at_or_before(self, i):
+        """Position in `keyframes` of the last keyframe at or before frame i."""
+        return max(bisect.bisect_right(self.keyframes, i) - 1, 0)
+
+
+# (path, size, mtime) -> _VideoIndex, or a frame count (frame folders, videos decoded in order); per
+# process and DataLoader worker. Bounded (~1 KB an entry): rebuilding an index costs ~2 ms, a
+# decode 30+.
+_INDEX_CACHE = collections.OrderedDict()
+INDEX_CACHE_SIZE = 20_000
+
+
+def _cache_key(path):
+    """Cache entries die with the file: a rewritten video gets a new key."""
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise VideoReadError(path, f"cannot access ({e.strerror})") from e
+    return path, st.st_size, st.st_mtime_ns
+
+
+def _cached(key, build):
+    """_INDEX_CACHE[key], built by build() on a miss; least recently used entries leave first."""
+    if key in _INDEX_CACHE:
+        _INDEX_CACHE.move_to_end(key)
+    else:
+        _INDEX_CACHE[key] = build()
+        if len(_INDEX_CACHE) > INDEX_CACHE_SIZE:
+            _INDEX_CACHE.popitem(last=False)
+    return _INDEX_CACHE[key]
+
+
+# PyAV < 19 decodes container metadata strictly as UTF-8 and raises on a stray byte unless told to
+# ignore it; PyAV 19 removed the argument and always decodes with surrogateescape (never raises).
+_METADATA_ERRORS = {"metadata_errors": "ignore"} if int(av.__version__.split(".")[0]) < 19 else {}
+
+
+def _open_video(path, threads=0):
+    """Open `path` and return (container, its first video stream) set up for threaded decoding."""
+    if not os.path.isfile(path):
+        raise VideoReadError(path, "no such file")
+    if os.path.getsize(path) == 0:
+        raise VideoReadError(path, "empty file")
+    try:
+        # skip_frame=all: FFmpeg's stream probing need not decode a frame (saves ~2 ms per open);
+        # our own decoder is unaffected. Frames are matched by pts, so a reorder delay found late
+        # is harmless.
+        container = av.open(path, options={"skip_frame": "all"}, **_METADATA_ERRORS)
+    except (av.FFmpegError, UnicodeDecodeError) as e:
+        raise VideoReadError(path, f"cannot open ({e})") from e
+    if not container.streams.video:
+        container.close()
+        raise VideoReadError(path, "has no video stream (audio-only?)")
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"  # frame + slice threads
+    stream.codec_context.thread_count = threads  # 0 = one per core
+    return container, stream
+
+
+def _packet_table(container, stream):
+    """(pts, is_keyframe) of every frame-carrying packet, demuxed without decoding."""
+    rows = []
+    for p in container.demux(stream):
+        if p.size == 0 or p.is_discard:  # the final flush packet; packets an edit list cuts
+            continue
+        rows.append((p.pts, p.is_keyframe))
+    return rows
+
+
+def _index_from_packets(rows):
+    """Build a _VideoIndex from packet rows, or None when the pts are unusable (decode in order)."""
+    if not rows or any(pts is None for pts, _ in rows):
+        return None
+    pts = np.sort(np.array([r[0] for r in rows], dtype=np.int64))
+    if len(np.unique(pts)) != len(pts):
+        return None
+    n, start = len(pts), int(pts[0])
+    step = (int(pts[-1]) - start) / (n - 1) if n > 1 else 1.0  # measured, not the container's claim
+    cfr = n == 1 or np.array_equal(np.round((pts - start) / step), np.arange(n))
+    index = _VideoIndex(n, start, step, None if cfr else tuple(pts.tolist()), (), ())
+    keys = sorted((index.frame_index(p), p) for p, k in rows if k)
+    if not keys or keys[0][0] != 0:
+        keys.insert(0, (0, start))
+    return _VideoIndex(n, start, step, index.pts, tuple(k for k, _ in keys),
+                       tuple(t for _, t in keys))
+
+
+def _build_index(path):
+    """One demux pass over `path` -> _VideoIndex, or the frame count when pts are unusable."""
+    container, stream = _open_video(path)
+    try:
+        rows = _packet_table(container, stream)
+    except av.FFmpegError as e:
+        raise VideoReadError(path, f"cannot demux ({e})") from e
+    finally:
+        container.close()
+    if not rows:
+        raise VideoReadError(path, "has no video frames (empty or truncated)")
+    index = _index_from_packets(rows)
+    return index if index is not None else len(rows)
+
+
+def _video_index(path):
+    """The cached _VideoIndex of a video file (an int frame count: decode it in order)."""
+    return _cached(_cache_key(path), lambda: _build_index(path))
+
+
+# --- Decoding machinery: a decoded frame as upright RGB -------------------------------------------
+
+
+def upright(rgb, rotation):
+    """A decoded (h, w, 3) frame as a player shows it: turned by the container's display rotation
+    (degrees counter-clockwise, PyAV's `frame.rotation`). Phones store portrait video sideways with
+    such a flag; a rotation that is not a multiple of 90 is rounded to one; mirroring is ignored."""
+    turns = round(rotation / 90) % 4
+    return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb  # counter-clockwise turns
+
+
+def _to_rgb(frame, **size):
+    """(h, w, 3) uint8 RGB of a decoded frame, upright (scaled bilinearly to `size`'s width/height
+    before turning, if given).
+
+    The conversion uses a single-threaded swscale context of this thread and process, never PyAV's
+    shared one: PyAV 19 keeps one SwsContext per thread, and FFmpeg 8 gives it a thread pool, so a
+    DataLoader worker forked after its parent converted a frame inherits a pool whose threads do
+    not exist, and hangs on its first frame.
+    """
+    if getattr(_REFORMATTER, "pid", None) != os.getpid():
+        _REFORMATTER.pid, _REFORMATTER.it = os.getpid(), av.video.reformatter.VideoReformatter()
+    reformat = _REFORMATTER.it.reformat
+    rgb = reformat(frame, format="rgb24", interpolation="BILINEAR", threads=1, **size)
+    return upright(rgb.to_ndarray(), frame.rotation)
+
+
+_REFORMATTER = threading.local()  # .pid, .it: one VideoReformatter per thread and process
+
+
+# --- Decoding machinery: packets no other frame depends on (H.264, MPEG-4 Part 2) -----------------
+
+
+def _h264_length_size(stream):
+    """NAL length-prefix size of an H.264 stream stored AVCC-style (MP4, MKV), else None."""
+    extra = stream.codec_context.extradata
+    if stream.codec_context.name != "h264" or not extra or len(extra) < 5 or extra[0] != 1:
+        return None
+    return (extra[4] & 3) + 1
+
+
+def _h264_is_nonref(packet, length_size):
+    """True when every slice in the packet has nal_ref_idc == 0: no other frame is predicted from
+    it, so it need not be decoded unless wanted (x264's default B-frames are mostly such)."""
+    data, pos, slices = memoryview(packet), 0, 0
+    while pos + length_size < len(data):
+        size = int.from_bytes(data[pos:pos + length_size], "big")
+        header = data[pos + length_size]  # NAL header: forbidden bit, nal_ref_idc (2), type (5)
+        if header & 0x1F in (1, 5):  # coded slice (non-IDR / IDR); both fields of a pair count
+            if header >> 5:
+                return False
+            slices += 1
+        pos += length_size + size
+    return slices > 0
+
+
+def _mpeg4_is_nonref(packet):
+    """True when the packet's first VOP is a B-VOP: MPEG-4 Part 2 (Xvid, DivX) never predicts from
+    B-VOPs. A packed-bitstream packet (P- and B-VOP together) starts with its P-VOP: kept."""
+    data = bytes(packet)
+    vop = data.find(b"\x00\x00\x01\xb6")  # VOP start code; the next 2 bits are its coding type
+    return vop >= 0 and vop + 4 < len(data) and data[vop + 4] >> 6 == 2
+
+
+def _nonref_test(stream):
+    """A function telling whether a packet of `stream` is a frame no other frame depends on, or
+    None for codecs where we do not tell (VP9 and others: every packet is decoded)."""
+    length_size = _h264_length_size(stream)
+    if length_size:
+        return lambda packet: _h264_is_nonref(packet, length_size)
+    return _mpeg4_is_nonref if stream.codec_context.name == "mpeg4" else None
+
+
+# --- Decoding machinery: seek to the keyframe before a run of frames, or decode in order ----------
+
+
+# An exception: _convert_run detects this two calls below _read_video, which retries in order.
+class _NeedInOrder(Exception):
+    """The pts cannot be trusted for seeking (a seek landed past its keyframe, a frame without
+    pts)."""
+
+
+def _run_frames(container, stream, index, run):
+    """Decoded frames from the current position until the decoder has had every packet that the
+    wanted frames `run` (which share one keyframe) need. Unwanted non-reference frames (H.264, and
+    MPEG-4 Part 2 B-VOPs) are not decoded at all, and once the last packet of `run` is sent the
+    decoder is drained rather than fed more packets to push its reordered output out."""
+    is_nonref, pending = _nonref_test(stream), set(run)
+    for packet in container.demux(stream):
+        i = None if packet.pts is None else index.frame_index(packet.pts)
+        if is_nonref and i is not None and i not in pending and packet.size and is_nonref(packet):
+            continue
+        yield from packet.decode()  # the final empty packet drains the decoder at the stream's end
+        pending.discard(i)
+        if not pending:
+            yield from stream.codec_context.decode(None)
+            return
+
+
+def _convert_run(frames, index, run, out, start):
+    """Convert the frames of `run` into `out`; False if the frames end first. Frames are matched by
+    pts, never by arrival order. The first frame must not come after `start`, the keyframe
+    sought."""
+    want = set(run)
+    for n, frame in enumerate(frames):
+        if frame.pts is None or (n == 0 and index.frame_index(frame.pts) > start):
+            raise _NeedInOrder
+        i = index.frame_index(frame.pts)
+        if i in want:  # other frames were decoded only because wanted ones depend on them
+            out[i] = _to_rgb(frame)
+            want.discard(i)
+            if not want:
+                return True
+    return False
+
+
+def _read_seeking(container, stream, index, wanted):
+    """Frames `wanted` (sorted, unique) of a video with a usable index. The wanted frames are read
+    in runs that share a keyframe: seek to that keyframe (unless the decoder is there already, at
+    the start), decode forward to the run's last frame, drain."""
+    out, todo = {}, list(wanted)
+    while todo:
+        key = index.keyframe_at_or_before(todo[0])
+        run = [w for w in todo if index.keyframe_at_or_before(w) == key]
+        if out or index.keyframes[key] > 0:
+            container.seek(index.key_pts[key], stream=stream, backward=True, any_frame=False)
+        frames = _run_frames(container, stream, index, run)
+        if not _convert_run(frames, index, run, out, index.keyframes[key]):
+            break  # the stream ended early
+        todo = todo[len(run):]
+    return out, [w for w in todo if w not in out]
+
+
+def _read_in_order(container, stream, wanted):
+    """Frames `wanted` (sorted, unique) by decoding from the start and counting frames."""
+    out, todo = {}, list(wanted)
+    for i, frame in enumerate(container.decode(stream)):
+        if i == todo[0]:
+            out[todo.pop(0)] = _to_rgb(frame)
+            if not todo:
+                break
+    return out, todo
+
+
+def _decode(path, index, wanted, threads):
+    """Open, decode `wanted` (sorted, unique) by seeking (index) or in order (int index), close."""
+    container, stream = _open_video(path, threads)
+    try:
+        if isinstance(index, int):
+            return _read_in_order(container, stream, wanted)
+        return _read_seeking(container, stream, index, wanted)
+    except av.FFmpegError as e:
+        raise VideoReadError(path, f"cannot decode ({e})") from e
+    finally:
+        container.close()
+
+
+def _read_video(path, wanted, threads):
+    """Frames `wanted` (sorted, unique) of a video file as a dict index -> (h, w, 3) uint8 array."""
+    index = _video_index(path)
+    count = index if isinstance(index, int) else index.num_frames
+    if wanted[-1] >= count:
+        raise VideoTooShortError(path, count, wanted[-1])
+    try:
+        out, todo = _decode(path, index, wanted, threads)
+    except _NeedInOrder:
+        _INDEX_CACHE[_cache_key(path)] = count  # from now on, decode this video in order
+        out, todo = _decode(path, count, wanted, threads)
+    if todo:  # the stream ended early: the packets promised more frames than decode
+        raise VideoTooShortError(path, todo[0], todo[0])
+    return out
+
+
+# --- Decoding machinery: JPEG frame folders -------------------------------------------------------
+
+
+def _frame_folder_count(path):
+    return _cached(_cache_key(path),
+                   lambda: len(glob.glob(os.path.join(glob.escape(path), FRAME_GLOB))))
+
+
+def _no_frames_reason(folder):
+    """Why a folder gives no frames: what it holds instead, and what a frame folder holds."""
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError as e:
+        return f"cannot be listed ({e.strerror})"
+    found = f"it holds {len(names)} other files, e.g. {names[0]}" if names else "it is empty"
+    return (f"is a folder without {FRAME_GLOB} files ({found}); a frame folder holds JPEGs named "
+            f"{FRAME_NAME.format(1)}, {FRAME_NAME.format(2)}, ... as `video_data.py prepare` "
+            f"writes them")
+
+
+def _check_folder(path, wanted):
+    count = _frame_folder_count(path)
+    if count == 0:
+        raise VideoReadError(path, _no_frames_reason(path))
+    if wanted[-1] >= count:
+        raise VideoTooShortError(path, count, wanted[-1])
+
+
+def _decode_jpegs(data, path=None, device="cpu"):
+    """JPEG files' bytes [(n,) uint8] -> [(3, h, w) uint8 RGB] on `device`, one batched call."""
+    try:
+        with warnings.catch_warnings():  # torchvision 0.29 deprecates its (libjpeg-turbo) codecs
+            warnings.simplefilter("ignore", DeprecationWarning)
+            rgb = torchvision.io.ImageReadMode.RGB
+            return torchvision.io.decode_jpeg(data, mode=rgb, device=device)
+    except (RuntimeError, OSError) as e:
+        raise VideoReadError(path or "a JPEG frame", f"cannot read frames ({e})") from e
+
+
+def _read_folder(path, wanted):
+    """Frames `wanted` (0-based) of a TSN frame folder (img_00001.jpg is frame 0)."""
+    images = _decode_jpegs(read_jpeg_bytes(path, wanted), path)  # [(3, h, w)]
+    return {i: img.permute(1, 2, 0).numpy() for i, img in zip(wanted, images)}  # (h, w, 3) views
 
 
 _JPEG_FRAME_MARKERS = set(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # SOF0-15: not DHT, JPG, DAC
@@ -795,146 +1149,7 @@ def _whole_jpegs(path, files):
     return files
 
 
-def decode_batch(clips, device):
-    """Collated JpegClips -> uint8 (B, T, 3, S, S) on `device`: every frame of the batch decoded in
-    one torchvision.io.decode_jpeg call there (nvJPEG on CUDA), then each video cropped, flipped."""
-    files = torch.split(clips.jpegs, clips.lengths.flatten().tolist())  # B*T 1-D views, clip-major
-    frames = _decode_jpegs(list(files), device=device)
-    T, videos = clips.lengths.shape[1], []
-    for b, (left, top, w, h, flip, size) in enumerate(clips.geometry.tolist()):
-        video = torch.stack(frames[b * T:(b + 1) * T])                  # (T, 3, H, W)
-        video = TF.resized_crop(video, top, left, h, w, [size, size], antialias=True)
-        videos.append(TF.horizontal_flip(video) if flip else video)
-    return torch.stack(videos)                                        # (B, T, 3, S, S)
-
-
-def ignore_stop_signals(worker_id=None):
-    """DataLoader worker_init_fn: a worker outlives SIGINT and SIGTERM from outside its loader.
-
-    Ctrl-C in a terminal reaches the whole process group, and a scheduler's SIGTERM (SLURM's
-    preemption) every process of the job: stopping is the main process's to handle (train.py
-    finishes the step in flight, saves and exits), and the workers end with their loader. SIGTERM
-    from the loader's own process still ends a worker at once: the loader's shutdown, and Python's
-    exit, stop workers with it (ignoring it outright hung the exit). Torch's handler tells the two
-    apart in the same way, but lets an outside SIGTERM kill the worker, and the step with it.
-    """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    parent = multiprocessing.parent_process()      # the loader's process, under forkserver too
-    loader = {os.getppid(), parent.pid if parent else os.getppid()}
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
-    threading.Thread(target=_sigterm_from, args=(loader,), daemon=True).start()
-
-
-def _sigterm_from(loader):
-    """A worker's thread that takes its SIGTERMs (blocked in every thread): exit if the loader's."""
-    while True:
-        if signal.sigwaitinfo({signal.SIGTERM}).si_pid in loader:
-            os._exit(0)            # as torch's handler: a 0 status, so the loader reports no error
-
-
-def collate(items):
-    """default_collate, except that JpegClips' bytes are concatenated (files differ in length)."""
-    if not isinstance(items[0][0], JpegClip):
-        return torch.utils.data.default_collate(items)
-    clips = [item[0] for item in items]
-    fields = JpegClip._fields[1:]
-    stacked = (torch.stack([getattr(clip, field) for clip in clips]) for field in fields)
-    video = JpegClip(torch.cat([clip.jpegs for clip in clips]), *stacked)
-    return (video, *torch.utils.data.default_collate([item[1:] for item in items]))
-
-
-def _per_video(factors, video):
-    """Factors (B,) shaped to broadcast over a (B, T, 3, H, W) batch."""
-    return factors.view(-1, 1, 1, 1, 1).to(video.device, video.dtype)
-
-
-def _brightness(video, f):   # TF.adjust_brightness, each video with its own factor
-    return (video * _per_video(f, video)).clamp_(0, 1)
-
-
-def _contrast(video, f):     # _adjust_contrast: about the mean grey of each whole clip
-    mean = TF.rgb_to_grayscale(video).mean(dim=(1, 2, 3, 4), keepdim=True)  # (B, 1, 1, 1, 1)
-    f = _per_video(f, video)
-    return (f * video + (1 - f) * mean).clamp_(0, 1)
-
-
-def _saturation(video, f):   # TF.adjust_saturation
-    f = _per_video(f, video)
-    return (video * f + TF.rgb_to_grayscale(video) * (1 - f)).clamp_(0, 1)
-
-
-def _hue(video, turns):      # _rotate_hue, one matrix per video
-    angle = (2 * torch.pi * turns.double()).float()  # as _rotate_hue's torch.tensor(2 pi turns)
-    cos, sin = torch.cos(angle), torch.sin(angle)
-    rotation = torch.zeros(len(turns), 3, 3)
-    rotation[:, 0, 0] = 1
-    rotation[:, 1, 1], rotation[:, 1, 2], rotation[:, 2, 1], rotation[:, 2, 2] = cos, -sin, sin, cos
-    matrix = torch.linalg.inv(_RGB_TO_YIQ) @ rotation @ _RGB_TO_YIQ  # (B, 3, 3), acts on RGB
-    return torch.einsum("bij,btjhw->btihw", matrix.to(video.device), video).clamp_(0, 1)
-
-
-def colour_batch(pixels, colour):
-    """uint8 (B, T, 3, S, S) on any device, with (B, COLOUR_DRAWS) CPU draws -> float, normalised.
-
-    Exactly TrainTransform's float half, video by video: its jitter in its own order, grayscale,
-    CLIP normalisation. Which videos an adjustment touches is read from the CPU draws, so nothing
-    waits for the device.
-    """
-    video = pixels.float() / 255                                    # (B, T, 3, S, S) in [0, 1]
-    colour = colour.cpu()
-    jittered = colour[:, 0] == 1
-    for position in range(4):
-        for k, adjust in enumerate((_brightness, _contrast, _saturation, _hue)):
-            chosen = (jittered & (colour[:, 1 + position] == k)).nonzero().flatten()
-            if len(chosen):
-                rows = chosen.to(video.device, non_blocking=True)
-                video[rows] = adjust(video[rows], colour[chosen, 5 + k])
-    gray = colour[:, 9].nonzero().flatten()
-    if len(gray):
-        rows = gray.to(video.device, non_blocking=True)
-        video[rows] = TF.rgb_to_grayscale(video[rows], num_output_channels=3)
-    return _normalise_float(video)
-
-
-def finish_batch(video, device):
-    """A collated DataLoader batch -> the model's float input on `device`, normalised.
-
-    uint8 test views (test_transform(on_device=True)) are normalised there, DeviceClips get their
-    colour work there, JpegClips (collated by `collate`) are decoded there first; float batches
-    (the CPU transforms) are only moved. Copies are non-blocking: pin the loader's memory
-    (pin_memory=True) for them to overlap.
-    """
-    if isinstance(video, DeviceClip):
-        return colour_batch(video.pixels.to(device, non_blocking=True), video.colour)
-    if isinstance(video, JpegClip):
-        return colour_batch(decode_batch(video, device), video.colour)
-    video = video.to(device, non_blocking=True)
-    return _normalise_float(video.float() / 255) if video.dtype == torch.uint8 else video
-
-
-# ----------------------------------------------------------------------------------------------------
-# Dataset parsers: each reads the files the dataset itself ships
-# ----------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class VideoRecord:
-    """One video: a file or frame folder, its class id (a list of ids for multi-label datasets)
-    and, when the list file gives it, its frame count."""
-
-    path: str
-    label: int | list
-    num_frames: int | None = None
-
-
-@dataclass
-class DatasetSplit:
-    """The videos of one split and the human-readable class names (index = class id)."""
-
-    records: list
-    classnames: list
-    multilabel: bool = False
-    missing: int = 0  # videos listed in the annotations but not found on disk (Kinetics)
+# --- Dataset parsers: each reads the files the dataset itself ships -------------------------------
 
 
 def _require(path, what):
@@ -968,12 +1183,13 @@ def _read_lines(path):
 
 
 def _bad_line(path, n, line, expected):
-    return ValueError(f"{path}, line {n}: expected {expected}, got {line!r}. Fix or remove the line.")
+    return ValueError(f"{path}, line {n}: expected {expected}, got {line!r}. Fix or remove the "
+                      f"line.")
 
 
 def _names_by_id(path, rows, first_id):
-    """[name of id first_id, name of first_id + 1, ...] from (line number, line, id, name) rows; every
-    id from first_id up must appear exactly once."""
+    """[name of id first_id, name of first_id + 1, ...] from (line number, line, id, name) rows;
+    every id from first_id up must appear exactly once."""
     names = {}
     for n, line, i, name in rows:
         if i in names:
@@ -981,8 +1197,8 @@ def _names_by_id(path, rows, first_id):
         names[i] = name
     expected = list(range(first_id, first_id + len(names)))
     if sorted(names) != expected:
-        raise ValueError(f"{path}: class ids must be {first_id}..{first_id + len(names) - 1}, each once; got "
-                         f"{sorted(names)}. Renumber the lines.")
+        raise ValueError(f"{path}: class ids must be {first_id}..{first_id + len(names) - 1}, "
+                         f"each once; got {sorted(names)}. Renumber the lines.")
     return [names[i] for i in expected]
 
 
@@ -1002,10 +1218,11 @@ def _check_split(dataset, split, allowed):
 
 def _check_fold(dataset, fold):
     if fold not in (1, 2, 3):
-        raise ValueError(f"load_split({dataset!r}): fold must be 1, 2 or 3 (the official splits), got {fold!r}")
+        raise ValueError(f"load_split({dataset!r}): fold must be 1, 2 or 3 (the official splits), "
+                         f"got {fold!r}")
 
 
-# UCF101 ----------------------------------------------------------------------------------------------
+# UCF101 -------------------------------------------------------------------------------------------
 
 
 def _ucf101_classes(list_dir):
@@ -1027,10 +1244,13 @@ def _ucf101_list(path, video_dir, class_ids):
     for n, line in _read_lines(path):
         parts = line.split()
         folder = parts[0].split("/")[0]
-        if len(parts) > 2 or folder not in class_ids or (len(parts) == 2 and not parts[1].isdigit()):
-            raise _bad_line(path, n, line, "'<Class>/<video>.avi [<class id>]' with a class from classInd.txt")
+        bad_id = len(parts) == 2 and not parts[1].isdigit()
+        if len(parts) > 2 or folder not in class_ids or bad_id:
+            raise _bad_line(path, n, line, "'<Class>/<video>.avi [<class id>]' with a class from "
+                                           "classInd.txt")
         if len(parts) == 2 and int(parts[1]) - 1 != class_ids[folder]:
-            raise _bad_line(path, n, line, f"class id {class_ids[folder] + 1} for {folder} (classInd.txt)")
+            raise _bad_line(path, n, line, f"class id {class_ids[folder] + 1} for {folder} "
+                                           f"(classInd.txt)")
         records.append(VideoRecord(os.path.join(video_dir, parts[0]), class_ids[folder]))
     return records
 
@@ -1045,17 +1265,19 @@ def load_ucf101(root, split="train", fold=1):
     video_dir = _require(os.path.join(root, "UCF-101"), "UCF101 video folder")
     folders = _ucf101_classes(list_dir)
     name = f"trainlist0{fold}.txt" if split == "train" else f"testlist0{fold}.txt"
-    records = _ucf101_list(os.path.join(list_dir, name), video_dir, {c: i for i, c in enumerate(folders)})
+    class_ids = {c: i for i, c in enumerate(folders)}
+    records = _ucf101_list(os.path.join(list_dir, name), video_dir, class_ids)
     return DatasetSplit(records, [camel_to_words(c) for c in folders])
 
 
-# HMDB51 ----------------------------------------------------------------------------------------------
+# HMDB51 -------------------------------------------------------------------------------------------
 
 _HMDB_TAGS = {"train": "1", "test": "2", "val": "2"}  # 0 = unused in this split
 
 
 def _hmdb51_split_dir(root):
-    return _first_existing(os.path.join(root, "testTrainMulti_7030_splits"), os.path.join(root, "splits"), root)
+    return _first_existing(os.path.join(root, "testTrainMulti_7030_splits"),
+                           os.path.join(root, "splits"), root)
 
 
 def _hmdb51_split_files(split_dir, fold):
@@ -1063,14 +1285,15 @@ def _hmdb51_split_files(split_dir, fold):
     suffix = f"_test_split{fold}.txt"
     files = sorted(f for f in os.listdir(split_dir) if f.endswith(suffix))
     if not files:
-        raise FileNotFoundError(f"HMDB51 split files not found: expected <class>{suffix} in {split_dir}")
+        raise FileNotFoundError(f"HMDB51 split files not found: expected <class>{suffix} in "
+                                f"{split_dir}")
     return {f[: -len(suffix)]: os.path.join(split_dir, f) for f in files}
 
 
 def load_hmdb51(root, split="train", fold=1):
     """HMDB51 [Sec. 4.1]: root holds <class>/<video>.avi and the split files
-    <class>_test_split{1,2,3}.txt ('<video>.avi <tag>', 1 = train, 2 = test, 0 = unused), directly or
-    in testTrainMulti_7030_splits/ or splits/. 'val' is the test split.
+    <class>_test_split{1,2,3}.txt ('<video>.avi <tag>', 1 = train, 2 = test, 0 = unused), directly
+    or in testTrainMulti_7030_splits/ or splits/. 'val' is the test split.
 
     Class ids follow sorted class names. The label CSV shared by ActionCLIP, X-CLIP and ViFi-CLIP
     swaps kick/kick_ball and sword/sword_exercise relative to that order; we do not.
@@ -1091,7 +1314,7 @@ def load_hmdb51(root, split="train", fold=1):
     return DatasetSplit(records, [c.replace("_", " ") for c in classes])
 
 
-# Kinetics --------------------------------------------------------------------------------------------
+# Kinetics -----------------------------------------------------------------------------------------
 
 _KINETICS_CSV = {"train": ("train",), "val": ("val", "validate"), "test": ("test",)}
 
@@ -1109,9 +1332,9 @@ def _kinetics_csv(root, dataset, split):
     path = _first_existing(*candidates)
     if not os.path.exists(path):
         raise FileNotFoundError(
-            f"{dataset} {split} annotation CSV (label,youtube_id,time_start,time_end,split) not found: expected "
-            f"{os.path.join(root, '[annotations/]')}[kinetics{number}_]{{{','.join(_KINETICS_CSV[split])}}}.csv, "
-            f"e.g. {candidates[0]}")
+            f"{dataset} {split} annotation CSV (label,youtube_id,time_start,time_end,split) not "
+            f"found: expected {os.path.join(root, '[annotations/]')}[kinetics{number}_]"
+            f"{{{','.join(_KINETICS_CSV[split])}}}.csv, e.g. {candidates[0]}")
     return path
 
 
@@ -1157,11 +1380,12 @@ def load_kinetics(root, dataset="kinetics400", split="train", videos_dir=None):
     video_dir = _require(videos_dir or root, f"{dataset} video folder")
     rows = _read_kinetics_csv(_kinetics_csv(root, dataset, split))
     try:
-        classes = sorted({label for label, _ in _read_kinetics_csv(_kinetics_csv(root, dataset, "train"))})
+        train_rows = _read_kinetics_csv(_kinetics_csv(root, dataset, "train"))
+        classes = sorted({label for label, _ in train_rows})
     except FileNotFoundError:  # an evaluation-only copy: the classes its own split names
         classes = sorted({label for label, _ in rows})
-        log.warning("%s: no train CSV under %s; the %d classes are those the %s CSV names", dataset, root,
-                    len(classes), split)
+        log.warning("%s: no train CSV under %s; the %d classes are those the %s CSV names", dataset,
+                    root, len(classes), split)
     class_ids = {c: i for i, c in enumerate(classes)}
     videos = _find_videos(video_dir)
     records, missing = [], 0
@@ -1171,15 +1395,16 @@ def load_kinetics(root, dataset="kinetics400", split="train", videos_dir=None):
         else:
             missing += 1
     if not records:
-        raise ValueError(f"{dataset} {split}: none of the {missing} listed videos were found under {video_dir} "
-                         f"(files named <youtube_id>_<start:06d>_<end:06d>.<ext>): check --root / --videos-dir")
+        raise ValueError(f"{dataset} {split}: none of the {missing} listed videos were found under "
+                         f"{video_dir} (files named <youtube_id>_<start:06d>_<end:06d>.<ext>): "
+                         f"check --root / --videos-dir")
     if missing:
         log.warning("%s %s: %d of %d listed videos are missing under %s", dataset, split, missing,
                     missing + len(records), video_dir)
     return DatasetSplit(records, classes, missing=missing)
 
 
-# Charades --------------------------------------------------------------------------------------------
+# Charades -----------------------------------------------------------------------------------------
 
 
 def _charades_classes(path):
@@ -1212,7 +1437,8 @@ def load_charades(root, split="train", videos_dir=None):
     _check_split("charades", split, ("train", "test", "val"))
     classes = _charades_classes(os.path.join(root, "Charades_v1_classes.txt"))
     videos_dir = videos_dir or _first_existing(os.path.join(root, "Charades_v1_480"), root)
-    path = _require(os.path.join(root, f"Charades_v1_{'train' if split == 'train' else 'test'}.csv"), "Charades CSV")
+    csv_name = f"Charades_v1_{'train' if split == 'train' else 'test'}.csv"
+    path = _require(os.path.join(root, csv_name), "Charades CSV")
     records = []
     for n, row in enumerate(csv.DictReader(io.StringIO(read_text(path), newline="")), 2):
         if not row.get("id") or row.get("actions") is None:
@@ -1222,7 +1448,7 @@ def load_charades(root, split="train", videos_dir=None):
     return DatasetSplit(records, classes, multilabel=True)
 
 
-# Generic list files ----------------------------------------------------------------------------------
+# Generic list files -------------------------------------------------------------------------------
 
 
 def read_classnames(path):
@@ -1260,12 +1486,12 @@ def load_list(root, list_file, classnames_file):
     classnames = read_classnames(os.path.join(root, classnames_file))
     for r in records:
         if not 0 <= r.label < len(classnames):
-            raise ValueError(f"{list_file}: label {r.label} of {r.path} is not a class of {classnames_file} "
-                             f"({len(classnames)} classes)")
+            raise ValueError(f"{list_file}: label {r.label} of {r.path} is not a class of "
+                             f"{classnames_file} ({len(classnames)} classes)")
     return DatasetSplit(records, classnames)
 
 
-# Prepared forms and the one entry point -------------------------------------------------------------
+# Prepared forms and the one entry point -----------------------------------------------------------
 
 
 def _prepared_rel(path, root):
@@ -1278,7 +1504,8 @@ def _prepared_rel(path, root):
 
 
 def _use_prepared(split, root, prepared):
-    """Point each record at its prepared frame folder or .mp4 when one exists (else the original)."""
+    """Point each record at its prepared frame folder or .mp4 when one exists (else the
+    original)."""
     _require(prepared, "prepared folder (written by `python video_data.py prepare`)")
     found = 0
     for r in split.records:
@@ -1312,7 +1539,8 @@ def load_split(dataset, root, split="train", fold=1, prepared=None, **kw):
         out = load_charades(root, split, kw.get("videos_dir"))
     elif dataset == "list":
         if not kw.get("list_file") or not kw.get("classnames_file"):
-            raise ValueError("load_split('list', ...) needs list_file= and classnames_file= (paths, relative to root)")
+            raise ValueError("load_split('list', ...) needs list_file= and classnames_file= "
+                             "(paths, relative to root)")
         out = load_list(root, kw["list_file"], kw["classnames_file"])
     elif dataset == "synthetic":
         out = load_list(root, f"{split}.txt", f"{split}_classnames.txt")
@@ -1321,185 +1549,17 @@ def load_split(dataset, root, split="train", fold=1, prepared=None, **kw):
     return _use_prepared(out, root, prepared) if prepared else out
 
 
-# ----------------------------------------------------------------------------------------------------
-# Dataset
-# ----------------------------------------------------------------------------------------------------
+# --- Synthetic action videos: coloured shapes that move (the demo and the tests) ------------------
 
-MAX_REPLACEMENTS = 20  # a training item tries this many other videos before giving up
-
-
-def unreadable_report(num_failed, num_total):
-    """The line an evaluation prints about unreadable videos."""
-    return f"{num_failed} of {num_total} videos could not be read"
-
-
-class FirstTime:
-    """first(key) is True only the first time any process sharing this object asks about `key`:
-    the process that made it and its DataLoader workers, in every epoch (a DataLoader starts new
-    workers each epoch, each with a fresh copy of the dataset, so a set in the dataset forgets).
-    The keys are files created exclusively in a temporary folder, removed when its maker ends."""
-
-    def __init__(self):
-        self.folder = tempfile.mkdtemp(prefix="video_data_seen_")
-        weakref.finalize(self, _remove_own_folder, self.folder, os.getpid())
-
-    def first(self, key):
-        name = hashlib.sha1(key.encode("utf-8", "surrogateescape")).hexdigest()
-        try:
-            os.close(os.open(os.path.join(self.folder, name), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-        except FileExistsError:
-            return False
-        except OSError:  # the folder is gone (a cleaned /tmp): say it again rather than never
-            return True
-        return True
-
-
-def _remove_own_folder(folder, pid):
-    if os.getpid() == pid:  # not from a forked worker's copy
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-class ClipReader:
-    """The sampled uint8 frames (N*T, H, W, 3), clip-major, of a VideoRecord [Sec. 4.1].
-
-    Frame counts come from the record, else count_frames; when a video ends before its packets said
-    (a truncated file, a list that overstates a frame folder), the frames on disk are trusted and
-    the clip resampled once. in_memory=True keeps every decoded video (for tiny datasets).
-    jpeg_bytes=True reads frame folders' JPEG files undecoded: a list of T (n,) uint8 tensors.
-    """
-
-    def __init__(self, num_frames, mode, num_clips=1, in_memory=False, jpeg_bytes=False):
-        self.num_frames, self.mode, self.num_clips, self.in_memory = num_frames, mode, num_clips, in_memory
-        self.jpeg_bytes = jpeg_bytes
-        self._frames, self._counts = {}, {}  # path -> decoded uint8 video; path -> corrected frame count
-
-    def _count(self, record):
-        n = self._counts.get(record.path) or record.num_frames or count_frames(record.path)
-        if n < 1:
-            folder = os.path.isdir(record.path)
-            reason = _no_frames_reason(record.path) if folder else "has no frames"
-            raise VideoReadError(record.path, reason)
-        return n
-
-    def _read(self, record):
-        n = self._count(record)
-        indices = sample_indices(n, self.num_frames, self.mode, self.num_clips)
-        threads = 1 if torch.utils.data.get_worker_info() is not None else 0  # workers are the parallelism
-        if self.jpeg_bytes and os.path.isdir(record.path):
-            return _whole_jpegs(record.path, read_jpeg_bytes(record.path, indices))
-        if not self.in_memory:
-            return read_frames(record.path, indices, threads)
-        if record.path not in self._frames:
-            self._frames[record.path] = read_frames(record.path, range(n), threads)
-        return self._frames[record.path][indices]
-
-    def __call__(self, record):
-        try:
-            return self._read(record)
-        except VideoTooShortError as e:
-            if e.available < 1 or record.path in self._counts:
-                raise
-            self._counts[record.path] = e.available
-            return self._read(record)
-
-
-class VideoDataset(torch.utils.data.Dataset):
-    """Sampled, transformed clips of a DatasetSplit (or a list of VideoRecords) [Sec. 4.1].
-
-    __getitem__(i) -> (video, target, index, ok):
-      train: video (T, 3, S, S). A bad video is replaced by another one (a deterministic choice
-             from `seed` and i), its path logged once (across DataLoader workers and epochs;
-             once per process under torchrun); index is the video returned.
-      test:  video (V, T, 3, S, S), V = num_clips * num_crops, clip-major. A bad video gives zeros
-             of that shape and ok=False; strict=True raises VideoReadError (naming the path) instead.
-      target: int64 class id, or a float multi-hot (C,) for multi-label splits.
-    Annotations are parsed once, before; items only decode. Picklable for DataLoader workers, where
-    decoding uses one thread per worker. Default transforms: train_transform(224), test_transform(224).
-    jpeg_bytes=True (train mode, frame folders): items carry JpegClips, decoded on the model's
-    device by finish_batch; a DataLoader needs collate_fn=collate for them.
-    """
-
-    def __init__(self, split_or_records, num_frames, mode="train", transform=None, num_clips=1, num_crops=1,
-                 strict=False, in_memory=False, seed=0, jpeg_bytes=False):
-        if mode not in ("train", "test"):
-            raise ValueError(f"VideoDataset: mode must be 'train' or 'test', got {mode!r}")
-        split = split_or_records if isinstance(split_or_records, DatasetSplit) else DatasetSplit(list(split_or_records), [])
-        self.records, self.classnames, self.multilabel = split.records, split.classnames, split.multilabel
-        self.num_frames, self.mode, self.strict, self.seed = num_frames, mode, strict, seed
-        self.num_clips, self.num_crops = (1, 1) if mode == "train" else (num_clips, num_crops)
-        if transform is None:
-            transform = train_transform(224) if mode == "train" else test_transform(224, num_crops)
-        self.transform = transform
-        if jpeg_bytes and (mode != "train" or in_memory):
-            raise ValueError("VideoDataset: jpeg_bytes is for training clips read from disk "
-                             "(mode='train', in_memory=False)")
-        self.read = ClipReader(num_frames, mode, self.num_clips, in_memory, jpeg_bytes)
-        self._bad, self._blank = set(), None  # indices found unreadable; zeros for a failed test item
-        self._logged = FirstTime()  # each bad path logged once, whatever the workers and epochs
-
-    def __len__(self):
-        return len(self.records)
-
-    def _target(self, i):
-        label = self.records[i].label
-        if not self.multilabel:
-            return torch.tensor(label, dtype=torch.int64)
-        target = torch.zeros(len(self.classnames))  # (C,) multi-hot
-        target[label] = 1
-        return target
-
-    def _note_bad(self, i, error, action):
-        if self.strict:
-            raise error
-        if i not in self._bad and self._logged.first(self.records[i].path):
-            log.warning("unreadable video (%s): %s", action, error)
-        self._bad.add(i)
-
-    def _train_item(self, i):
-        rng = random.Random(self.seed * 1_000_003 + i)  # replacements: a fixed order per (seed, i)
-        for j in [i] + [rng.randrange(len(self.records)) for _ in range(MAX_REPLACEMENTS)]:
-            if j not in self._bad:
-                try:
-                    return self.transform(self.read(self.records[j])), self._target(j), j, True
-                except VideoReadError as e:
-                    self._note_bad(j, e, "replaced by another training video")
-        raise RuntimeError(f"VideoDataset: video {i} and {MAX_REPLACEMENTS} replacements could not be read; "
-                           f"check the dataset root (first: {self.records[i].path})")
-
-    def _views(self, frames):
-        """uint8 (N*T, H, W, 3) -> (V, T, 3, S, S): each clip transformed, crops flattened in."""
-        clips = frames.view(self.num_clips, self.num_frames, *frames.shape[1:])  # (N, T, H, W, 3)
-        views = torch.stack([self.transform(clip) for clip in clips])  # (N, [3,] T, 3, S, S)
-        views = views.flatten(0, 1) if views.ndim == 6 else views
-        if len(views) != self.num_clips * self.num_crops:
-            raise ValueError(f"VideoDataset: transform gave {len(views) // self.num_clips} crops per clip, "
-                             f"num_crops={self.num_crops}; pass test_transform(size, num_crops={self.num_crops})")
-        return views
-
-    def _test_item(self, i):
-        try:
-            return self._views(self.read(self.records[i])), self._target(i), i, True
-        except VideoReadError as e:
-            self._note_bad(i, e, "counted as failed")
-            if self._blank is None:  # zeros shaped like a view, found by transforming a black clip once
-                self._blank = torch.zeros_like(self._views(torch.zeros(
-                    self.num_clips * self.num_frames, 256, 256, 3, dtype=torch.uint8)))
-            return self._blank.clone(), self._target(i), i, False
-
-    def __getitem__(self, i):
-        return self._train_item(i) if self.mode == "train" else self._test_item(i)
-
-
-# ----------------------------------------------------------------------------------------------------
-# Synthetic action videos: coloured shapes that move (the demo and the tests)
-# ----------------------------------------------------------------------------------------------------
 
 COLOURS = ("red", "green", "blue", "yellow")
 SHAPES = ("circle", "square", "triangle")
 MOTIONS = ("moving left", "moving right", "growing", "shrinking")
-_RGB = {"red": (235, 45, 45), "green": (40, 210, 70), "blue": (60, 100, 255), "yellow": (240, 225, 40)}
+_RGB = {"red": (235, 45, 45), "green": (40, 210, 70), "blue": (60, 100, 255),
+        "yellow": (240, 225, 40)}
 _BACKGROUND = 16  # dark grey
-_CODECS = {".mp4": "libx264", ".mkv": "libx264", ".mov": "libx264", ".avi": "mpeg4", ".webm": "libvpx-vp9"}
+_CODECS = {".mp4": "libx264", ".mkv": "libx264", ".mov": "libx264", ".avi": "mpeg4",
+           ".webm": "libvpx-vp9"}
 
 
 def synthetic_classname(colour, shape, motion):
@@ -1508,10 +1568,11 @@ def synthetic_classname(colour, shape, motion):
 
 
 def _open_writer(path, first, fps, codec, gop, bframes, options, container_options):
-    """An output container and its video stream sized for the (H, W, 3) frame `first`."""
+    """An output container and its video stream sized for the (h, w, 3) frame `first`."""
     h, w = first.shape[:2]
     if codec in ("libx264", "mpeg4", "libvpx-vp9") and (h % 2 or w % 2):
-        raise ValueError(f"write_video({path}): {codec} with yuv420p needs even width and height, got {w}x{h}")
+        raise ValueError(f"write_video({path}): {codec} with yuv420p needs even width and height, "
+                         f"got {w}x{h}")
     container = av.open(path, "w", container_options=container_options or {})
     stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
     stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
@@ -1519,23 +1580,27 @@ def _open_writer(path, first, fps, codec, gop, bframes, options, container_optio
         stream.codec_context.gop_size = gop
     if bframes is not None:
         stream.codec_context.max_b_frames = bframes
-    stream.options = {**({"deadline": "realtime", "cpu-used": "8"} if codec == "libvpx-vp9" else {}), **(options or {})}
+    fast_vp9 = {"deadline": "realtime", "cpu-used": "8"} if codec == "libvpx-vp9" else {}
+    stream.options = {**fast_vp9, **(options or {})}
     return container, stream
 
 
-def write_video(path, frames, fps=30, codec=None, gop=None, bframes=None, options=None, container_options=None):
-    """Encode uint8 frames (T, H, W, 3) (array, tensor or iterable of (H, W, 3)) to `path` with PyAV.
+def write_video(path, frames, fps=30, codec=None, gop=None, bframes=None, options=None,
+                container_options=None):
+    """Encode uint8 frames (T, h, w, 3) (array, tensor or iterable of (h, w, 3)) to `path` with
+    PyAV.
 
-    codec defaults from the extension: .mp4/.mkv libx264, .avi mpeg4, .webm libvpx-vp9. gop: keyframe
-    interval; bframes: max B-frames; options: encoder options (e.g. {'crf': '18'}); container_options:
-    muxer options (e.g. {'movflags': '+faststart'}). Returns path.
+    codec defaults from the extension: .mp4/.mkv libx264, .avi mpeg4, .webm libvpx-vp9. gop:
+    keyframe interval; bframes: max B-frames; options: encoder options (e.g. {'crf': '18'});
+    container_options: muxer options (e.g. {'movflags': '+faststart'}). Returns path.
     """
     frames = iter(np.asarray(f, dtype=np.uint8) for f in frames)
     first = next(frames, None)
     if first is None:
         raise ValueError(f"write_video({path}): no frames")
     codec = codec or _CODECS.get(os.path.splitext(path)[1].lower(), "libx264")
-    container, stream = _open_writer(path, first, fps, codec, gop, bframes, options, container_options)
+    container, stream = _open_writer(path, first, fps, codec, gop, bframes, options,
+                                     container_options)
     try:
         for frame in itertools.chain([first], frames):
             container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
@@ -1546,7 +1611,8 @@ def write_video(path, frames, fps=30, codec=None, gop=None, bframes=None, option
 
 
 def _shape_mask(shape, size, cx, cy, r):
-    """Boolean (size, size) mask of a circle, square or upward triangle of 'radius' r at (cx, cy)."""
+    """Boolean (size, size) mask of a circle, square or upward triangle of 'radius' r at
+    (cx, cy)."""
     y, x = np.mgrid[0:size, 0:size] + 0.5  # pixel centres
     if shape == "circle":
         return (x - cx) ** 2 + (y - cy) ** 2 <= r * r
@@ -1588,11 +1654,12 @@ def render_action(colour, shape, motion, rng, num_frames=16, size=32):
 def _check_classes(classes):
     for colour, shape, motion in classes:
         if colour not in COLOURS or shape not in SHAPES or motion not in MOTIONS:
-            raise ValueError(f"synthetic class {(colour, shape, motion)} is not in COLOURS x SHAPES x MOTIONS "
-                             f"({COLOURS}, {SHAPES}, {MOTIONS})")
+            raise ValueError(f"synthetic class {(colour, shape, motion)} is not in COLOURS x "
+                             f"SHAPES x MOTIONS ({COLOURS}, {SHAPES}, {MOTIONS})")
 
 
-def make_synthetic_dataset(root, classes, videos_per_class, num_frames=16, size=32, seed=0, split="train"):
+def make_synthetic_dataset(root, classes, videos_per_class, num_frames=16, size=32, seed=0,
+                           split="train"):
     """Write `videos_per_class` .mp4 videos (H.264, the real decoding path) of each (colour, shape,
     motion) class under root/videos/<split>/, the list file root/<split>.txt ('path label', label =
     position in `classes`) and root/<split>_classnames.txt. Read back with
@@ -1602,7 +1669,8 @@ def make_synthetic_dataset(root, classes, videos_per_class, num_frames=16, size=
     rng = np.random.default_rng([seed, zlib.crc32(split.encode())])
     lines = []
     for label, (colour, shape, motion) in enumerate(classes):
-        folder = f"videos/{split}/{label:03d}_{synthetic_classname(colour, shape, motion).replace(' ', '_')}"
+        name = synthetic_classname(colour, shape, motion).replace(" ", "_")
+        folder = f"videos/{split}/{label:03d}_{name}"
         os.makedirs(os.path.join(root, folder), exist_ok=True)
         for k in range(videos_per_class):
             rel = f"{folder}/{k:04d}.mp4"
@@ -1617,14 +1685,13 @@ def make_synthetic_dataset(root, classes, videos_per_class, num_frames=16, size=
     return list_file
 
 
-# ----------------------------------------------------------------------------------------------------
-# Prepare: convert a dataset once into a form that is cheap to sample
-# ----------------------------------------------------------------------------------------------------
-# Decoding is the bottleneck: a 10 s clip with x264's default keyframe interval (250) must be decoded
-# almost whole to reach 8 spread frames. Frame folders cost one small JPEG decode per sampled frame;
-# re-encoded videos with a short keyframe interval and no B-frames cost a few frames per sample.
+# --- Prepare: convert a dataset once into a form that is cheap to sample --------------------------
+# Decoding is the bottleneck: a 10 s clip with x264's default keyframe interval (250) must be
+# decoded almost whole to reach 8 spread frames. Frame folders cost one small JPEG decode per
+# sampled frame; re-encoded videos with a short keyframe interval and no B-frames cost a few frames
+# per sample.
 
-PREPARED_GOP = 8  # keyframe interval of prepared videos: <= 7 extra frames decoded per sampled frame
+PREPARED_GOP = 8  # keyframe interval of prepared videos: <= 7 extra frames decoded a sampled frame
 PREPARED_X264 = {"preset": "veryfast", "tune": "fastdecode", "crf": "23", "threads": "1"}
 
 
@@ -1635,10 +1702,11 @@ def _scaled_size(width, height, short_side):
 
 
 def _decoded_rgb(src, short_side):
-    """Every frame of `src`, in order, as uint8 (H, W, 3) with the short side at most short_side."""
+    """Every frame of `src`, in order, as uint8 (h, w, 3) with the short side at most short_side."""
     container, stream = _open_video(src, threads=1)
     try:
-        width, height = _scaled_size(stream.codec_context.width, stream.codec_context.height, short_side)
+        context = stream.codec_context
+        width, height = _scaled_size(context.width, context.height, short_side)
         for frame in container.decode(stream):  # written upright: a copy carries no rotation flag
             yield _to_rgb(frame, width=width, height=height)
     except av.FFmpegError as e:
@@ -1653,7 +1721,8 @@ def _write_frame_folder(src, tmp, short_side, quality):
     for count, rgb in enumerate(_decoded_rgb(src, short_side), 1):
         with warnings.catch_warnings():  # torchvision 0.29 deprecates its (libjpeg-turbo) codecs
             warnings.simplefilter("ignore", DeprecationWarning)
-            jpeg = torchvision.io.encode_jpeg(torch.from_numpy(rgb).permute(2, 0, 1), quality=quality)
+            chw = torch.from_numpy(rgb).permute(2, 0, 1)
+            jpeg = torchvision.io.encode_jpeg(chw, quality=quality)
         with open(os.path.join(tmp, FRAME_NAME.format(count)), "wb") as f:
             f.write(jpeg.numpy().tobytes())
     if count == 0:
@@ -1666,8 +1735,8 @@ def _write_short_gop(src, tmp, short_side, gop):
     rate = Fraction(rate.numerator, rate.denominator) if rate else Fraction(30)
     container.close()
     try:
-        write_video(tmp, _decoded_rgb(src, short_side), fps=rate, codec="libx264", gop=gop, bframes=0,
-                    options=PREPARED_X264)
+        write_video(tmp, _decoded_rgb(src, short_side), fps=rate,
+                    codec="libx264", gop=gop, bframes=0, options=PREPARED_X264)
     except ValueError as e:  # no frames
         raise VideoReadError(src, str(e)) from e
 
@@ -1680,8 +1749,8 @@ def _remove(path):
 
 
 def _prepare_one(job):
-    """Convert one video (job: src, dst, form, short_side, quality, gop); returns (src, error or None).
-    Writes to a temporary name and renames, so a killed run leaves no half output behind."""
+    """Convert one video (job: src, dst, form, short_side, quality, gop); returns (src, error or
+    None). Writes to a temporary name and renames, so a killed run leaves no half output behind."""
     src, dst, form, short_side, quality, gop = job
     for stale in glob.glob(glob.escape(dst) + ".tmp*"):  # left by a killed run
         _remove(stale)
@@ -1700,7 +1769,8 @@ def _prepare_one(job):
 
 
 class _Progress:
-    """'done/total' progress on stderr: one rewritten line on a terminal, else a line every `every` s."""
+    """'done/total' progress on stderr: one rewritten line on a terminal, else a line every
+    `every` s."""
 
     def __init__(self, total, label, every=30.0):
         self.total, self.label, self.every = total, label, every
@@ -1714,9 +1784,10 @@ class _Progress:
         if self.done == self.total or now - self.last >= (0.2 if self.tty else self.every):
             self.last = now
             rate = self.done / max(now - self.start, 1e-9)
-            line = f"{self.label}: {self.done}/{self.total} videos, {self.failed} failed, {rate:.1f}/s"
-            print(("\r" + line) if self.tty else line, end="" if self.tty and self.done < self.total else "\n",
-                  file=sys.stderr, flush=True)
+            line = (f"{self.label}: {self.done}/{self.total} videos, {self.failed} failed, "
+                    f"{rate:.1f}/s")
+            end = "" if self.tty and self.done < self.total else "\n"
+            print(("\r" + line) if self.tty else line, end=end, file=sys.stderr, flush=True)
 
 
 def _dataset_videos(dataset, root, **kw):
@@ -1741,7 +1812,8 @@ def _worker_init():
 
 
 def _run_jobs(jobs, workers):
-    """(src, error) of each job as it finishes: in this process for one worker, else a process pool."""
+    """(src, error) of each job as it finishes: in this process for one worker, else a process
+    pool."""
     if workers <= 1:
         yield from map(_prepare_one, jobs)
         return
@@ -1792,12 +1864,13 @@ def _write_json(path, payload):
     os.replace(path + ".tmp", path)
 
 
-def prepare(dataset, root, out, form="frames", short_side=256, workers=1, quality=90, gop=PREPARED_GOP, **kw):
+def prepare(dataset, root, out, form="frames", short_side=256, workers=1, quality=90,
+            gop=PREPARED_GOP, **kw):
     """Convert every video of a dataset into frame folders (form='frames': img_00001.jpg ..., the
     official format) or short-keyframe-interval H.264 (form='video') with the short side scaled to
-    `short_side` (never up), below `out` mirroring the layout below root. Resumable: finished outputs
-    are skipped; a rerun with other settings is refused (out/PREPARED.json records them). Returns
-    (converted, skipped, failed paths). Read with load_split(..., prepared=out)."""
+    `short_side` (never up), below `out` mirroring the layout below root. Resumable: finished
+    outputs are skipped; a rerun with other settings is refused (out/PREPARED.json records them).
+    Returns (converted, skipped, failed paths). Read with load_split(..., prepared=out)."""
     _check_settings(form, short_side, quality, gop)
     _check_out(out, root, kw.get("videos_dir"))
     settings = {"dataset": dataset, "root": os.path.abspath(root), "form": form,
@@ -1817,7 +1890,8 @@ def prepare(dataset, root, out, form="frames", short_side=256, workers=1, qualit
             skipped += 1
         else:
             jobs.append((src, dst, form, short_side, quality, gop))
-    progress, failed = _Progress(len(jobs), f"prepare {dataset} -> {out} ({skipped} done before)"), []
+    progress = _Progress(len(jobs), f"prepare {dataset} -> {out} ({skipped} done before)")
+    failed = []
     for src, error in _run_jobs(jobs, workers):
         progress.update(error is not None)
         if error:
@@ -1828,9 +1902,7 @@ def prepare(dataset, root, out, form="frames", short_side=256, workers=1, qualit
     return len(jobs) - len(failed), skipped, failed
 
 
-# ----------------------------------------------------------------------------------------------------
-# CLI
-# ----------------------------------------------------------------------------------------------------
+# --- CLI ------------------------------------------------------------------------------------------
 
 
 def _whole_number(low, high=None):
@@ -1847,12 +1919,16 @@ def _whole_number(low, high=None):
 def _parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    p = commands.add_parser("prepare", help="convert a dataset once into frame folders or short-GOP videos")
-    p.add_argument("--dataset", required=True, choices=DATASETS, help="which annotation layout root holds")
+    p = commands.add_parser("prepare", help="convert a dataset once into frame folders or "
+                                            "short-GOP videos")
+    p.add_argument("--dataset", required=True, choices=DATASETS,
+                   help="which annotation layout root holds")
     p.add_argument("--root", required=True, help="dataset root, as given to load_split")
-    p.add_argument("--out", required=True, help="folder for the prepared copy (mirrors root's layout)")
+    p.add_argument("--out", required=True,
+                   help="folder for the prepared copy (mirrors root's layout)")
     p.add_argument("--form", choices=("frames", "video"), default="frames",
-                   help="frames: JPEG folders img_00001.jpg (the official code's format); video: H.264 with "
+                   help="frames: JPEG folders img_00001.jpg (the official code's format); "
+                        "video: H.264 with "
                         f"a keyframe every {PREPARED_GOP} frames and no B-frames")
     p.add_argument("--short-side", type=_whole_number(2), default=256,
                    help="scale the short side to this (never up); 256 as TSN")
@@ -1864,7 +1940,8 @@ def _parse_args(argv):
                    help="keyframe interval of --form video")
     p.add_argument("--list-file", help="--dataset list: the 'path label' list file")
     p.add_argument("--classnames-file", help="--dataset list: the class names file")
-    p.add_argument("--videos-dir", help="kinetics/charades: where the videos are, if not below root")
+    p.add_argument("--videos-dir",
+                   help="kinetics/charades: where the videos are, if not below root")
     args = parser.parse_args(argv)
     if args.dataset == "list" and not (args.list_file and args.classnames_file):
         p.error("--dataset list needs --list-file FILE and --classnames-file FILE (in --root)")
@@ -1874,7 +1951,8 @@ def _parse_args(argv):
 def main(argv=None):
     args = _parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    kw = {k: v for k, v in (("list_file", args.list_file), ("classnames_file", args.classnames_file),
+    kw = {k: v for k, v in (("list_file", args.list_file),
+                            ("classnames_file", args.classnames_file),
                             ("videos_dir", args.videos_dir)) if v}
     try:
         converted, skipped, failed = prepare(args.dataset, args.root, args.out, args.form,
@@ -1884,7 +1962,7 @@ def main(argv=None):
         raise SystemExit(f"error: {e}") from None
     print(f"prepared {converted} videos into {args.out} ({skipped} were done before); "
           f"{unreadable_report(len(failed), converted + len(failed))}")
-    return 1 if failed and not (converted or skipped) else 0  # fail only when nothing could be prepared
+    return 1 if failed and not (converted or skipped) else 0  # fail only if none could be prepared
 
 
 if __name__ == "__main__":
