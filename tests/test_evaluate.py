@@ -332,7 +332,7 @@ def test_unimodal_checkpoint_of_other_classes_is_refused(ucf101, tmp_path, one_t
             (4, None, "unimodal classifier of 4 classes, the split has 3"),
             (3, [names[0], names[2], names[1]],
              "class 1 is 'yo yo'; the split's class 1 is 'basketball'")):
-        model = train.build_model(train_args, num_classes, classnames)  # as train.py builds it
+        model = train.build_video_model(train_args, num_classes, classnames)  # as train.py builds it
         path = str(tmp_path / f"unimodal{num_classes}.pt")
         torch.save(prompts.checkpoint_payload(model), path)
         one_line_error(evaluate.main, ["--checkpoint", path, *args], f"--checkpoint .*{expected}")
