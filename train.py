@@ -183,10 +183,10 @@ def train_step(run, batches):
     templates, text_classes) of B videos; returns the loss, averaged over them and all ranks."""
     args, device = run.args, run.ddp.device
     set_lr(run.optimizer, lr_at(run.step / run.steps_per_epoch, args))  # per step [Sec. 4.1]
-    # The global RNG as a function of (seed, rank, step), so that a resumed run draws what an
-    # uninterrupted one would. Nothing in the step draws from it today (there is no dropout, and
-    # every random draw of the data comes from (seed, epoch, video) in TrainItems): a new random
-    # operation in the forward pass would keep resume exact.
+    # The global RNG as a function of (seed, rank, step): a resumed run draws what an
+    # uninterrupted one would. Nothing in the step draws from it today (there is no dropout; the
+    # data's draws come from (seed, epoch, video) in TrainItems): this keeps resume exact should
+    # a random operation (a dropout, say) enter the forward pass.
     torch.manual_seed(mix_seed(args.seed, run.ddp.rank, run.step))
     total = torch.zeros((), device=device)
     for i in range(args.grad_accum):
