@@ -1,22 +1,34 @@
-"""Evaluate an ActionCLIP checkpoint on a dataset split: top-1 / top-5 (mAP for Charades), per class.
+"""Evaluate an ActionCLIP checkpoint on a dataset split: top-1 / top-5 (mAP for Charades), by class.
 
-The test of the paper [Sec. 4.1]: T frames sampled from the centres of T equal segments, the short side
-resized to 256 for a 224 crop. Single view (1 clip x 1 centre crop) is the paper's default; its best
-numbers use 10 clips x 3 crops, the class scores averaged over the 30 views. On the text side every
-class name is wrapped in each of the 16 templates of prompts.py; a class scores the mean over templates
-of its softmax over classes [Sec. 3.2] (the official test). Texts are encoded once per run.
+Recognition picks the class whose text matches the video best [Eq. 1]. The test of the paper
+[Sec. 4.1]: T frames sampled from the centres of T equal segments, the short side resized to 256
+for a 224 crop. Single view (1 clip x 1 centre crop) is the paper's default; its best numbers use
+10 clips x 3 crops, the class scores averaged over the 30 views. On the text side every class name
+is wrapped in each of the 16 templates of prompts.py; a class scores the mean over templates of its
+softmax over classes [Sec. 3.2] (the official test). Texts are encoded once per run.
 
     python evaluate.py --checkpoint runs/ucf101/last.pt --dataset ucf101 --root data/ucf101 --fold 1
-    python evaluate.py --checkpoint best.pt --dataset kinetics400 --root data/k400 --clips 10 --crops 3
-    python evaluate.py --checkpoint vit-b-16-8f.pt --dataset kinetics400 --root data/k400  # official release
-    torchrun --standalone --nproc_per_node=4 evaluate.py --checkpoint best.pt --dataset kinetics400 ...
+    python evaluate.py --checkpoint best.pt --dataset kinetics400 --root data/k400 --clips 10 \\
+        --crops 3
+    # an official release
+    python evaluate.py --checkpoint vit-b-16-8f.pt --dataset kinetics400 --root data/k400
+    torchrun --standalone --nproc_per_node=4 evaluate.py --checkpoint best.pt \
+        --dataset kinetics400 ...
 
-Under torchrun each process scores the videos i with i % world_size == rank (no padding, nothing dropped),
-and process 0 gathers the scores, puts them back in dataset order and reports: every video counts once.
-Videos that cannot be decoded are counted and left out of the metrics; --strict stops at the first one.
+Under torchrun each process scores the videos i with i % world_size == rank (no padding, nothing
+dropped), and process 0 gathers the scores, puts them back in dataset order and reports: every
+video counts once. Videos that cannot be decoded are counted and left out of the metrics; --strict
+stops at the first one.
 
 train.py (validation) and zeroshot.py use this file's pieces: the metrics (topk_accuracy,
-mean_average_precision, per_class_accuracy), eval_loader, predict, encode_videos and summarize.
+mean_average_precision, per_class_accuracy), eval_loader, predict_videos, encode_videos and
+summarize.
+
+Read from the top: prediction (views, template ensemble), the metrics [Eq. 1], the reports; then
+the machinery (progress, processes, the command line).
+
+Shapes: B videos in a batch, V views per video (clips x crops), T frames per video, S image side in
+pixels, K templates, C classes, E joint embedding dimension. "videos": all the videos of a split.
 """
 
 import argparse
@@ -35,36 +47,152 @@ from torch.utils.data import DataLoader, Sampler
 import prompts
 import video_data
 
-# ----------------------------------------------------------------------------------------------------
-# Metrics. Scores (M, C), one row per video; targets (M,) class ids, or (M, C) multi-hot (Charades).
+
+# --------------------------------------------------------------------------------------------------
+# Prediction: every view's class scores, averaged over views [Sec. 3.2, 4.1]
+
+
+class Predictions(NamedTuple):
+    scores: torch.Tensor   # (videos, C) class scores, averaged over the views of each video
+    targets: torch.Tensor  # (videos,) class ids, or (videos, C) multi-hot
+    ok: torch.Tensor       # (videos,) bool: False where the video could not be read (its scores
+                           # mean nothing)
+
+
+def encode_views(model, video):                                       # (B, V, T, 3, S, S)
+    """L2-normalised features of every view of every video: (B, V, E), fp32."""
+    B, V = video.shape[:2]
+    features = model.encode_video(video.flatten(0, 1))   # (B*V, E): views are videos to the model
+    return torch.nn.functional.normalize(features.float(), dim=-1).view(B, V, -1)
+
+
+def view_averaged_scores(features, text_feats, logit_scale):           # (B, V, E), (K, C, E)
+    """Ensemble scores of every view [Sec. 3.2], then their mean over views [Sec. 4.1]: (B, C).
+
+    Scores are averaged, not features: each view votes with its own softmax, as in the official
+    test. Computed in fp32 even under autocast: in bf16, logits of 100 x cosine (~30) would round to
+    steps of 1/8.
+    """
+    B, V, E = features.shape
+    with torch.autocast(features.device.type, enabled=False):
+        scores = prompts.ensemble_scores(features.flatten(0, 1), text_feats,
+                                         logit_scale)                           # (B*V, C)
+    return scores.view(B, V, -1).mean(dim=1)                           # (B, C)
+
+
+def score_views(model, video, text_feats):                             # (B, V, T, 3, S, S)
+    """Class scores (B, C) of a batch. text_feats None: the model is a VideoClassifier (Table 1's
+    baseline)."""
+    if text_feats is None:
+        B, V = video.shape[:2]
+        return model(video.flatten(0, 1)).float().softmax(dim=-1).view(B, V, -1).mean(dim=1)
+    return view_averaged_scores(encode_views(model, video),
+                                text_feats, model.logit_scale.exp().float())
+
+
+def predict_videos(model, loader, text_feats, device, dtype=None, progress="predict"):
+    """Class scores of every video of loader.dataset, in dataset order, views averaged: Predictions.
+
+    text_feats: (K, C, E) from prompts.text_features (on `device`), or None for a VideoClassifier.
+    dtype: of autocast (autocast_dtype), None for none.
+    """
+    model.eval()
+    scores, targets, ok = run_loader(loader, lambda video: score_views(model, video, text_feats),
+                                     device, dtype, progress)
+    return Predictions(scores, targets, ok.bool())
+
+
+def encode_videos(model, loader, device, dtype=None, progress="encode"):
+    """Normalised features (videos, V, E) of every view of every video, with targets (videos, ...)
+    and ok (videos,)."""
+    model.eval()
+    features, targets, ok = run_loader(loader, lambda video: encode_views(model, video), device,
+                                       dtype, progress)
+    return features, targets, ok.bool()
+
+
+@torch.no_grad()
+def run_loader(loader, fn, device, dtype=None, progress="predict"):
+    """fn(video (B, V, T, 3, S, S) on device) -> (B, ...) for every video of loader.dataset.
+
+    Returns (outputs, targets, ok), each in dataset order. A sharded loader
+    (eval_loader(distributed=True)) is gathered from every process, so every process must call this.
+    progress: a label, or None.
+    """
+    sharded = isinstance(loader.sampler, ShardSampler)
+    world_size = dist.get_world_size() if sharded else 1
+    shown = progress and (not sharded or dist.get_rank() == 0)
+    bar = Progress(len(loader.dataset), progress) if shown else None
+    columns = [], [], [], []
+    for video, target, index, ok in loader:
+        video = video_data.finish_batch(video, device)                 # uint8: normalised here
+        if video.ndim == 5:                                   # a train-mode dataset: no view axis
+            video = video[:, None]                                     # (B, 1, T, 3, S, S)
+        with autocast(device, dtype):
+            out = fn(video)
+        for column, value in zip(columns, (index, out.float().cpu(), target, ok)):
+            column.append(value)
+        if bar:
+            bar.update(len(index) * world_size)                # process 0's pace stands for all
+    part = tuple(torch.cat(column) for column in columns) if columns[0] else None
+    if sharded:
+        return gather_in_order(part, len(loader.dataset))
+    if part is None:
+        raise ValueError("the loader has no videos")
+    order = part[0].argsort()                            # dataset order, whatever the sampler's
+    return tuple(column[order] for column in part[1:])
+
+
+def autocast_dtype(device, precision="auto"):
+    """The dtype of autocast, or None for none (fp32). precision: auto (bf16 on GPUs that have it,
+    else fp16; none on the CPU), bf16, fp16 or fp32 (train.py's --precision; evaluate.py's --fp32
+    is fp32). Parameters stay fp32 either way."""
+    if precision == "auto":
+        if device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[precision]
+
+
+def autocast(device, dtype):
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
+
+
+# --------------------------------------------------------------------------------------------------
+# Metrics [Eq. 1]. Scores (videos, C), one row per video; targets (videos,) class ids, or
+# (videos, C) multi-hot (Charades).
 
 
 def topk_accuracy(scores, targets, ks=(1, 5)):
-    """Percent of videos whose class is among their k highest scores, for each k: {"top1": .., "top5": ..}.
+    """Percent of videos whose class is among their k highest scores, for each k:
+    {"top1": .., "top5": ..}. Top-1 is Eq. 1's recognition: the class whose text matches best.
 
     k is capped at the number of classes (top-5 of 3 classes is 100%). No videos: NaN.
     """
     if len(targets) == 0:
         return {f"top{k}": math.nan for k in ks}
-    ranked = scores.topk(min(max(ks), scores.shape[1]), dim=1).indices  # (M, k_max), best first
-    hits = ranked == targets[:, None]                                   # (M, k_max)
+    k_max = min(max(ks), scores.shape[1])
+    ranked = scores.topk(k_max, dim=1).indices         # (videos, k_max), best first: [Eq. 1]
+    hits = ranked == targets[:, None]                                   # (videos, k_max)
     return {f"top{k}": 100 * hits[:, :k].any(dim=1).double().mean().item() for k in ks}
 
 
 def per_class_accuracy(scores, targets, num_classes):
     """Top-1 accuracy (%) of the videos of each class; NaN for a class without videos."""
-    correct = targets[scores.argmax(dim=1) == targets]
+    correct = targets[scores.argmax(dim=1) == targets]                  # [Eq. 1]: the best match
     total = torch.bincount(targets, minlength=num_classes).double()     # (C,)
-    return (100 * torch.bincount(correct, minlength=num_classes).double() / total).tolist()  # 0/0 = NaN
+    correct_per_class = torch.bincount(correct, minlength=num_classes).double()
+    return (100 * correct_per_class / total).tolist()                   # 0/0 = NaN
 
 
 def average_precision(scores, positives):
-    """Non-interpolated AP (%) of one class: the mean, over its positives, of the precision at their rank.
+    """Non-interpolated AP (%) of one class: the mean, over its positives, of the precision at
+    their rank.
 
-    As Charades' official Charades_v1_classify.m (and sklearn's average_precision_score without ties).
-    NaN for a class without positives.
+    As Charades' official Charades_v1_classify.m (and sklearn's average_precision_score without
+    ties). NaN for a class without positives.
     """
-    hits = positives[scores.argsort(descending=True, stable=True)].double()  # (M,) in rank order
+    hits = positives[scores.argsort(descending=True, stable=True)].double()  # (videos,), ranked
     if hits.sum() == 0:
         return math.nan
     precision = hits.cumsum(0) / torch.arange(1, len(hits) + 1)        # precision at each rank
@@ -76,18 +204,114 @@ def per_class_average_precision(scores, multi_hot):
 
 
 def mean_average_precision(scores, multi_hot):
-    """mAP (%) of a multi-label split (Charades, Table 9): mean AP over the classes that have a positive."""
+    """mAP (%) of a multi-label split (Charades, Table 9): mean AP over the classes that have a
+    positive."""
     aps = [ap for ap in per_class_average_precision(scores, multi_hot) if not math.isnan(ap)]
     return sum(aps) / len(aps) if aps else math.nan
 
 
 def confusion_matrix(scores, targets, num_classes):
     """(C, C) counts: row = true class, column = top-1 prediction."""
-    predicted = scores.argmax(dim=1)
-    return torch.bincount(targets * num_classes + predicted, minlength=num_classes ** 2).view(num_classes, -1)
+    predicted = scores.argmax(dim=1)                                    # [Eq. 1]
+    pairs = targets * num_classes + predicted
+    return torch.bincount(pairs, minlength=num_classes ** 2).view(num_classes, -1)
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
+# Reports
+
+
+def json_number(x):
+    """JSON has no NaN: an undefined metric (a class without videos) is null."""
+    return None if isinstance(x, float) and math.isnan(x) else x
+
+
+def summarize(preds, classnames, multilabel=False):
+    """Metrics of the readable videos: top-1/top-5 (mAP for multi-label), per class, and the
+    counts.
+
+    {"total", "unreadable", "evaluated", "top1", "top5", "mean_class_top1" | "mAP",
+    "per_class": [...]}. Unreadable videos are left out of every metric and counted in "unreadable".
+    """
+    scores, targets = preds.scores[preds.ok], preds.targets[preds.ok]
+    C = len(classnames)
+    result = {"total": len(preds.ok), "unreadable": int((~preds.ok).sum()),
+              "evaluated": len(scores)}
+    if multilabel:
+        result["mAP"] = mean_average_precision(scores, targets)
+        per_class = per_class_average_precision(scores, targets)
+        counts = (targets > 0).sum(dim=0).tolist()                     # positives per class
+        result["per_class"] = [{"class": name, "positives": n, "AP": json_number(ap)}
+                               for name, n, ap in zip(classnames, counts, per_class)]
+    else:
+        result.update(topk_accuracy(scores, targets, (1, 5)))
+        per_class = per_class_accuracy(scores, targets, C)
+        defined = [a for a in per_class if not math.isnan(a)]
+        result["mean_class_top1"] = sum(defined) / len(defined) if defined else math.nan
+        counts = torch.bincount(targets, minlength=C).tolist()
+        result["per_class"] = [{"class": name, "videos": n, "top1": json_number(acc)}
+                               for name, n, acc in zip(classnames, counts, per_class)]
+    return {k: json_number(v) for k, v in result.items()}
+
+
+def format_score(x):
+    """A metric in 6 characters: 2 decimals, or n/a for an undefined one (None)."""
+    return "   n/a" if x is None else f"{x:6.2f}"
+
+
+def views_text(clips, crops):
+    return f"{clips} clip{'s' * (clips > 1)} x {crops} crop{'s' * (crops > 1)}"
+
+
+def headline(result):
+    """One line: the split's metrics and how many videos they cover."""
+    if "mAP" in result:
+        metrics = f"mAP {format_score(result['mAP'])}"
+    else:
+        metrics = (f"top-1 {format_score(result['top1'])}  top-5 {format_score(result['top5'])}  "
+                   f"mean class top-1 {format_score(result['mean_class_top1'])}")
+    return f"{metrics}   ({result['evaluated']} video{'s' * (result['evaluated'] != 1)}; " \
+           f"{video_data.unreadable_report(result['unreadable'], result['total'])})"
+
+
+def format_report(header, result):
+    """The human report: what was evaluated, a per-class table, the headline last (where the eye
+    lands)."""
+    metric = "AP" if "mAP" in result else "top1"
+    count = "positives" if "mAP" in result else "videos"
+    width = max(len("class"), *(len(row["class"]) for row in result["per_class"]))
+    lines = header + ["", f"  {'class':<{width}}  {metric:>6}  {count}"]
+    lines += [f"  {row['class']:<{width}}  {format_score(row[metric])}  {row[count]}"
+              for row in result["per_class"]]
+    return "\n".join(lines + ["", headline(result)])
+
+
+def save_confusion_png(matrix, classnames, path):
+    """A row-normalised confusion matrix as an image, where matplotlib is installed (False
+    otherwise)."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    C = len(classnames)
+    rates = matrix.float() / matrix.sum(dim=1, keepdim=True).clamp(min=1)  # true class: sums to 1
+    size = min(4 + C * 0.18, 40)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(rates.numpy(), cmap="Blues", vmin=0, vmax=1)
+    if C <= 60:                                                        # readable tick labels only
+        ax.set_xticks(range(C), classnames, rotation=90, fontsize=6)
+        ax.set_yticks(range(C), classnames, fontsize=6)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    fig.tight_layout()
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+    return True
+
+
+# --------------------------------------------------------------------------------------------------
 # Progress: videos done, rate, time left (written by hand: no tqdm dependency)
 
 
@@ -95,11 +319,14 @@ def clock(seconds):
     if not math.isfinite(seconds):
         return "--:--"
     minutes, seconds = divmod(int(seconds), 60)
-    return f"{minutes // 60}:{minutes % 60:02d}:{seconds:02d}" if minutes >= 60 else f"{minutes:02d}:{seconds:02d}"
+    if minutes >= 60:
+        return f"{minutes // 60}:{minutes % 60:02d}:{seconds:02d}"
+    return f"{minutes:02d}:{seconds:02d}"
 
 
 class Progress:
-    """A progress line on stderr. On a terminal one line redrawn in place; in a log, a line every `every` s."""
+    """A progress line on stderr. On a terminal one line redrawn in place; in a log, a line every
+    `every` s."""
 
     def __init__(self, total, label, every=30.0, stream=None):
         self.stream = stream or sys.stderr
@@ -120,26 +347,30 @@ class Progress:
             print(("\r" if self.tty else "") + line, end=end, file=self.stream, flush=True)
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Distributed: torchrun starts one process per GPU; each scores a shard, process 0 reports
 
 
 def setup_distributed(device_name=None):
-    """(rank, world_size, device). Plain `python` runs one process; torchrun sets RANK, WORLD_SIZE, LOCAL_RANK."""
+    """(rank, world_size, device). Plain `python` runs one process; torchrun sets RANK, WORLD_SIZE,
+    LOCAL_RANK."""
     on_gpu = torch.cuda.is_available() and device_name != "cpu"
     if "WORLD_SIZE" not in os.environ:
         return 0, 1, torch.device(device_name or ("cuda" if on_gpu else "cpu"))
-    rank, world_size, local_rank = (int(os.environ[k]) for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
+    rank, world_size, local_rank = (int(os.environ[k])
+                                    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
     if on_gpu:
-        torch.cuda.set_device(local_rank)  # all_gather_object under nccl works on the current device
+        torch.cuda.set_device(local_rank)  # all_gather_object under nccl: on the current device
     dist.init_process_group("nccl" if on_gpu else "gloo")
     return rank, world_size, torch.device(f"cuda:{local_rank}" if on_gpu else "cpu")
 
 
 class ShardSampler(Sampler):
-    """Process `rank` of `world_size` takes videos rank, rank + world_size, ...: every video exactly once.
+    """Process `rank` of `world_size` takes videos rank, rank + world_size, ...: every video
+    exactly once.
 
-    torch's DistributedSampler pads the last shard with repeated videos, which would count them twice.
+    torch's DistributedSampler pads the last shard with repeated videos, which would count them
+    twice.
     """
 
     def __init__(self, size, rank, world_size):
@@ -153,222 +384,44 @@ class ShardSampler(Sampler):
 
 
 def eval_loader(dataset, batch_size, workers, distributed=False, persistent=False):
-    """A DataLoader over every video of `dataset`, in order (this process's shard when `distributed`).
+    """A DataLoader over every video of `dataset`, in order (this process's shard when
+    `distributed`).
 
     No drop_last, no padding: the last batch may be short. Decoding runs in `workers` processes,
     which live on between passes when `persistent` (train.py validates with one loader per run).
     Batches are pinned on CUDA machines, for run_loader's non-blocking copies.
     """
-    sampler = ShardSampler(len(dataset), dist.get_rank(), dist.get_world_size()) if distributed else None
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=False, num_workers=workers,
-                      pin_memory=torch.cuda.is_available(), drop_last=False,
+    sampler = None
+    if distributed:
+        sampler = ShardSampler(len(dataset), dist.get_rank(), dist.get_world_size())
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=False,
+                      num_workers=workers, pin_memory=torch.cuda.is_available(), drop_last=False,
                       persistent_workers=persistent and workers > 0,
                       worker_init_fn=video_data.ignore_stop_signals)
 
 
 def gather_in_order(part, size):
-    """The (indices, outputs, targets, ok) of every process, concatenated and put in dataset order."""
+    """The (indices, outputs, targets, ok) of every process, concatenated and put in dataset
+    order."""
     parts = [None] * dist.get_world_size()
     dist.all_gather_object(parts, part)                               # CPU tensors, pickled
-    indices, outputs, targets, ok = (torch.cat(column) for column in zip(*[p for p in parts if p is not None]))
+    columns = zip(*[p for p in parts if p is not None])
+    indices, outputs, targets, ok = (torch.cat(column) for column in columns)
     order = indices.argsort()
     if not torch.equal(indices[order], torch.arange(size)):
-        raise RuntimeError(f"the processes scored {len(indices)} videos ({len(indices.unique())} distinct) "
-                           f"for a dataset of {size}: each process needs eval_loader(..., distributed=True)")
+        raise RuntimeError(f"the processes scored {len(indices)} videos "
+                           f"({len(indices.unique())} distinct) for a dataset of {size}: each "
+                           f"process needs eval_loader(..., distributed=True)")
     return outputs[order], targets[order], ok[order]
 
 
-# ----------------------------------------------------------------------------------------------------
-# Prediction
-
-
-class Predictions(NamedTuple):
-    scores: torch.Tensor   # (M, C) class scores, averaged over the views of each video
-    targets: torch.Tensor  # (M,) class ids, or (M, C) multi-hot
-    ok: torch.Tensor       # (M,) bool: False where the video could not be read (its scores mean nothing)
-
-
-def autocast_dtype(device, fp32=False):
-    """bf16 on GPUs that have it (fp16 otherwise), none on the CPU. Parameters stay fp32 either way."""
-    if device.type != "cuda" or fp32:
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-
-
-def autocast(device, dtype):
-    return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
-
-
-def encode_views(model, video):                                       # (B, V, T, 3, S, S)
-    """L2-normalised features of every view of every video: (B, V, E), fp32."""
-    B, V = video.shape[:2]
-    features = model.encode_video(video.flatten(0, 1))                 # (B*V, E): views are videos to the model
-    return torch.nn.functional.normalize(features.float(), dim=-1).view(B, V, -1)
-
-
-def view_averaged_scores(features, text_feats, logit_scale):           # (B, V, E), (K, C, E)
-    """Ensemble scores of every view [Sec. 3.2], then their mean over views [Sec. 4.1]: (B, C).
-
-    Scores are averaged, not features: each view votes with its own softmax, as in the official test.
-    Computed in fp32 even under autocast: in bf16, logits of 100 x cosine (~30) would round to steps of 1/8.
-    """
-    B, V, E = features.shape
-    with torch.autocast(features.device.type, enabled=False):
-        scores = prompts.ensemble_scores(features.flatten(0, 1), text_feats, logit_scale)  # (B*V, C)
-    return scores.view(B, V, -1).mean(dim=1)                           # (B, C)
-
-
-def score_views(model, video, text_feats):                             # (B, V, T, 3, S, S)
-    """Class scores (B, C) of a batch. text_feats None: the model is a VideoClassifier (Table 1's baseline)."""
-    if text_feats is None:
-        B, V = video.shape[:2]
-        return model(video.flatten(0, 1)).float().softmax(dim=-1).view(B, V, -1).mean(dim=1)
-    return view_averaged_scores(encode_views(model, video), text_feats, model.logit_scale.exp().float())
-
-
-@torch.no_grad()
-def run_loader(loader, fn, device, dtype=None, progress="predict"):
-    """fn(video (B, V, T, 3, S, S) on device) -> (B, ...) for every video of loader.dataset.
-
-    Returns (outputs, targets, ok), each in dataset order. A sharded loader (eval_loader(distributed=True))
-    is gathered from every process, so every process must call this. progress: a label, or None.
-    """
-    sharded = isinstance(loader.sampler, ShardSampler)
-    world_size = dist.get_world_size() if sharded else 1
-    bar = Progress(len(loader.dataset), progress) if progress and (not sharded or dist.get_rank() == 0) else None
-    columns = [], [], [], []
-    for video, target, index, ok in loader:
-        video = video_data.finish_batch(video, device)                 # uint8: normalised here
-        if video.ndim == 5:                                            # a train-mode dataset: no view axis
-            video = video[:, None]                                     # (B, 1, T, 3, S, S)
-        with autocast(device, dtype):
-            out = fn(video)
-        for column, value in zip(columns, (index, out.float().cpu(), target, ok)):
-            column.append(value)
-        if bar:
-            bar.update(len(index) * world_size)                        # process 0's pace stands for all
-    part = tuple(torch.cat(column) for column in columns) if columns[0] else None
-    if sharded:
-        return gather_in_order(part, len(loader.dataset))
-    if part is None:
-        raise ValueError("the loader has no videos")
-    order = part[0].argsort()                                          # dataset order, whatever the sampler's
-    return tuple(column[order] for column in part[1:])
-
-
-def predict(model, loader, text_feats, device, autocast_dtype=None, progress="predict"):
-    """Class scores of every video of loader.dataset, in dataset order, views averaged: Predictions.
-
-    text_feats: (K, C, E) from prompts.text_features (on `device`), or None for a VideoClassifier.
-    """
-    model.eval()
-    scores, targets, ok = run_loader(loader, lambda video: score_views(model, video, text_feats),
-                                     device, autocast_dtype, progress)
-    return Predictions(scores, targets, ok.bool())
-
-
-def encode_videos(model, loader, device, autocast_dtype=None, progress="encode"):
-    """Normalised features (M, V, E) of every view of every video, with targets (M, ...) and ok (M,)."""
-    model.eval()
-    features, targets, ok = run_loader(loader, lambda video: encode_views(model, video), device,
-                                       autocast_dtype, progress)
-    return features, targets, ok.bool()
-
-
-# ----------------------------------------------------------------------------------------------------
-# Reports
-
-
-def json_number(x):
-    """JSON has no NaN: an undefined metric (a class without videos) is null."""
-    return None if isinstance(x, float) and math.isnan(x) else x
-
-
-def summarize(preds, classnames, multilabel=False):
-    """Metrics of the readable videos: top-1/top-5 (mAP for multi-label), per class, and the counts.
-
-    {"total", "unreadable", "evaluated", "top1", "top5", "mean_class_top1" | "mAP", "per_class": [...]}.
-    Unreadable videos are left out of every metric and counted in "unreadable".
-    """
-    scores, targets = preds.scores[preds.ok], preds.targets[preds.ok]
-    C = len(classnames)
-    result = {"total": len(preds.ok), "unreadable": int((~preds.ok).sum()), "evaluated": len(scores)}
-    if multilabel:
-        result["mAP"] = mean_average_precision(scores, targets)
-        per_class = per_class_average_precision(scores, targets)
-        counts = (targets > 0).sum(dim=0).tolist()                     # positives per class
-        result["per_class"] = [{"class": name, "positives": n, "AP": json_number(ap)}
-                               for name, n, ap in zip(classnames, counts, per_class)]
-    else:
-        result.update(topk_accuracy(scores, targets, (1, 5)))
-        per_class = per_class_accuracy(scores, targets, C)
-        defined = [a for a in per_class if not math.isnan(a)]
-        result["mean_class_top1"] = sum(defined) / len(defined) if defined else math.nan
-        counts = torch.bincount(targets, minlength=C).tolist()
-        result["per_class"] = [{"class": name, "videos": n, "top1": json_number(acc)}
-                               for name, n, acc in zip(classnames, counts, per_class)]
-    return {k: json_number(v) for k, v in result.items()}
-
-
-def fmt(x):
-    return "   n/a" if x is None else f"{x:6.2f}"
-
-
-def views_text(clips, crops):
-    return f"{clips} clip{'s' * (clips > 1)} x {crops} crop{'s' * (crops > 1)}"
-
-
-def headline(result):
-    """One line: the split's metrics and how many videos they cover."""
-    if "mAP" in result:
-        metrics = f"mAP {fmt(result['mAP'])}"
-    else:
-        metrics = (f"top-1 {fmt(result['top1'])}  top-5 {fmt(result['top5'])}  "
-                   f"mean class top-1 {fmt(result['mean_class_top1'])}")
-    return f"{metrics}   ({result['evaluated']} video{'s' * (result['evaluated'] != 1)}; " \
-           f"{video_data.unreadable_report(result['unreadable'], result['total'])})"
-
-
-def format_report(header, result):
-    """The human report: what was evaluated, a per-class table, the headline last (where the eye lands)."""
-    metric = "AP" if "mAP" in result else "top1"
-    count = "positives" if "mAP" in result else "videos"
-    width = max(len("class"), *(len(row["class"]) for row in result["per_class"]))
-    lines = header + ["", f"  {'class':<{width}}  {metric:>6}  {count}"]
-    lines += [f"  {row['class']:<{width}}  {fmt(row[metric])}  {row[count]}" for row in result["per_class"]]
-    return "\n".join(lines + ["", headline(result)])
-
-
-def save_confusion_png(matrix, classnames, path):
-    """A row-normalised confusion matrix as an image, where matplotlib is installed (False otherwise)."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
-    C = len(classnames)
-    rates = matrix.float() / matrix.sum(dim=1, keepdim=True).clamp(min=1)  # each true class sums to 1
-    size = min(4 + C * 0.18, 40)
-    fig, ax = plt.subplots(figsize=(size, size))
-    ax.imshow(rates.numpy(), cmap="Blues", vmin=0, vmax=1)
-    if C <= 60:                                                        # readable tick labels only
-        ax.set_xticks(range(C), classnames, rotation=90, fontsize=6)
-        ax.set_yticks(range(C), classnames, fontsize=6)
-    ax.set_xlabel("predicted class")
-    ax.set_ylabel("true class")
-    fig.tight_layout()
-    fig.savefig(path, dpi=150)
-    plt.close(fig)
-    return True
-
-
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Command line
 
-CHECKPOINT_HELP = ("train one with train.py (it writes <out>/last.pt and best.pt), or download an official "
-                   "ActionCLIP release (links in github.com/sallymmx/ActionCLIP's README)")
-DEFAULT_SPLIT = {"ucf101": "test", "hmdb51": "test", "charades": "test", "list": "test", "synthetic": "test"}
+CHECKPOINT_HELP = ("train one with train.py (it writes <out>/last.pt and best.pt), or download an "
+                   "official ActionCLIP release (links in github.com/sallymmx/ActionCLIP's README)")
+DEFAULT_SPLIT = {"ucf101": "test", "hmdb51": "test", "charades": "test", "list": "test",
+                 "synthetic": "test"}
 
 
 def positive_int(text):
@@ -434,45 +487,63 @@ def check_dataset_flags(parser, args):
 
 def add_data_args(parser):
     """The dataset flags evaluate.py and zeroshot.py share."""
-    parser.add_argument("--dataset", choices=video_data.DATASETS, help="which dataset's own annotation files to read")
-    parser.add_argument("--root", help="the dataset folder in its official layout (default: data/<dataset>)")
+    parser.add_argument("--dataset", choices=video_data.DATASETS,
+                        help="which dataset's own annotation files to read")
+    parser.add_argument("--root",
+                        help="the dataset folder in its official layout (default: data/<dataset>)")
     parser.add_argument("--fold", type=int, default=1, choices=(1, 2, 3),
                         help="UCF101/HMDB51: which of the three official splits (default 1)")
-    parser.add_argument("--videos-dir", help="Kinetics/Charades: where the videos are, if not below --root")
-    parser.add_argument("--list-file", help="--dataset list: 'path label' lines (relative to --root)")
-    parser.add_argument("--classnames-file", help="--dataset list: class names, one per line or an 'id,name' CSV")
-    parser.add_argument("--prepared", help="folder written by `python video_data.py prepare` for this dataset")
+    parser.add_argument("--videos-dir",
+                        help="Kinetics/Charades: where the videos are, if not below --root")
+    parser.add_argument("--list-file",
+                        help="--dataset list: 'path label' lines (relative to --root)")
+    parser.add_argument("--classnames-file",
+                        help="--dataset list: class names, one per line or an 'id,name' CSV")
+    parser.add_argument("--prepared",
+                        help="folder written by `python video_data.py prepare` for this dataset")
     parser.add_argument("--frames", type=positive_int,
-                        help="frames per video, T (default: a checkpoint's own; plain CLIP: 8, the paper's)")
+                        help="frames per video, T (default: a checkpoint's own; plain CLIP: 8, "
+                        "the paper's)")
     parser.add_argument("--clips", type=positive_int, default=1,
-                        help="temporal clips per video, scores averaged over views (default 1, the paper's "
-                             "single view; its best results use 10) [Sec. 4.1]")
+                        help="temporal clips per video, scores averaged over views (default 1, "
+                        "the paper's single view; its best results use 10) [Sec. 4.1]")
     parser.add_argument("--crops", type=int, default=1, choices=(1, 3),
-                        help="spatial crops per clip: 1 centre crop (default, the paper's) or 3 along the long "
-                             "side (its best results)")
+                        help="spatial crops per clip: 1 centre crop (default, the paper's) or 3 "
+                        "along the long side (its best results)")
     parser.add_argument("--no-templates", action="store_true",
-                        help="bare class names instead of the 16-template ensemble (Table 3's ablation)")
+                        help="bare class names instead of the 16-template ensemble (Table 3's "
+                        "ablation)")
     parser.add_argument("--batch-size", type=positive_int, default=16,
-                        help="videos per step per process, default 16 (each is clips x crops x frames images)")
+                        help="videos per step per process, default 16 (each is clips x crops x "
+                        "frames images)")
     parser.add_argument("--workers", type=count_int, default=min(8, os.cpu_count() or 1),
-                        help="DataLoader processes decoding videos (default: up to 8, one per core)")
-    parser.add_argument("--device", choices=("cuda", "cpu"), help="default: cuda when available, else cpu")
-    parser.add_argument("--fp32", action="store_true", help="no bf16 autocast on the GPU (the CPU always runs fp32)")
-    parser.add_argument("--strict", action="store_true", help="stop at the first video that cannot be read")
+                        help="DataLoader processes decoding videos (default: up to 8, one per "
+                        "core)")
+    parser.add_argument("--device", choices=("cuda", "cpu"),
+                        help="default: cuda when available, else cpu")
+    parser.add_argument("--fp32", action="store_true",
+                        help="no bf16 autocast on the GPU (the CPU always runs fp32)")
+    parser.add_argument("--strict", action="store_true",
+                        help="stop at the first video that cannot be read")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     epilog=__doc__.split("\n\n", 1)[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True,
-                        help="this project's checkpoint (train.py) or an official ActionCLIP release (.pt)")
+                        help="this project's checkpoint (train.py) or an official ActionCLIP "
+                        "release (.pt)")
     add_data_args(parser)
     parser.add_argument("--split", choices=("train", "val", "test"),
-                        help="which split (default: test for UCF101/HMDB51/Charades, val for Kinetics)")
+                        help="which split (default: test for UCF101/HMDB51/Charades, val for "
+                        "Kinetics)")
     parser.add_argument("--save-scores", metavar="FILE",
-                        help="write every video's scores, targets and path (torch.save) e.g. to fuse two models")
-    parser.add_argument("--confusion", metavar="PNG", help="write a confusion matrix image (needs matplotlib)")
+                        help="write every video's scores, targets and path (torch.save) e.g. to "
+                        "fuse two models")
+    parser.add_argument("--confusion", metavar="PNG",
+                        help="write a confusion matrix image (needs matplotlib)")
     args = parser.parse_args(argv)
     if args.dataset is None:
         parser.error("--dataset is required")
@@ -494,7 +565,8 @@ def load_checkpoint(path, device, num_frames=None):
 
 
 def dataset_root(args):
-    """--root, or data/<dataset>; a folder that is not there ends the run, named, before any model loads."""
+    """--root, or data/<dataset>; a folder that is not there ends the run, named, before any model
+    loads."""
     root = args.root or os.path.join("data", args.dataset)
     if os.path.isfile(root):
         raise SystemExit(f"error: --root {root} is a file; expected the {args.dataset} folder")
@@ -505,12 +577,14 @@ def dataset_root(args):
 
 
 def load_dataset_split(args, split, fold=None):
-    """video_data.load_split with the command line's dataset flags; a missing file ends the run, named."""
+    """video_data.load_split with the command line's dataset flags; a missing file ends the run,
+    named."""
     root = dataset_root(args)
     extra = {k: v for k, v in (("videos_dir", args.videos_dir), ("list_file", args.list_file),
                                ("classnames_file", args.classnames_file)) if v}
     try:
-        return video_data.load_split(args.dataset, root, split, fold or args.fold, args.prepared, **extra)
+        return video_data.load_split(args.dataset, root, split, fold or args.fold, args.prepared,
+                                     **extra)
     except (FileNotFoundError, ValueError) as e:
         hint = "" if args.root else " (pass --root to say where the dataset is)"
         raise SystemExit(f"error: {args.dataset} {split}: {e}{hint}") from None
@@ -524,8 +598,8 @@ def eval_dataset(split, model, args):
     """Test-mode clips of `split` at the model's resolution: (V, T, 3, S, S), V = clips x crops."""
     size = clip_of(model).input_resolution
     transform = video_data.test_transform(size, args.crops, on_device=True)  # uint8 from workers
-    return video_data.VideoDataset(split, model.config["num_frames"], "test", transform, num_clips=args.clips,
-                                   num_crops=args.crops, strict=args.strict)
+    return video_data.VideoDataset(split, model.config["num_frames"], "test", transform,
+                                   num_clips=args.clips, num_crops=args.crops, strict=args.strict)
 
 
 def check_classifier_classes(model, split, checkpoint):
@@ -560,9 +634,10 @@ def class_text_features(model, classnames, args, device, dtype):
 def describe_model(model):
     clip = clip_of(model)
     kind = "ViT" if hasattr(clip.visual, "proj") else "ResNet"
-    return (f"{kind} CLIP ({clip.input_resolution} px, embed {clip.embed_dim}) + {model.config['visual_prompt']} "
-            f"visual prompt, {model.config['num_frames']} frames"
-            + (", linear classifier (unimodal)" if isinstance(model, prompts.VideoClassifier) else ""))
+    unimodal = isinstance(model, prompts.VideoClassifier)
+    return (f"{kind} CLIP ({clip.input_resolution} px, embed {clip.embed_dim}) + "
+            f"{model.config['visual_prompt']} visual prompt, {model.config['num_frames']} frames"
+            + (", linear classifier (unimodal)" if unimodal else ""))
 
 
 def describe_protocol(args, split_name, num_templates):
@@ -573,26 +648,30 @@ def describe_protocol(args, split_name, num_templates):
         texts = "bare class names" if args.no_templates else \
             f"{num_templates}-template ensemble (mean of per-template softmax)"
     fold = f" split {args.fold}" if args.dataset in ("ucf101", "hmdb51") else ""
-    return (f"{args.dataset}{fold} {split_name}; {views_text(args.clips, args.crops)} = {views} view{'s' * (views > 1)}"
-            f"{', scores averaged over views' * (views > 1)}; text: {texts}")
+    return (f"{args.dataset}{fold} {split_name}; {views_text(args.clips, args.crops)} = "
+            f"{views} view{'s' * (views > 1)}{', scores averaged over views' * (views > 1)}; "
+            f"text: {texts}")
 
 
 def write_outputs(args, header, result, preds, split):
     """Text report on stdout; JSON, scores and confusion image where asked."""
     print(format_report(header, result))
     if split.missing:
-        print(f"({split.missing} videos listed in the annotations are missing on disk and were skipped)")
+        print(f"({split.missing} videos listed in the annotations are missing on disk and were "
+              f"skipped)")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"header": header, "missing_on_disk": split.missing, **result}, f, indent=1)
     if args.save_scores:
         torch.save({"scores": preds.scores, "targets": preds.targets, "ok": preds.ok,
-                    "paths": [r.path for r in split.records], "classnames": split.classnames}, args.save_scores)
+                    "paths": [r.path for r in split.records], "classnames": split.classnames},
+                   args.save_scores)
     if args.confusion and not split.multilabel:
-        matrix = confusion_matrix(preds.scores[preds.ok], preds.targets[preds.ok], len(split.classnames))
+        matrix = confusion_matrix(preds.scores[preds.ok], preds.targets[preds.ok],
+                                  len(split.classnames))
         if not save_confusion_png(matrix, split.classnames, args.confusion):
-            print("matplotlib is not installed: no confusion matrix image written (pip install matplotlib)",
-                  file=sys.stderr)
+            print("matplotlib is not installed: no confusion matrix image written (pip install "
+                  "matplotlib)", file=sys.stderr)
 
 
 def positive_float(text):
@@ -633,26 +712,31 @@ def main(argv=None):
     args = parse_args(argv)
     rank, world_size, device = setup_distributed(args.device)
     split_name = args.split or DEFAULT_SPLIT.get(args.dataset, "val")
-    split = load_dataset_split(args, split_name)                      # a data problem is found before loading
+    split = load_dataset_split(args, split_name)          # a data problem is found before loading
     model = load_checkpoint(args.checkpoint, device, args.frames)
     check_classifier_classes(model, split, args.checkpoint)
-    loader = eval_loader(eval_dataset(split, model, args), args.batch_size, args.workers, distributed=world_size > 1)
-    dtype = autocast_dtype(device, args.fp32)
+    loader = eval_loader(eval_dataset(split, model, args), args.batch_size, args.workers,
+                         distributed=world_size > 1)
+    dtype = autocast_dtype(device, "fp32" if args.fp32 else "auto")
     text_feats = class_text_features(model, split.classnames, args, device, dtype)
     try:
-        preds = predict(model, loader, text_feats, device, dtype, progress="evaluate")
+        preds = predict_videos(model, loader, text_feats, device, dtype, progress="evaluate")
     except video_data.VideoReadError as e:                            # only with --strict
-        raise SystemExit(f"error: {e} (--strict stops at the first video that cannot be read)") from None
+        raise SystemExit(f"error: {e} (--strict stops at the first video that cannot be "
+                         f"read)") from None
     if rank == 0:
+        num_templates = None if text_feats is None else len(text_feats)
         header = [f"ActionCLIP evaluation of {args.checkpoint}",
                   f"model: {describe_model(model)}",
-                  f"protocol: {describe_protocol(args, split_name, None if text_feats is None else len(text_feats))}",
+                  f"protocol: {describe_protocol(args, split_name, num_templates)}",
                   f"processes: {world_size}, device: {device.type}"]
-        write_outputs(args, header, summarize(preds, split.classnames, split.multilabel), preds, split)
+        result = summarize(preds, split.classnames, split.multilabel)
+        write_outputs(args, header, result, preds, split)
     if dist.is_initialized():
         dist.destroy_process_group()
     if not preds.ok.any():
-        raise SystemExit(f"error: none of the {len(preds.ok)} videos could be read: nothing was evaluated")
+        raise SystemExit(f"error: none of the {len(preds.ok)} videos could be read: nothing was "
+                         f"evaluated")
 
 
 if __name__ == "__main__":

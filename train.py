@@ -1,24 +1,30 @@
-"""Fine-tune CLIP into ActionCLIP: the "fine-tune" stage of "pre-train, prompt, fine-tune" [Sec. 3.4].
+"""Fine-tune CLIP into ActionCLIP: "fine-tune" of "pre-train, prompt, fine-tune" [Sec. 3.4].
 
-A video and the text of its class should have the highest cosine similarity in a batch. Training
-minimises the symmetric KL divergence between the softmaxed video-to-text / text-to-video similarities
-and the ground truth where every same-class pair is a positive [Sec. 3.1, Eq. 4], over the global batch
-(all GPUs), with the paper's optimiser and schedule [Sec. 4.1]. Every ablation of the paper is a flag.
+A video and the text of its class should have the highest cosine similarity in a batch [Eq. 2].
+Training minimises the symmetric KL divergence between the softmaxed video-to-text / text-to-video
+similarities [Eq. 3] and the ground truth where every same-class pair is a positive [Sec. 3.1,
+Eq. 4], over the global batch (all GPUs), with the paper's optimiser and schedule [Sec. 4.1].
+Every ablation of the paper is a flag.
 
     python train.py --demo        # no data or weights: a tiny CLIP from scratch, CPU, ~7 min
 
     # one GPU (or the CPU: fp32, slow)
     python train.py --dataset ucf101 --root data/ucf101 --arch ViT-B/16 --frames 8
     # one node, 4 GPUs (the global batch, --batch-size, is split over them)
-    torchrun --standalone --nproc_per_node=4 train.py --dataset kinetics400 --root data/k400 --arch ViT-B/16 --frames 8
-    # two nodes of 8 GPUs: the same command on each, node_rank 0 and 1, master_addr = node 0's address
-    torchrun --nnodes=2 --node_rank=0 --nproc_per_node=8 --master_addr=10.0.0.1 --master_port=29500 \\
-        train.py --dataset kinetics400 --root /data/k400 --arch ViT-B/16 --frames 8
-    # Ctrl-C or SIGTERM (preemption): the step in flight finishes, last.pt is written, exit 130/143;
-    # the run continues exactly where it stopped (its configuration comes from the checkpoint)
+    torchrun --standalone --nproc_per_node=4 train.py --dataset kinetics400 --root data/k400 \\
+        --arch ViT-B/16 --frames 8
+    # two nodes of 8 GPUs: the same command on each, node_rank 0 and 1, master_addr = node 0's
+    # address (--out on a filesystem both nodes share: every process reads last.pt on --resume)
+    torchrun --nnodes=2 --node_rank=0 --nproc_per_node=8 --master_addr=10.0.0.1 \\
+        --master_port=29500 train.py --dataset kinetics400 --root /data/k400 --arch ViT-B/16 \\
+        --frames 8
+    # Ctrl-C or SIGTERM (preemption): the step in flight finishes, last.pt is written, exit
+    # 130/143; the run continues exactly where it stopped (its configuration comes from the
+    # checkpoint)
     python train.py --resume --out runs/kinetics400_ViT-B-16_f8
     # UCF101 / HMDB51 start from a Kinetics-400 ActionCLIP [Sec. 4.3]
-    python train.py --dataset ucf101 --root data/ucf101 --finetune-from runs/kinetics400_ViT-B-16_f8/best.pt
+    python train.py --dataset ucf101 --root data/ucf101 \\
+        --finetune-from runs/kinetics400_ViT-B-16_f8/best.pt
 
 The paper's tables, re-run by flags: Table 1 --unimodal; Table 2 --init-text/--init-vision random;
 Table 3 --no-text-prompts; Table 4 --visual-prompt; Table 5 --freeze-text/--freeze-vision; Table 6
@@ -28,7 +34,14 @@ Outputs in --out: last.pt and best.pt (written atomically at each epoch's end, a
 --save-every steps; load them with prompts.load_actionclip, evaluate.py or zeroshot.py),
 metrics.jsonl (one JSON object per log line and per validation).
 best.pt is chosen on --val-split; for UCF101/HMDB51 that is the test list (they have no validation
-split, as in the official code), so report last.pt's figures there, or say that best.pt was chosen on test.
+split, as in the official code), so report last.pt's figures there, or say that best.pt was chosen
+on test.
+
+Read from the top: the loss [Eq. 2-4], one training step, the epoch loop and train(); then the
+machinery (data, model and optimiser, the run, checkpoints, signals, the flags), the demo, main().
+
+Shapes: B videos in a batch (per process), N = B x world size (the global batch), T frames per
+video, S image side in pixels, L tokens, K templates, C classes, E joint embedding dimension.
 """
 
 import argparse
@@ -63,332 +76,66 @@ TINY_CLIP = dict(embed_dim=64, image_resolution=32, vision_layers=3, vision_widt
                  context_length=24, vocab_size=49408, transformer_width=64, transformer_heads=1,
                  transformer_layers=2)
 ADAMW_BETAS = (0.9, 0.98)  # [Sec. 4.1], as CLIP's training
-# Flags that may change when a run is resumed; everything else comes from the checkpoint.
-RESUME_OVERRIDES = ("resume", "out", "workers", "log_every", "save_every", "stop_after_steps",
-                    "compile", "decode_on_device", "device")
-
-# ----------------------------------------------------------------------------------------------------
-# Configuration: every flag acts, and its help says what the paper used
-
-# argparse types shared with evaluate.py and zeroshot.py: a bad value ends the command at once
-positive_int, count_int = evaluate.positive_int, evaluate.count_int
-positive_float, nonnegative_float = evaluate.positive_float, evaluate.nonnegative_float
 
 
-def add_model_args(p):
-    m = p.add_argument_group("model (Tables 1-6)")
-    m.add_argument("--arch", default="ViT-B/16", help="CLIP to start from: an official name (RN50, ViT-B/32, ViT-B/16, "
-                   "... Table 6; paper's main model: ViT-B/16), a CLIP checkpoint file, or 'tiny' (a small CLIP "
-                   "built from scratch, for --demo and the tests)")
-    m.add_argument("--frames", type=positive_int, default=8,
-                   help="frames per video, one from each of T equal segments [Sec. 4.1]; paper: "
-                   "8, 16 or 32 (Table 6)")
-    m.add_argument("--visual-prompt", default="transf", choices=list(prompts.VISUAL_PROMPTS),
-                   help="how frame features become a video feature (Table 4); paper's choice: transf")
-    m.add_argument("--unimodal", action="store_true", help="Table 1's baseline: the same video encoder, a linear "
-                   "classifier and cross-entropy, no text; paper: multimodal (off)")
-    m.add_argument("--init-vision", default="clip", choices=["clip", "random"],
-                   help="vision encoder weights: CLIP's, or CLIP's random initialisation (Table 2); paper: clip")
-    m.add_argument("--init-text", default="clip", choices=["clip", "random"],
-                   help="text encoder weights: CLIP's, or CLIP's random initialisation (Table 2); paper: clip")
-    m.add_argument("--no-text-prompts", action="store_true", help="texts are the bare class names, in training "
-                   "and validation (Table 3); paper: the 16 templates of prompts.TEMPLATES (on)")
-    m.add_argument("--freeze-vision", action="store_true", help="keep the vision encoder fixed (Table 5); paper: off")
-    m.add_argument("--freeze-text", action="store_true", help="keep the text encoder fixed (Table 5); paper: off")
-    m.add_argument("--finetune-from", metavar="PATH", help="start from an ActionCLIP checkpoint (ours or an "
-                   "official release), as the paper's UCF101/HMDB51 runs start from Kinetics-400 [Sec. 4.3]; its "
-                   "CLIP and visual prompt replace --arch and --visual-prompt")
-
-
-def add_data_args(p):
-    d = p.add_argument_group("data")
-    d.add_argument("--dataset", default="kinetics400", choices=list(video_data.DATASETS), help="what --root holds")
-    d.add_argument("--root", help="dataset folder (see video_data.load_split for each layout)")
-    d.add_argument("--fold", type=int, default=1, choices=(1, 2, 3),
-                   help="UCF101/HMDB51 split 1-3; paper: 1")
-    d.add_argument("--videos-dir", help="Kinetics/Charades: where the videos are, if not under --root")
-    d.add_argument("--prepared", help="folder written by `python video_data.py prepare` for this dataset")
-    d.add_argument("--list-file", dest="train_list", default="train.txt", metavar="FILE",
-                   help="--dataset list: the training list ('path label' lines) in --root")
-    d.add_argument("--val-list-file", dest="val_list", default="val.txt", metavar="FILE",
-                   help="--dataset list: the validation list")
-    d.add_argument("--classnames-file", dest="classnames", default="classnames.txt", metavar="FILE",
-                   help="--dataset list: class names, one per line or an 'id,name' CSV, in --root")
-    for old in ("--train-list", "--val-list", "--classnames"):   # earlier spellings, still accepted
-        d.add_argument(old, dest=old[2:].replace("-", "_"), default=argparse.SUPPRESS,
-                       help=argparse.SUPPRESS)
-    d.add_argument("--val-split", default="val", help="split validated every epoch and used to pick best.pt "
-                   "(UCF101/HMDB51/Charades: val is their test list)")
-    d.add_argument("--shots", type=positive_int, metavar="K", help="few-shot (Fig. 3): train on K "
-                   "videos per class, drawn with --seed; paper: K = 2, 4, 8, 16")
-    d.add_argument("--augment", default="official", choices=["official", "crop", "none"], help="official: TSN "
-                   "multi-scale crop, flip, colour jitter, grayscale [Sec. 4.1]; crop: the crop only (for data whose "
-                   "labels a flip or a colour change would alter); none: the whole frame, resized")
-    d.add_argument("--randaugment", action=argparse.BooleanOptionalAction, default=None, help="RandAugment(N=2, "
-                   "M=9) with --augment official, one draw per video (default: on for Kinetics, as the official "
-                   "K-400 config; off for the others, as their official configs)")
-    d.add_argument("--in-memory", action="store_true", help="decode every video once, before training, and keep all "
-                   "its frames in memory (small datasets; frames and crops are still drawn afresh each epoch)")
-    d.add_argument("--workers", type=count_int, default=8, help="data loading processes per GPU "
-                   "for training, and as many for validation; both sets live for the whole run")
-    d.add_argument("--decode-on-device", default="auto", choices=["auto", "on", "off"],
-                   help="prepared JPEG frame folders: workers only read the files, the model's "
-                   "device decodes them in batches (torchvision.io.decode_jpeg: nvJPEG on CUDA), "
-                   "then crops and augments them. auto: on with CUDA when every training video is "
-                   "a frame folder and --randaugment and --in-memory are off (see BENCHMARKS.md)")
-
-
-def add_optimisation_args(p):
-    o = p.add_argument_group("optimisation [Sec. 4.1]")
-    o.add_argument("--epochs", type=positive_int, default=50, help="paper: 50")
-    o.add_argument("--batch-size", type=positive_int, default=128,
-                   help="global batch: all GPUs and --grad-accum micro-batches together; official "
-                   "configs: 128 (Kinetics-400), 32 (UCF101/HMDB51)")
-    o.add_argument("--lr", type=nonnegative_float, default=5e-6,
-                   help="AdamW learning rate of CLIP's pre-trained weights; paper: 5e-6")
-    o.add_argument("--new-lr-mult", type=nonnegative_float, default=10.0,
-                   help="learning rate multiplier of new modules (visual prompt, --unimodal's classifier); paper: 10")
-    o.add_argument("--adam-eps", type=positive_float, default=1e-8,
-                   help="AdamW's epsilon; paper: 1e-8 (betas: 0.9, 0.98)")
-    o.add_argument("--weight-decay", type=nonnegative_float, default=0.2,
-                   help="AdamW weight decay of weight matrices (not of biases, norms, embeddings, "
-                   "the temperature); paper: 0.2 (official: on every parameter)")
-    o.add_argument("--warmup-epochs", type=nonnegative_float, default=5,
-                   help="linear warm-up, then cosine to zero; shorter than --epochs (by default, "
-                   "runs of 5 epochs or fewer warm up for 10%% of them); paper: 5 of 50 (10%%)")
-    o.add_argument("--grad-accum", type=positive_int, default=1,
-                   help="micro-batches per step; each micro-batch is its own contrastive batch "
-                   "(batch-size / grad-accum videos); paper: 1")
-    o.add_argument("--clip-grad", type=nonnegative_float, default=0.0,
-                   help="clip the gradient norm to this (0: off); paper: off (the official "
-                   "config's clip_gradient: 20 is never read)")
-    o.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp16", "fp32"], help="autocast dtype; "
-                   "auto: bf16 on GPUs that support it, else fp16 with loss scaling; fp32 on the CPU. Parameters stay "
-                   "fp32 (official: fp16 weights, cast back and forth around each optimiser step)")
-    o.add_argument("--grad-checkpointing", action="store_true", help="recompute the ViT blocks in the backward pass: "
-                   "less memory, ~30%% slower")
-    o.add_argument("--compile", action="store_true", help="torch.compile the model")
-
-
-def add_run_args(p):
-    r = p.add_argument_group("run")
-    r.add_argument("--out", help="output folder (default: runs/<dataset>_<arch>_f<frames>); an existing one needs "
-                   "--resume")
-    r.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt, exactly, with "
-                   "its saved configuration (give only --out, or repeat the original command)")
-    r.add_argument("--seed", type=int, default=0, help="seeds the model's new weights, data order, augmentation, "
-                   "templates and --shots")
-    r.add_argument("--eval-every", type=count_int, default=1,
-                   help="validate every N epochs and after the last (0: never); official: 1")
-    r.add_argument("--log-every", type=positive_int, default=10,
-                   help="print a log line every N steps")
-    r.add_argument("--save-every", type=count_int, default=0, metavar="N",
-                   help="also write last.pt every N optimiser steps, for long epochs (0: at the "
-                   "end of each epoch only). SIGINT and SIGTERM always write it after the step in "
-                   "flight")
-    r.add_argument("--stop-after-steps", type=count_int, metavar="N",
-                   help="stop cleanly after N steps with a checkpoint, as if interrupted (the "
-                   "schedule still spans --epochs); continue with --resume")
-    r.add_argument("--device", choices=["cuda", "cpu"],
-                   help="where to train (default: cuda when a GPU is visible, else the CPU)")
-    r.add_argument("--demo", action="store_true", help="generate synthetic videos, train a "
-                   "tiny CLIP from scratch on the CPU with transf and meanP at once, print seen, "
-                   "direction and zero-shot top-1, draw runs/demo/demo.png (~7 min, 2 idle cores)")
-
-
-def get_parser():
-    parser = argparse.ArgumentParser(description="Fine-tune CLIP into ActionCLIP (Wang, Xing, Liu, 2021).",
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    for add in (add_model_args, add_data_args, add_optimisation_args, add_run_args):
-        add(parser)
-    return evaluate.one_line_errors(parser)
-
-
-def given_flags(argv):
-    """The flags given on the command line, without the defaults: {dest: value}."""
-    return evaluate.given_flags(get_parser(), argv)
-
-
-def resumed_args(args, given):
-    """--resume: the configuration saved in out/last.pt. Only RESUME_OVERRIDES may be given anew;
-    repeating the original command with --resume added is fine, changing what shapes the run is not.
-    A run that stopped before its first checkpoint starts again from step 0 with the configuration
-    its metrics.jsonl recorded; a finished run says so and exits with status 0 (nothing to do)."""
-    checkpoint = read_resume_checkpoint(args.out)
-    saved = checkpoint["args"] if checkpoint else None
-    if checkpoint is None and saved_nothing(args.out):
-        saved = logged_config(args.out)                        # None: not even that, no run at all
-    if saved is None:
-        raise SystemExit(f"--resume: there is no {checkpoint_path(args)} to continue from "
-                         f"(--out is the folder of the run){intact_best(args.out)}")
-    changed = [f"--{k.replace('_', '-')} (the run has {saved.get(k)!r})" for k, v in given.items()
-               if k not in RESUME_OVERRIDES and saved.get(k) != v]
-    if changed:
-        raise SystemExit(f"--resume continues {args.out} with its saved configuration; these flags differ from it: "
-                         f"{', '.join(changed)}. Drop them, or start a new run in another --out")
-    defaults = vars(get_parser().parse_args([]))               # flags newer than the checkpoint
-    resumed = argparse.Namespace(**{**defaults, **saved, "resume": True, "out": args.out,
-                                    "stop_after_steps": args.stop_after_steps,
-                                    **{k: v for k, v in given.items() if k in RESUME_OVERRIDES}})
-    resumed.resume = checkpoint is not None                    # none yet: start again, at step 0
-    if "device" not in given:                                  # where it goes on: this machine's
-        resumed.device = defaults["device"]
-    if checkpoint and run_is_complete(checkpoint, resumed):
-        if int(os.environ.get("RANK", 0)) == 0:
-            print(complete_run_report(resumed, checkpoint))
-        raise SystemExit(0)
-    return resumed
-
-
-def parse_args(argv=None):
-    parser = get_parser()
-    args = parser.parse_args(argv)
-    if args.resume:
-        if not args.out:
-            parser.error("--resume needs --out: the folder of the run to continue")
-        if os.path.exists(args.out) and not os.path.isdir(args.out):
-            parser.error(f"--out {args.out} is a file; --resume needs the folder of the run")
-        args = resumed_args(args, given_flags(argv))
-        evaluate.check_device(parser, args)                    # the check every script makes
-        return args
-    if not args.demo and not args.root:
-        parser.error("--root is required (or --demo, or --resume with --out)")
-    if args.finetune_from and "random" in (args.init_text, args.init_vision):
-        parser.error("--finetune-from starts from trained weights; it cannot be combined with --init-* random")
-    if args.finetune_from and "visual_prompt" in given_flags(argv):
-        parser.error("--finetune-from takes the visual prompt from its checkpoint: drop --visual-prompt")
-    if args.randaugment is None:
-        args.randaugment = args.dataset.startswith("kinetics")
-    elif args.randaugment and args.augment != "official":
-        parser.error(f"--randaugment is part of --augment official; --augment {args.augment} leaves it out")
-    if args.out is None and not args.demo:
-        arch = os.path.splitext(os.path.basename(args.arch))[0] if os.path.isfile(args.arch) else args.arch
-        args.out = os.path.join("runs", f"{args.dataset}_{arch.replace('/', '-')}_f{args.frames}")
-    if not args.demo:
-        check_new_run(parser, args, given_flags(argv))
-    evaluate.check_device(parser, args)
-    return args
-
-
-def check_new_run(parser, args, given):
-    """Flags that contradict each other, found before anything is read (files: check_paths).
-    A warm-up as long as the run would leave the learning rate rising to the last step: asked
-    for, it is an error; the default (5 epochs) shrinks to the paper's ratio, 10% of the run,
-    and says so."""
-    if args.warmup_epochs and args.warmup_epochs >= args.epochs:
-        if "warmup_epochs" in given:
-            parser.error(f"--warmup-epochs {args.warmup_epochs:g} is not shorter than --epochs "
-                         f"{args.epochs}: the learning rate would rise until the last step and "
-                         f"never decay. Pass a shorter warm-up, e.g. --warmup-epochs "
-                         f"{args.epochs / 10:g} (the paper's 10%), or 0")
-        args.warmup_epochs = args.epochs / 10
-        if int(os.environ.get("RANK", 0)) == 0:
-            print(f"--warmup-epochs: the default, 5, is not shorter than --epochs {args.epochs}; "
-                  f"warming up for {args.warmup_epochs:g} epochs instead (10%, as the paper's 5 "
-                  f"of 50)")
-    processes = int(os.environ.get("WORLD_SIZE", 1))
-    if args.batch_size % (processes * args.grad_accum):
-        parser.error(f"--batch-size {args.batch_size} (global) must be divisible by processes x "
-                     f"--grad-accum = {processes} x {args.grad_accum}")
-
-
-def check_paths(args):
-    """The files and folders the flags name, checked before any data is read or model built."""
-    for flag in ("root", "videos_dir", "prepared"):
-        folder = getattr(args, flag)
-        if folder and not os.path.isdir(folder):
-            raise SystemExit(f"error: --{flag.replace('_', '-')} {folder}: no such folder")
-    if args.finetune_from:
-        try:
-            prompts.read_actionclip_checkpoint(args.finetune_from, mmap=True)
-        except (FileNotFoundError, ValueError) as e:
-            raise SystemExit(f"error: --finetune-from: {e}") from None
-    elif args.arch != "tiny" and not os.path.isfile(args.arch) and \
-            args.arch not in clip_model.available_models():
-        raise SystemExit(f"error: --arch {args.arch}: neither an official CLIP name "
-                         f"({', '.join(clip_model.available_models())}), 'tiny', nor a CLIP file")
-    if os.path.exists(args.out) and not os.path.isdir(args.out):
-        raise SystemExit(f"error: --out {args.out} is a file; --out is the folder the run writes: "
-                         f"choose another")
-
-
-# ----------------------------------------------------------------------------------------------------
-# Distributed, precision, logging
-
-
-@dataclass
-class Dist:
-    rank: int = 0
-    local_rank: int = 0
-    world: int = 1
-    device: torch.device = torch.device("cpu")
-
-    @property
-    def master(self):
-        return self.rank == 0  # logs and writes checkpoints
-
-
-def setup_distributed(device=None):
-    """DDP from torchrun's environment (RANK, LOCAL_RANK, WORLD_SIZE); plain `python` is one process.
-    The process group (NCCL on GPUs, gloo on the CPU) is evaluate.py's, so both scripts start alike."""
-    rank, world, device = evaluate.setup_distributed(device)
-    return Dist(rank, int(os.environ.get("LOCAL_RANK", 0)), world, device)
-
-
-def autocast_dtype(precision, device):
-    """The autocast dtype: --precision, with auto = bf16 where the GPU supports it, else fp16; fp32 on the CPU."""
-    if precision == "auto":
-        if device.type != "cuda":
-            return torch.float32
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
-
-
-def mix_seed(*numbers):
-    """A 63-bit seed from a few integers, e.g. (seed, epoch, video index): randomness as a pure function."""
-    digest = hashlib.blake2b(repr(numbers).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") >> 1
-
-
-def log_line(out, record, master, text=None):
-    """Print `text` (if any) and append `record` to out/metrics.jsonl, on the master process only."""
-    if not master:
-        return
-    if text:
-        print(text, flush=True)
-    if out:
-        with open(os.path.join(out, "metrics.jsonl"), "a") as f:
-            f.write(json.dumps(record) + "\n")
-
-
-# ----------------------------------------------------------------------------------------------------
-# The loss [Sec. 3.1, Eq. 4], over the global batch
+# --------------------------------------------------------------------------------------------------
+# The loss [Sec. 3.1, Eq. 2-4], over the global batch
 
 
 def kl_video_text_loss(logits, video_labels, text_labels):
-    """Symmetric KL divergence between the softmaxed similarities and the ground truth [Sec. 3.1, Eq. 4].
+    """Symmetric KL divergence between the softmaxed similarities and the ground truth [Sec. 3.1,
+    Eq. 4].
 
-    logits (N, N'): video i vs text j, already scaled by the learned temperature. video_labels (N,) class
-    ids, or (N, C) multi-hot (Charades); text_labels (N',) the class each text names. Every pair of the
-    same class is a positive: a batch may hold several videos of one class, and CLIP's one-hot
-    cross-entropy would call all but one of them negatives. Each row of the ground truth is normalised
-    to sum to 1; a row with no positive (possible only for a multi-label video) contributes nothing.
+    logits (N, N): video i vs text j, already scaled by the learned temperature. video_labels (N,)
+    class ids, or (N, C) multi-hot (Charades); text_labels (N,) the class each text names. Every
+    pair of the same class is a positive: a batch may hold several videos of one class, and CLIP's
+    one-hot cross-entropy would call all but one of them negatives. Each row of the ground truth is
+    normalised to sum to 1; a row with no positive (possible only for a multi-label video)
+    contributes nothing.
     official: the target is softmax(10 * ground_truth), which leaves e^-10 of mass on each negative.
     """
     if video_labels.ndim == 2:
-        same = video_labels[:, text_labels] > 0                       # (N, N'): the text names one of its classes
-    else:
-        same = video_labels[:, None] == text_labels[None, :]          # (N, N')
+        same = video_labels[:, text_labels] > 0                       # (N, N): the text names one
+    else:                                                             # of the video's classes
+        same = video_labels[:, None] == text_labels[None, :]          # (N, N)
     same = same.float()
     v2t = same / same.sum(1, keepdim=True).clamp(min=1)               # rows: videos
     t2v = same.t() / same.t().sum(1, keepdim=True).clamp(min=1)       # rows: texts
+    # p = log_softmax over a row: p^{x2y} (rows: videos) and p^{y2x} (rows: texts) [Eq. 3].
+    # F.kl_div(log p, q) computes sum q * (log q - log p) = KL(q || p), the ground truth q first:
+    # the cross-entropy of p under q, less q's (constant) entropy. The paper writes KL(p, q)
+    # [Eq. 4]; what is computed is KL(q || p), as in the official code (KLLoss: KLDivLoss of
+    # log_softmax(logits) and the target). batchmean: summed over a row, averaged over rows.
     video_to_text = F.kl_div(F.log_softmax(logits, dim=1), v2t, reduction="batchmean")
     text_to_video = F.kl_div(F.log_softmax(logits.t(), dim=1), t2v, reduction="batchmean")
-    return (video_to_text + text_to_video) / 2
+    return (video_to_text + text_to_video) / 2                        # the 1/2 of Eq. 4
+
+
+def classifier_loss(logits, target):
+    """Table 1's unimodal baseline: cross-entropy of a linear classifier's logits (B, C); binary
+    cross-entropy per class for multi-hot targets (B, C)."""
+    if target.ndim == 2:
+        return F.binary_cross_entropy_with_logits(logits.float(), target)
+    return F.cross_entropy(logits.float(), target)
+
+
+class VideoTextEncoder(nn.Module):
+    """What DDP wraps: both normalised embeddings and the temperature from one forward, so that the
+    loss can pair them across the global batch outside the module."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, video, tokens):                                 # (B, T, 3, S, S), (B, L)
+        video_features = F.normalize(self.model.encode_video(video).float(), dim=-1)  # (B, E), fp32
+        text_features = F.normalize(self.model.encode_text(tokens).float(), dim=-1)   # (B, E), fp32
+        return video_features, text_features, self.model.logit_scale.exp()          # exp: 1/tau
 
 
 class GatherWithGradients(torch.autograd.Function):
-    """all_gather whose backward pass gives each rank the sum, over ranks, of the gradient of its slice."""
+    """all_gather whose backward pass gives each rank the sum, over ranks, of the gradient of its
+    slice."""
 
     @staticmethod
     def forward(ctx, x):                                              # (B, ...)
@@ -417,40 +164,348 @@ def gather(x):
     return GatherWithGradients.apply(x)
 
 
-class VideoTextEncoder(nn.Module):
-    """What DDP wraps: both normalised embeddings and the temperature from one forward, so that the
-    loss can pair them across the global batch outside the module."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, video, tokens):                                 # (B, T, 3, H, W), (B, L)
-        video_features = F.normalize(self.model.encode_video(video).float(), dim=-1)  # (B, E), fp32
-        text_features = F.normalize(self.model.encode_text(tokens).float(), dim=-1)   # (B, E), fp32
-        return video_features, text_features, self.model.logit_scale.exp()
-
-
 def contrastive_loss(video_features, text_features, scale, video_labels, text_labels):
-    """Eq. 4 on the global batch: (N, N) logits from every rank's videos and texts, in fp32 even under
-    autocast (in bf16, logits of 100 x cosine, ~30, would round to steps of 1/8)."""
+    """Eq. 4 on the global batch: (N, N) logits from every rank's videos and texts, in fp32 even
+    under autocast (in bf16, logits of 100 x cosine, ~30, would round to steps of 1/8)."""
     with torch.autocast(video_features.device.type, enabled=False):
-        video_features, text_features = gather(video_features.float()), gather(text_features.float())  # (N, E)
-        logits = scale.float() * video_features @ text_features.t()   # (N, N) [Eq. 2-3]
+        video_features = gather(video_features.float())              # (N, E)
+        text_features = gather(text_features.float())                # (N, E)
+        logits = scale.float() * video_features @ text_features.t()  # (N, N): s(x, y) / tau [Eq. 2]
         return kl_video_text_loss(logits, gather(video_labels), gather(text_labels))
 
 
-# ----------------------------------------------------------------------------------------------------
-# Data
+# --------------------------------------------------------------------------------------------------
+# One training step: the batch to the device, forward, loss [Eq. 2-4], backward, AdamW [Sec. 4.1]
 
 
-def load_split(args, split):
+def train_step(run, batches):
+    """One optimiser step on --grad-accum micro-batches from `batches`, each (video, labels,
+    templates, text_classes) of B videos; returns the loss, averaged over them and all ranks."""
+    args, device = run.args, run.ddp.device
+    set_lr(run.optimizer, lr_at(run.step / run.steps_per_epoch, args))  # per step [Sec. 4.1]
+    # The global RNG as a function of (seed, rank, step): a resumed run draws what an
+    # uninterrupted one would. Nothing in the step draws from it today (there is no dropout; the
+    # data's draws come from (seed, epoch, video) in TrainItems): this keeps resume exact should
+    # a random operation (a dropout, say) enter the forward pass.
+    torch.manual_seed(mix_seed(args.seed, run.ddp.rank, run.step))
+    total = torch.zeros((), device=device)
+    for i in range(args.grad_accum):
+        video, labels, templates, text_classes = next(batches)
+        video = video_data.finish_batch(video, device)            # (B, T, 3, S, S), normalised
+        labels = labels.to(device, non_blocking=True)             # (B,), or (B, C) multi-hot
+        templates = templates.to(device, non_blocking=True)       # (B,) [Sec. 3.2]
+        text_classes = text_classes.to(device, non_blocking=True)  # (B,): the class each names
+        last = i == args.grad_accum - 1
+        # DDP averages the gradients over ranks once per step, in the last micro-batch's backward
+        with nullcontext() if last or run.ddp.world == 1 else run.model_ddp.no_sync():
+            with run.autocast:
+                if args.unimodal:                                 # Table 1: no text
+                    loss = classifier_loss(run.model_ddp(video), labels)  # logits (B, C)
+                else:
+                    tokens = run.tokens[templates, text_classes]  # (B, L): each video's text
+                    video_features, text_features, scale = run.model_ddp(video, tokens)
+                    loss = contrastive_loss(video_features, text_features, scale, labels,
+                                            text_classes)
+                loss = loss / args.grad_accum
+            run.scaler.scale(loss).backward()
+        total += loss.detach()
+    if args.clip_grad:
+        run.scaler.unscale_(run.optimizer)
+        nn.utils.clip_grad_norm_(run.model.parameters(), args.clip_grad)
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    run.optimizer.zero_grad(set_to_none=True)
+    if run.ddp.world > 1:
+        dist.all_reduce(total)                       # the same everywhere: all ranks stop together
+        total /= run.ddp.world
+    loss = total.item()
+    stop_on_non_finite(run, loss)
+    run.step += 1
+    return loss
+
+
+def stop_on_non_finite(run, loss):
+    if not math.isfinite(loss):
+        last = checkpoint_path(run.args)
+        raise SystemExit(f"step {run.step}: the loss is {loss}; stopping. {last} (the last good "
+                         f"checkpoint) is intact: --resume repeats its settings; to change them, "
+                         f"start a new run from its weights with --finetune-from {last} and a "
+                         f"lower --lr, --clip-grad or --precision fp32")
+
+
+# --------------------------------------------------------------------------------------------------
+# The epoch loop and the run: log, validate, checkpoint, stop
+
+
+def train_epoch(run, epoch, batches):
+    """Train `epoch`, or what is left of it, or until --stop-after-steps or a signal (returned)."""
+    args = run.args
+    first = run.step - epoch * run.steps_per_epoch
+    losses, since = [], time.time()
+    for _ in range(first, run.steps_per_epoch):
+        losses.append(train_step(run, batches))
+        if run.step % args.log_every == 0:
+            log_step(run, losses, since)
+            losses, since = [], time.time()
+        signum = run.stop.requested()                      # every rank stops after the same step
+        if signum or stopping(run):
+            return signum
+        maybe_save(run)
+    return None
+
+
+def log_step(run, losses, since):
+    """A log line and a metrics.jsonl record: epoch, step, loss, learning rates, videos/s, ETA. The
+    line shows the rate over the run so far; the record keeps this interval's too (videos_per_s)."""
+    args, now = run.args, time.time()
+    seconds_per_step = run.pace.seconds_per_step(run.step, now)
+    total_steps = args.epochs * run.steps_per_epoch
+    lr = lr_at((run.step - 1) / run.steps_per_epoch, args)
+    record = dict(step=run.step, epoch=round(run.step / run.steps_per_epoch, 4),
+                  loss=sum(losses) / len(losses), lr=lr, lr_new=lr * args.new_lr_mult,
+                  videos_per_s=args.batch_size * len(losses) / (now - since),
+                  videos_per_s_run=args.batch_size / seconds_per_step,
+                  eta_s=round(seconds_per_step * (total_steps - run.step), 1))
+    text = (f"epoch {math.ceil(record['epoch'])}/{args.epochs} step {run.step}/{total_steps} "
+            f"loss {record['loss']:.4f} "
+            f"lr {lr:.2e} (new {record['lr_new']:.2e}) {record['videos_per_s_run']:.1f} videos/s "
+            f"eta {evaluate.clock(record['eta_s'])}")
+    log_line(args.out, record, run.ddp.master, text)
+
+
+class Pace:
+    """Seconds per step over the run so far (this process's part of it, validation included).
+
+    The ETA extrapolates this, not the last interval: an interval can be a burst of prefetched
+    batches or an epoch's start; extrapolating it made the ETA swing from 1:29:30 to 00:31.
+    """
+
+    def __init__(self, step, now):
+        self.start_step, self.start = step, now
+
+    def seconds_per_step(self, step, now):
+        return (now - self.start) / max(step - self.start_step, 1)
+
+
+def stopping(run):
+    return run.args.stop_after_steps is not None and run.step >= run.args.stop_after_steps
+
+
+def maybe_save(run):
+    """--save-every N: last.pt every N steps inside an epoch (its end writes one anyway)."""
+    every = run.args.save_every
+    if every and run.step % every == 0 and run.step % run.steps_per_epoch:
+        save_checkpoint(run, ["last.pt"])
+
+
+def predict(run, dataset, classnames):
+    """evaluate.py's test (template ensemble, one view) of every video of `dataset`:
+    evaluate.Predictions."""
+    args, ddp = run.args, run.ddp
+    loader = run.val_loader
+    if dataset is not run.val:
+        loader = evaluate.eval_loader(dataset, run.micro_batch, args.workers,
+                                      distributed=ddp.world > 1)
+    text = None
+    if not args.unimodal:
+        with run.autocast:                                            # (K, C, E)
+            text = prompts.text_features(run.model, classnames, run.templates, device=ddp.device)
+    progress = "validate" if ddp.master else None
+    predictions = evaluate.predict_videos(run.model, loader, text, ddp.device, run.dtype,
+                                          progress=progress)
+    train_mode(run.model, args)
+    return predictions
+
+
+def validate(run):
+    """Metrics on --val-split: top-1/top-5 (mAP for multi-label data), unreadable videos counted."""
+    predictions = predict(run, run.val, run.classnames)
+    return evaluate.summarize(predictions, run.classnames, run.val.multilabel)
+
+
+def end_of_epoch(run, epoch):
+    """Validate (every --eval-every epochs and after the last), then write last.pt, and best.pt if
+    it is the best so far."""
+    args, names = run.args, ["last.pt"]
+    if args.eval_every and ((epoch + 1) % args.eval_every == 0 or epoch + 1 == args.epochs):
+        with run.stop.interruptible():                     # no step in flight: a signal stops now
+            metrics = validate(run)
+        score = metrics["mAP"] if "mAP" in metrics else metrics["top1"]
+        if score is not None and score > run.best:
+            run.best = score
+            names.append("best.pt")
+        summary = {k: v for k, v in metrics.items() if k != "per_class"}
+        log_line(args.out, dict(step=run.step, epoch=epoch + 1, val=summary), run.ddp.master,
+                 f"epoch {epoch + 1}/{args.epochs} {args.val_split}: "
+                 f"{evaluate.headline(metrics)} (best {run.best:.2f})")
+    run.epoch_end_pending = False
+    save_checkpoint(run, names)
+
+
+def train_loop(run, batches):
+    """Epochs to the end of the schedule or --stop-after-steps; the signal that stopped them."""
+    total_steps = run.args.epochs * run.steps_per_epoch
+    if run.epoch_end_pending:                              # put off by a signal: done first
+        end_of_epoch(run, run.step // run.steps_per_epoch - 1)
+    while run.step < total_steps and not stopping(run):
+        epoch = run.step // run.steps_per_epoch
+        signum = train_epoch(run, epoch, batches)
+        if signum:
+            return signum
+        if run.step % run.steps_per_epoch == 0:
+            end_of_epoch(run, epoch)
+        elif stopping(run):
+            save_checkpoint(run, ["last.pt"])         # mid-epoch: resume picks up from here
+    return None
+
+
+def train(args):
+    """One training run as configured by `args`; returns the Run (the demo evaluates its model
+    further). SIGINT or SIGTERM ends it early, last.pt written, with a non-zero status."""
+    check_paths(args)
+    ddp = Dist.from_environment(args.device)
+    prepare_out(args, ddp)
+    with StopRequest(ddp) as stop:
+        run = start_run(args, ddp, stop)
+        torch.manual_seed(mix_seed(args.seed, ddp.rank))             # seeds offset by rank
+        batches, run.pace = training_batches(run), Pace(run.step, time.time())
+        try:
+            signum = train_loop(run, batches)
+        except Interrupted as e:                           # in validation: this rank alone
+            stop_on_signal(run, e.signum, together=False)
+        if signum:
+            stop_on_signal(run, signum, together=True)
+    if run.step < args.epochs * run.steps_per_epoch:
+        text = (f"stopped after step {run.step} (--stop-after-steps); continue with: "
+                f"{resume_command(args.out)}" if os.path.isfile(checkpoint_path(args)) else
+                "stopped before the first step (--stop-after-steps 0): nothing trained, no "
+                "checkpoint written")
+        log_line(args.out, dict(step=run.step, stopped=True), ddp.master, text)
+    del batches                                                       # its workers end here
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    return run
+
+
+# --------------------------------------------------------------------------------------------------
+# Machinery below. Data: the training items [Sec. 3.2, 4.1], their order, the validation videos
+
+
+class TrainItems(Dataset):
+    """Training videos, each as (video, label, template, text_class): its text is template k around
+    class c, the tokens run.tokens[k, c]. text_class is the label, or for a multi-label video one of
+    its classes, drawn.
+
+    Items are indexed by (epoch, index). All the randomness of an item (frames, crop, flip, colour,
+    template) is drawn from (seed, epoch, index): the same batches whatever the number of GPUs or
+    loader workers, and after --resume. The video is a video_data.DeviceClip (uint8 pixels and the
+    colour draws) or, with --decode-on-device, a JpegClip; video_data.finish_batch ends the work
+    on the model's device.
+    """
+
+    def __init__(self, videos, num_templates, seed):
+        self.videos, self.num_templates, self.seed = videos, num_templates, seed
+
+    def __len__(self):
+        return len(self.videos)
+
+    def __getitem__(self, epoch_and_index):
+        epoch, i = epoch_and_index
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(mix_seed(self.seed, epoch, i))
+            video, target, _, _ = self.videos[i]                      # DeviceClip or JpegClip
+            template = int(torch.randint(self.num_templates, ()))     # one random template per
+            if target.ndim:                                           # video [Sec. 3.2]
+                positives = target.nonzero().flatten()                # multi-hot: its text names
+                text_class = int(positives[torch.randint(len(positives), ())])  # one of them
+            else:
+                text_class = int(target)
+        return video, target, template, text_class
+
+
+def mix_seed(*numbers):
+    """A 63-bit seed from a few integers, e.g. (seed, epoch, video index): randomness as a pure
+    function."""
+    digest = hashlib.blake2b(repr(numbers).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+class RunOrder:
+    """This process's micro-batches of (epoch, index), from optimiser step `first_step` to the end
+    of the run: epoch e is the DistributedSampler's order for e, cut into micro-batches (a resumed
+    epoch starts at its step). One sequence for the whole run: one DataLoader serves every epoch."""
+
+    def __init__(self, sampler, micro_batch, per_step, steps_per_epoch, first_step, total_steps):
+        self.sampler, self.micro_batch, self.per_step = sampler, micro_batch, per_step
+        self.epoch_steps, self.first_step, self.end = steps_per_epoch, first_step, total_steps
+
+    def __iter__(self):
+        for epoch in range(self.first_step // self.epoch_steps, self.end // self.epoch_steps):
+            self.sampler.set_epoch(epoch)
+            first = max(self.first_step - epoch * self.epoch_steps, 0)
+            order = list(self.sampler)[first * self.per_step:self.epoch_steps * self.per_step]
+            for start in range(0, len(order), self.micro_batch):
+                yield [(epoch, i) for i in order[start:start + self.micro_batch]]
+
+
+def training_batches(run):
+    """Micro-batches from run.step to the end of the run, from one DataLoader whose workers live as
+    long as the run: no restart at epoch boundaries or after validation, and the next epoch's first
+    batches are decoded while this one ends (each worker keeps 2 ready). Pinned, for non-blocking
+    copies."""
+    args = run.args
+    order = RunOrder(run.sampler, run.micro_batch, run.micro_batch * args.grad_accum,
+                     run.steps_per_epoch, run.step, args.epochs * run.steps_per_epoch)
+    return iter(DataLoader(run.items, batch_sampler=order, num_workers=args.workers,
+                           collate_fn=video_data.collate, pin_memory=run.ddp.device.type == "cuda",
+                           worker_init_fn=video_data.ignore_stop_signals))
+
+
+def build_data(args, ddp, train_split, val_split, size):
+    """Training items and the sampler that orders them, and the validation videos, at `size`
+    pixels."""
+    videos = video_data.VideoDataset(train_split, args.frames, "train", augmentation(args, size),
+                                     in_memory=args.in_memory, seed=args.seed,
+                                     jpeg_bytes=jpeg_on_device(args, ddp, train_split))
+    views = video_data.test_transform(size, on_device=True)           # uint8: normalised on device
+    val = video_data.VideoDataset(val_split, args.frames, "test", views, in_memory=args.in_memory)
+    if args.in_memory:
+        warm_cache(videos, "decoding training videos", ddp.master)
+        warm_cache(val, "decoding validation videos", ddp.master)
+    num_templates = len(prompts.LABEL_ONLY if args.no_text_prompts else prompts.TEMPLATES)
+    items = TrainItems(videos, num_templates, args.seed)
+    # The order of an epoch is a pure function of (seed, epoch): exact resume, and global batch i is
+    # the same videos for any number of GPUs (DistributedSampler hands rank r every world-th index).
+    sampler = DistributedSampler(items, num_replicas=ddp.world, rank=ddp.rank, shuffle=True,
+                                 seed=args.seed, drop_last=True)
+    return items, sampler, val
+
+
+def load_splits(args):
+    """The training split (--shots applied) and the validation split, which must share its
+    classes."""
+    train_split = split_from_flags(args, "train")
+    val_split = split_from_flags(args, args.val_split)
+    if train_split.classnames != val_split.classnames:
+        raise SystemExit(f"--val-split {args.val_split} has other classes than the training split "
+                         f"({len(val_split.classnames)} vs {len(train_split.classnames)}); "
+                         f"validation needs the same")
+    if train_split.multilabel:           # Charades: a video without an action has no text to match
+        labelled = [r for r in train_split.records if r.label]                  # it trains nothing
+        train_split = video_data.DatasetSplit(labelled, train_split.classnames, multilabel=True)
+    if args.shots:
+        train_split = few_shot(train_split, args.shots, args.seed)
+    return train_split, val_split
+
+
+def split_from_flags(args, split):
     """A DatasetSplit of --dataset (video_data.load_split), with the flags that locate its files."""
     kw = {}
     if args.videos_dir:
         kw["videos_dir"] = args.videos_dir
     if args.dataset == "list":
-        kw = dict(list_file=args.train_list if split == "train" else args.val_list, classnames_file=args.classnames)
+        kw = dict(list_file=args.train_list if split == "train" else args.val_list,
+                  classnames_file=args.classnames)
     try:
         return video_data.load_split(args.dataset, args.root, split, fold=args.fold,
                                      prepared=args.prepared, **kw)
@@ -459,9 +514,10 @@ def load_split(args, split):
 
 
 def few_shot(split, shots, seed):
-    """K videos of every class, drawn with `seed`, in their original order (Fig. 3). Multi-label videos
-    count for their first class; a class with fewer than K videos keeps them all."""
-    order = torch.randperm(len(split.records), generator=torch.Generator().manual_seed(seed)).tolist()
+    """K videos of every class, drawn with `seed`, in their original order (Fig. 3). Multi-label
+    videos count for their first class; a class with fewer than K videos keeps them all."""
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(split.records), generator=generator).tolist()
     taken, picked = {}, []
     for i in order:
         label = split.records[i].label
@@ -473,37 +529,7 @@ def few_shot(split, shots, seed):
     return video_data.DatasetSplit(records, split.classnames, split.multilabel)
 
 
-class TrainItems(Dataset):
-    """Training videos, each with the id of its text: row template x C + class of the prompt table.
-
-    Items are indexed by (epoch, index). All the randomness of an item (frames, crop, flip, colour,
-    template) is drawn from (seed, epoch, index): the same batches whatever the number of GPUs or
-    loader workers, and after --resume. The video is a video_data.DeviceClip (uint8 pixels and the
-    colour draws) or, with --decode-on-device, a JpegClip; video_data.finish_batch ends the work
-    on the model's device.
-    """
-
-    def __init__(self, videos, num_templates, num_classes, seed):
-        self.videos, self.num_templates, self.num_classes, self.seed = videos, num_templates, num_classes, seed
-
-    def __len__(self):
-        return len(self.videos)
-
-    def __getitem__(self, epoch_and_index):
-        epoch, i = epoch_and_index
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(mix_seed(self.seed, epoch, i))
-            video, target, _, _ = self.videos[i]                      # DeviceClip or JpegClip
-            template = int(torch.randint(self.num_templates, ()))     # one random template per video [Sec. 3.2]
-            if target.ndim:                                           # multi-hot: name one of its classes
-                positives = target.nonzero().flatten()
-                text_class = int(positives[torch.randint(len(positives), ())])
-            else:
-                text_class = int(target)
-        return video, target, template * self.num_classes + text_class
-
-
-def train_transform(args, size):
+def augmentation(args, size):
     """--augment: the official augmentation, its crop alone, or none (the whole frame at `size`)."""
     if args.augment == "official":
         return video_data.train_transform(size, randaugment=args.randaugment, on_device=True)
@@ -513,27 +539,14 @@ def train_transform(args, size):
 
 
 def warm_cache(dataset, label, master):
-    """Decode every video once (--in-memory), in this process, so DataLoader workers inherit the frames."""
+    """Decode every video once (--in-memory), in this process, so DataLoader workers inherit the
+    frames."""
     progress = evaluate.Progress(len(dataset), label) if master else None
     with torch.random.fork_rng(devices=[]):
         for i in range(len(dataset)):
             dataset[i]
             if progress:
                 progress.update(1)
-
-
-def load_splits(args):
-    """The training split (--shots applied) and the validation split, which must share its classes."""
-    train_split, val_split = load_split(args, "train"), load_split(args, args.val_split)
-    if train_split.classnames != val_split.classnames:
-        raise SystemExit(f"--val-split {args.val_split} has other classes than the training split "
-                         f"({len(val_split.classnames)} vs {len(train_split.classnames)}); validation needs the same")
-    if train_split.multilabel:                                        # Charades: a video without an action has
-        labelled = [r for r in train_split.records if r.label]        # no text to match; it trains nothing
-        train_split = video_data.DatasetSplit(labelled, train_split.classnames, multilabel=True)
-    if args.shots:
-        train_split = few_shot(train_split, args.shots, args.seed)
-    return train_split, val_split
 
 
 def jpeg_on_device(args, ddp, split):
@@ -550,45 +563,59 @@ def jpeg_on_device(args, ddp, split):
     return reason is None and (mode == "on" or ddp.device.type == "cuda")
 
 
-def build_data(args, ddp, train_split, val_split, size):
-    """Training items and the sampler that orders them, and the validation videos, at `size` pixels."""
-    videos = video_data.VideoDataset(train_split, args.frames, "train", train_transform(args, size),
-                                     in_memory=args.in_memory, seed=args.seed,
-                                     jpeg_bytes=jpeg_on_device(args, ddp, train_split))
-    views = video_data.test_transform(size, on_device=True)           # uint8: normalised on device
-    val = video_data.VideoDataset(val_split, args.frames, "test", views, in_memory=args.in_memory)
-    if args.in_memory:
-        warm_cache(videos, "decoding training videos", ddp.master)
-        warm_cache(val, "decoding validation videos", ddp.master)
-    num_templates = len(prompts.LABEL_ONLY if args.no_text_prompts else prompts.TEMPLATES)
-    items = TrainItems(videos, num_templates, len(train_split.classnames), args.seed)
-    # The order of an epoch is a pure function of (seed, epoch): exact resume, and global batch i is
-    # the same videos for any number of GPUs (DistributedSampler hands rank r every world-th index).
-    sampler = DistributedSampler(items, num_replicas=ddp.world, rank=ddp.rank, shuffle=True, seed=args.seed,
-                                 drop_last=True)
-    return items, sampler, val
+# --------------------------------------------------------------------------------------------------
+# Model and optimiser [Sec. 3.4, 4.1]
 
 
-# ----------------------------------------------------------------------------------------------------
-# Model and optimiser
+def build_video_model(args, num_classes, classnames=None):
+    """The model to fine-tune [Sec. 3.4]: ActionCLIP (or Table 1's VideoClassifier), its frozen
+    parts marked requires_grad=False. Its new modules (the visual prompt, the classifier) train at
+    --new-lr-mult x the lr of CLIP's weights (build_optimizer)."""
+    torch.manual_seed(args.seed)                               # the same new weights on every rank
+    if args.finetune_from:
+        try:
+            model = prompts.load_actionclip(args.finetune_from, num_frames=args.frames)
+        except (FileNotFoundError, ValueError) as e:
+            raise SystemExit(f"error: --finetune-from: {e}") from None
+        model = getattr(model, "actionclip", model)    # a unimodal checkpoint: keep its encoder
+        args.visual_prompt = model.config["visual_prompt"]             # logged and saved as it is
+    else:
+        model = prompts.ActionCLIP(load_clip(args), args.visual_prompt, args.frames)
+    if args.grad_checkpointing:
+        if not isinstance(model.clip.visual, clip_model.VisionTransformer):
+            raise SystemExit("--grad-checkpointing checkpoints the ViT's blocks; this CLIP's image "
+                             "encoder is a ResNet")
+        model.clip.visual.transformer.grad_checkpointing = True
+    frozen = {"vision": args.freeze_vision, "text": args.freeze_text or args.unimodal,
+              None: args.unimodal}
+    for name, param in model.clip.named_parameters():        # --unimodal has no use for text
+        param.requires_grad_(not frozen[encoder_of(name)])
+    if args.unimodal:
+        model = prompts.VideoClassifier(model, num_classes, classnames)
+    train_mode(model, args)
+    return model
 
 
 def encoder_of(name):
-    """Which of CLIP's encoders a CLIP parameter belongs to: 'vision', 'text', or None (the temperature)."""
+    """Which of CLIP's encoders a CLIP parameter belongs to: 'vision', 'text', or None (the
+    temperature)."""
     if name.startswith("visual."):
         return "vision"
     return None if name == "logit_scale" else "text"
 
 
 def reinitialise(clip, encoder):
-    """Table 2: put one encoder back to CLIP's random initialisation; the other keeps its weights."""
+    """Table 2: put one encoder back to CLIP's random initialisation; the other keeps its
+    weights."""
     fresh = clip_model.CLIP(**clip_model.clip_config(clip.state_dict())).state_dict()
-    state = {name: fresh[name] if encoder_of(name) == encoder else value for name, value in clip.state_dict().items()}
+    state = {name: fresh[name] if encoder_of(name) == encoder else value
+             for name, value in clip.state_dict().items()}
     clip.load_state_dict(state)
 
 
 def load_clip(args):
-    """The pre-trained CLIP of --arch (or the tiny one, from scratch), with --init-* random encoders."""
+    """The pre-trained CLIP of --arch (or the tiny one, from scratch), with --init-* random
+    encoders."""
     try:
         clip = clip_model.CLIP(**TINY_CLIP) if args.arch == "tiny" else clip_model.load(args.arch)
     except ValueError as e:                                # a truncated or foreign file
@@ -599,33 +626,9 @@ def load_clip(args):
     return clip
 
 
-def build_model(args, num_classes, classnames=None):
-    """ActionCLIP (or Table 1's VideoClassifier), its frozen parts marked requires_grad=False."""
-    torch.manual_seed(args.seed)                                      # the same new weights on every rank
-    if args.finetune_from:
-        try:
-            model = prompts.load_actionclip(args.finetune_from, num_frames=args.frames)
-        except (FileNotFoundError, ValueError) as e:
-            raise SystemExit(f"error: --finetune-from: {e}") from None
-        model = getattr(model, "actionclip", model)                   # a unimodal checkpoint: keep its encoder
-        args.visual_prompt = model.config["visual_prompt"]            # logged and saved as what it is
-    else:
-        model = prompts.ActionCLIP(load_clip(args), args.visual_prompt, args.frames)
-    if args.grad_checkpointing:
-        if not isinstance(model.clip.visual, clip_model.VisionTransformer):
-            raise SystemExit("--grad-checkpointing checkpoints the ViT's blocks; this CLIP's image encoder is a ResNet")
-        model.clip.visual.transformer.grad_checkpointing = True
-    frozen = {"vision": args.freeze_vision, "text": args.freeze_text or args.unimodal, None: args.unimodal}
-    for name, param in model.clip.named_parameters():                 # --unimodal has no use for text
-        param.requires_grad_(not frozen[encoder_of(name)])
-    if args.unimodal:
-        model = prompts.VideoClassifier(model, num_classes, classnames)
-    train_mode(model, args)
-    return model
-
-
 def train_mode(model, args):
-    """Training mode, except a frozen vision encoder, whose BatchNorm statistics (RN50) must not move."""
+    """Training mode, except a frozen vision encoder, whose BatchNorm statistics (RN50) must not
+    move."""
     model.train()
     if args.freeze_vision:
         getattr(model, "actionclip", model).clip.visual.eval()
@@ -654,7 +657,8 @@ def build_optimizer(model, args):
 
 
 def lr_at(epoch, args):
-    """The learning rate at a fractional epoch: linear warm-up from 0, then cosine to 0 [Sec. 4.1]."""
+    """The learning rate at a fractional epoch: linear warm-up from 0, then cosine to 0
+    [Sec. 4.1]."""
     if epoch < args.warmup_epochs:
         return args.lr * epoch / args.warmup_epochs
     progress = min((epoch - args.warmup_epochs) / max(args.epochs - args.warmup_epochs, 1e-9), 1.0)
@@ -662,12 +666,159 @@ def lr_at(epoch, args):
 
 
 def set_lr(optimizer, lr):
+    """The learning rate of each group: new modules at --new-lr-mult (paper: 10) x lr
+    [Sec. 3.4]."""
     for group in optimizer.param_groups:
         group["lr"] = lr * group["lr_mult"]
 
 
-# ----------------------------------------------------------------------------------------------------
-# Checkpoints
+# --------------------------------------------------------------------------------------------------
+# The run: processes, precision, and what one run holds
+
+
+@dataclass
+class Dist:
+    """This process's place among the processes of the run."""
+    rank: int = 0
+    local_rank: int = 0
+    world: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @classmethod
+    def from_environment(cls, device=None):
+        """DDP from torchrun's environment (RANK, LOCAL_RANK, WORLD_SIZE); plain `python` is one
+        process. The process group (NCCL on GPUs, gloo on the CPU) is evaluate.setup_distributed's,
+        so both scripts start alike."""
+        rank, world, device = evaluate.setup_distributed(device)
+        return cls(rank, int(os.environ.get("LOCAL_RANK", 0)), world, device)
+
+    @property
+    def master(self):
+        return self.rank == 0  # logs and writes checkpoints
+
+
+@dataclass
+class Run:
+    """Everything one training run holds; the functions above read and update it."""
+    args: argparse.Namespace
+    ddp: Dist
+    model: nn.Module             # ActionCLIP or VideoClassifier: what checkpoints hold
+    model_ddp: nn.Module         # what the forward pass calls: model's VideoTextEncoder
+                                 # (--unimodal: model), maybe compiled, in DDP with 2+ processes
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    autocast: object             # one autocast context, reused everywhere
+    dtype: torch.dtype           # of autocast; None: fp32, no autocast
+    items: TrainItems
+    sampler: DistributedSampler
+    val: video_data.VideoDataset
+    classnames: list
+    templates: list
+    tokens: torch.Tensor         # (K, C, L): every template around every class name
+    micro_batch: int             # videos per process per forward pass
+    steps_per_epoch: int
+    step: int = 0                # optimiser steps done
+    best: float = -1.0           # best validation score (top-1, or mAP for multi-label data)
+    val_loader: DataLoader = None  # built once: its workers persist from one validation to the next
+    pace: object = None          # Pace: videos/s and ETA over the run so far
+    epoch_end_pending: bool = False  # at the end of an epoch whose validation a signal put off
+    stop: "StopRequest" = None   # SIGINT / SIGTERM, asked after every step
+
+
+def build_run(args, ddp):
+    """Data, model, optimiser, precision and the DDP wrapper of one run."""
+    train_split, val_split = load_splits(args)
+    model = build_video_model(args, len(train_split.classnames), train_split.classnames)
+    model = model.to(ddp.device)
+    clip = getattr(model, "actionclip", model).clip
+    items, sampler, val = build_data(args, ddp, train_split, val_split, clip.input_resolution)
+    micro_batch, steps_per_epoch = batch_sizes(args, ddp, len(sampler) * ddp.world)
+    templates = prompts.LABEL_ONLY if args.no_text_prompts else prompts.TEMPLATES
+    tokens = prompts.tokenize_prompts(train_split.classnames, templates, clip.context_length)
+    tokens = clip_model.trim_padding(tokens)      # cut after the longest prompt: the same features,
+    tokens = tokens.view(len(templates), len(train_split.classnames), -1)  # less work; (K, C, L)
+    dtype = evaluate.autocast_dtype(ddp.device, args.precision)
+    autocast = nullcontext() if dtype is None else torch.autocast(ddp.device.type, dtype=dtype)
+    model_ddp = model if args.unimodal else VideoTextEncoder(model)
+    if args.compile:
+        model_ddp = torch.compile(model_ddp)
+    if ddp.world > 1:
+        device_ids = [ddp.local_rank] if ddp.device.type == "cuda" else None
+        model_ddp = DDP(model_ddp, device_ids=device_ids)
+    val_loader = evaluate.eval_loader(val, micro_batch, args.workers, distributed=ddp.world > 1,
+                                      persistent=True)
+    scaler = torch.amp.GradScaler(ddp.device.type, enabled=dtype == torch.float16)
+    return Run(args, ddp, model, model_ddp, build_optimizer(model, args), scaler, autocast, dtype,
+               items, sampler, val, train_split.classnames, templates, tokens.to(ddp.device),
+               micro_batch, steps_per_epoch, val_loader=val_loader)
+
+
+def batch_sizes(args, ddp, num_videos):
+    """Videos per process per micro-batch, and optimiser steps per epoch, for the global
+    --batch-size."""
+    per_pass = ddp.world * args.grad_accum
+    if args.batch_size % per_pass:
+        raise SystemExit(f"--batch-size {args.batch_size} (global) must be divisible by processes "
+                         f"x --grad-accum = {ddp.world} x {args.grad_accum}")
+    steps = num_videos // args.batch_size
+    if steps == 0:
+        raise SystemExit(f"the training split has {num_videos} videos, fewer than one global batch "
+                         f"(--batch-size {args.batch_size}): lower --batch-size")
+    return args.batch_size // per_pass, steps
+
+
+def start_run(args, ddp, stop):
+    """build_run, and restore last.pt with --resume. A signal meanwhile ends the command at once:
+    no step has been taken, so there is nothing to save."""
+    try:
+        with stop.interruptible():
+            run = build_run(args, ddp)
+            if args.resume:
+                restore_checkpoint(run)
+            describe_run(run)
+    except Interrupted as e:
+        kept = (f"{checkpoint_path(args)} is unchanged: {resume_command(args.out)} continues "
+                f"from it" if args.resume else "run the same command again to start over")
+        if ddp.master:
+            print(f"{e}: stopped before the first step, nothing written; {kept}", flush=True)
+        raise SystemExit(128 + e.signum) from None
+    run.stop = stop
+    return run
+
+
+def describe_run(run):
+    """The opening lines of the log: what is trained on what, and how."""
+    args, ddp = run.args, run.ddp
+    trainable = sum(p.numel() for p in run.model.parameters() if p.requires_grad)
+    frozen = sum(p.numel() for p in run.model.parameters() if not p.requires_grad)
+    precision = str(run.dtype or torch.float32).replace("torch.", "")
+    lines = [f"{args.dataset}: {len(run.items)} training videos, {len(run.val)} {args.val_split} "
+             f"videos, {len(run.classnames)} classes",
+             f"model: {args.arch if not args.finetune_from else args.finetune_from} "
+             f"{args.visual_prompt} {args.frames} frames{' unimodal' if args.unimodal else ''}; "
+             f"{trainable / 1e6:.2f}M trainable, {frozen / 1e6:.2f}M frozen parameters",
+             f"{ddp.world} process(es) on {ddp.device.type}, {precision}; global batch "
+             f"{args.batch_size} = {ddp.world} x {args.grad_accum} x {run.micro_batch}; "
+             f"{run.steps_per_epoch} steps per epoch, {args.epochs} epochs; output {args.out}"]
+    if args.resume:
+        lines.append(f"resumed from {checkpoint_path(args)} at step {run.step}")
+    log_line(args.out, dict(config=vars(args)), ddp.master, "\n".join(lines))
+
+
+def log_line(out, record, master, text=None):
+    """Print `text` (if any) and append `record` to out/metrics.jsonl, on the master process
+    only."""
+    if not master:
+        return
+    if text:
+        print(text, flush=True)
+    if out:
+        with open(os.path.join(out, "metrics.jsonl"), "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+# --------------------------------------------------------------------------------------------------
+# Checkpoints and --resume
 
 
 def checkpoint_path(args, name="last.pt"):
@@ -693,7 +844,7 @@ def prepare_out(args, ddp):
         raise SystemExit(f"{args.out} already holds a run ({found}): pass --resume to continue it, "
                          f"or choose another --out")
     if ddp.world > 1:
-        dist.barrier()                                                # every rank has looked before it is created
+        dist.barrier()                                # every rank has looked before it is created
     if ddp.master:
         if leftovers and not args.resume:
             for name in leftovers:
@@ -704,21 +855,41 @@ def prepare_out(args, ddp):
 
 
 def save_checkpoint(run, names):
-    """Write out/<name> for each name, atomically (a temporary file, then a rename): a crash mid-write
-    leaves the previous checkpoint intact. The model part is what prompts.load_actionclip reads."""
+    """Write out/<name> for each name, atomically (a temporary file, then a rename): a crash
+    mid-write leaves the previous checkpoint intact. The model part is what prompts.load_actionclip
+    reads."""
     if not run.ddp.master:
         return
     payload = prompts.checkpoint_payload(run.model)
-    payload.update(optimizer=run.optimizer.state_dict(), scaler=run.scaler.state_dict(), step=run.step,
-                   epoch=run.step / run.steps_per_epoch, steps_per_epoch=run.steps_per_epoch, best=run.best,
+    payload.update(optimizer=run.optimizer.state_dict(), scaler=run.scaler.state_dict(),
+                   step=run.step, epoch=run.step / run.steps_per_epoch,
+                   steps_per_epoch=run.steps_per_epoch, best=run.best,
                    epoch_end_pending=run.epoch_end_pending, args=vars(run.args))
     for name in names:
         path = checkpoint_path(run.args, name)
         with open(path + ".tmp", "wb") as f:
             torch.save(payload, f)
             f.flush()
-            os.fsync(f.fileno())                                      # on disk before it replaces the old one
+            os.fsync(f.fileno())                      # on disk before it replaces the old one
         os.replace(path + ".tmp", path)
+
+
+def restore_checkpoint(run):
+    """--resume: model, optimiser, loss scaler, step and best score from out/last.pt (every process
+    reads it, so a multi-node run needs --out on a shared filesystem)."""
+    checkpoint = torch.load(checkpoint_path(run.args), map_location="cpu", weights_only=True)
+    if checkpoint["steps_per_epoch"] != run.steps_per_epoch:
+        raise SystemExit(f"--resume: the checkpoint has {checkpoint['steps_per_epoch']} steps per "
+                         f"epoch, this run {run.steps_per_epoch}: the training data or "
+                         f"--batch-size changed")
+    run.model.load_state_dict(checkpoint["model"])
+    run.optimizer.load_state_dict(checkpoint["optimizer"])
+    if checkpoint["scaler"]:                           # {} from a run without loss scaling
+        run.scaler.load_state_dict(checkpoint["scaler"])
+    run.step, run.best = checkpoint["step"], checkpoint["best"]
+    run.epoch_end_pending = checkpoint.get("epoch_end_pending", False)
+    if run.ddp.master:
+        forget_metrics_after(run.args.out, run.step)
 
 
 def forget_metrics_after(out, step):
@@ -739,23 +910,6 @@ def forget_metrics_after(out, step):
     with open(path + ".tmp", "w") as f:
         f.writelines(kept)
     os.replace(path + ".tmp", path)
-
-
-def load_checkpoint(run):
-    """Restore model, optimiser, loss scaler, step and best score from out/last.pt (every process reads it,
-    so a multi-node run needs --out on a shared filesystem)."""
-    checkpoint = torch.load(checkpoint_path(run.args), map_location="cpu", weights_only=True)
-    if checkpoint["steps_per_epoch"] != run.steps_per_epoch:
-        raise SystemExit(f"--resume: the checkpoint has {checkpoint['steps_per_epoch']} steps per epoch, this run "
-                         f"{run.steps_per_epoch}: the training data or --batch-size changed")
-    run.model.load_state_dict(checkpoint["model"])
-    run.optimizer.load_state_dict(checkpoint["optimizer"])
-    if checkpoint["scaler"]:                           # {} from a run without loss scaling
-        run.scaler.load_state_dict(checkpoint["scaler"])
-    run.step, run.best = checkpoint["step"], checkpoint["best"]
-    run.epoch_end_pending = checkpoint.get("epoch_end_pending", False)
-    if run.ddp.master:
-        forget_metrics_after(run.args.out, run.step)
 
 
 # What --resume needs of last.pt; prompts.load_actionclip needs only model and model_config.
@@ -828,7 +982,7 @@ def complete_run_report(args, checkpoint):
             f"({checkpoint['step']} steps) are trained. {final}{best}")
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Stopping on a signal: Ctrl-C (SIGINT) or a scheduler's SIGTERM (preemption) loses no finished step
 
 
@@ -922,350 +1076,287 @@ def stop_on_signal(run, signum, together):
     raise SystemExit(128 + signum)
 
 
-def start_run(args, ddp, stop):
-    """build_run, and restore last.pt with --resume. A signal meanwhile ends the command at once:
-    no step has been taken, so there is nothing to save."""
-    try:
-        with stop.interruptible():
-            run = build_run(args, ddp)
-            if args.resume:
-                load_checkpoint(run)
-            describe_run(run)
-    except Interrupted as e:
-        kept = (f"{checkpoint_path(args)} is unchanged: {resume_command(args.out)} continues "
-                f"from it" if args.resume else "run the same command again to start over")
-        if ddp.master:
-            print(f"{e}: stopped before the first step, nothing written; {kept}", flush=True)
-        raise SystemExit(128 + e.signum) from None
-    run.stop = stop
-    return run
+# --------------------------------------------------------------------------------------------------
+# Configuration: every flag acts, and its help says what the paper used
 
 
-# ----------------------------------------------------------------------------------------------------
-# The training loop
+# argparse types shared with evaluate.py and zeroshot.py: a bad value ends the command at once
+positive_int, count_int = evaluate.positive_int, evaluate.count_int
+positive_float, nonnegative_float = evaluate.positive_float, evaluate.nonnegative_float
+
+# Flags that may change when a run is resumed; everything else comes from the checkpoint.
+RESUME_OVERRIDES = ("resume", "out", "workers", "log_every", "save_every", "stop_after_steps",
+                    "compile", "decode_on_device", "device")
 
 
-@dataclass
-class Run:
-    """Everything one training run holds; the functions below read and update it."""
-    args: argparse.Namespace
-    ddp: Dist
-    model: nn.Module             # ActionCLIP or VideoClassifier: what checkpoints hold
-    net: nn.Module               # what the forward pass calls: the model's encoder, maybe compiled, in DDP
-    optimizer: torch.optim.Optimizer
-    scaler: torch.amp.GradScaler
-    autocast: object             # one autocast context, reused everywhere
-    dtype: torch.dtype
-    items: TrainItems
-    sampler: DistributedSampler
-    val: video_data.VideoDataset
-    classnames: list
-    templates: list
-    tokens: torch.Tensor         # (K*C, L): every template around every class name, row k*C + c
-    micro_batch: int             # videos per process per forward pass
-    steps_per_epoch: int
-    step: int = 0                # optimiser steps done
-    best: float = -1.0           # best validation score (top-1, or mAP for multi-label data)
-    batches: object = None       # this process's micro-batches from `step` to the end of the run
-    val_loader: DataLoader = None  # built once: its workers persist from one validation to the next
-    pace: object = None          # Pace: videos/s and ETA over the run so far
-    epoch_end_pending: bool = False  # at the end of an epoch whose validation a signal put off
-    stop: StopRequest = None     # SIGINT / SIGTERM, asked after every step
+def add_model_args(p):
+    m = p.add_argument_group("model (Tables 1-6)")
+    m.add_argument("--arch", default="ViT-B/16",
+                   help="CLIP to start from: an official name (RN50, ViT-B/32, ViT-B/16, ... "
+                   "Table 6; paper's main model: ViT-B/16), a CLIP checkpoint file, or 'tiny' (a "
+                   "small CLIP built from scratch, for --demo and the tests)")
+    m.add_argument("--frames", type=positive_int, default=8,
+                   help="frames per video, one from each of T equal segments [Sec. 4.1]; paper: "
+                   "8, 16 or 32 (Table 6)")
+    m.add_argument("--visual-prompt", default="transf", choices=list(prompts.VISUAL_PROMPTS),
+                   help="how frame features become a video feature (Table 4); paper's choice: "
+                   "transf")
+    m.add_argument("--unimodal", action="store_true",
+                   help="Table 1's baseline: the same video encoder, a linear classifier and "
+                   "cross-entropy, no text; paper: multimodal (off)")
+    m.add_argument("--init-vision", default="clip", choices=["clip", "random"],
+                   help="vision encoder weights: CLIP's, or CLIP's random initialisation (Table "
+                   "2); paper: clip")
+    m.add_argument("--init-text", default="clip", choices=["clip", "random"],
+                   help="text encoder weights: CLIP's, or CLIP's random initialisation (Table 2); "
+                   "paper: clip")
+    m.add_argument("--no-text-prompts", action="store_true",
+                   help="texts are the bare class names, in training and validation (Table 3); "
+                   "paper: the 16 templates of prompts.TEMPLATES (on)")
+    m.add_argument("--freeze-vision", action="store_true",
+                   help="keep the vision encoder fixed (Table 5); paper: off")
+    m.add_argument("--freeze-text", action="store_true",
+                   help="keep the text encoder fixed (Table 5); paper: off")
+    m.add_argument("--finetune-from", metavar="PATH",
+                   help="start from an ActionCLIP checkpoint (ours or an official release), as "
+                   "the paper's UCF101/HMDB51 runs start from Kinetics-400 [Sec. 4.3]; its CLIP "
+                   "and visual prompt replace --arch and --visual-prompt")
 
 
-def batch_sizes(args, ddp, num_videos):
-    """Videos per process per micro-batch, and optimiser steps per epoch, for the global --batch-size."""
-    per_pass = ddp.world * args.grad_accum
-    if args.batch_size % per_pass:
-        raise SystemExit(f"--batch-size {args.batch_size} (global) must be divisible by processes x --grad-accum "
-                         f"= {ddp.world} x {args.grad_accum}")
-    steps = num_videos // args.batch_size
-    if steps == 0:
-        raise SystemExit(f"the training split has {num_videos} videos, fewer than one global batch "
-                         f"(--batch-size {args.batch_size}): lower --batch-size")
-    return args.batch_size // per_pass, steps
+def add_training_data_args(p):
+    d = p.add_argument_group("data")
+    d.add_argument("--dataset", default="kinetics400", choices=list(video_data.DATASETS),
+                   help="what --root holds")
+    d.add_argument("--root", help="dataset folder (see video_data.load_split for each layout)")
+    d.add_argument("--fold", type=int, default=1, choices=(1, 2, 3),
+                   help="UCF101/HMDB51 split 1-3; paper: 1")
+    d.add_argument("--videos-dir",
+                   help="Kinetics/Charades: where the videos are, if not under --root")
+    d.add_argument("--prepared",
+                   help="folder written by `python video_data.py prepare` for this dataset")
+    d.add_argument("--list-file", dest="train_list", default="train.txt", metavar="FILE",
+                   help="--dataset list: the training list ('path label' lines) in --root")
+    d.add_argument("--val-list-file", dest="val_list", default="val.txt", metavar="FILE",
+                   help="--dataset list: the validation list")
+    d.add_argument("--classnames-file", dest="classnames", default="classnames.txt", metavar="FILE",
+                   help="--dataset list: class names, one per line or an 'id,name' CSV, in --root")
+    for old in ("--train-list", "--val-list", "--classnames"):   # earlier spellings, still accepted
+        d.add_argument(old, dest=old[2:].replace("-", "_"), default=argparse.SUPPRESS,
+                       help=argparse.SUPPRESS)
+    d.add_argument("--val-split", default="val",
+                   help="split validated every epoch and used to pick best.pt "
+                   "(UCF101/HMDB51/Charades: val is their test list)")
+    d.add_argument("--shots", type=positive_int, metavar="K", help="few-shot (Fig. 3): train on K "
+                   "videos per class, drawn with --seed; paper: K = 2, 4, 8, 16")
+    d.add_argument("--augment", default="official", choices=["official", "crop", "none"],
+                   help="official: TSN multi-scale crop, flip, colour jitter, grayscale [Sec. "
+                   "4.1]; crop: the crop only (for data whose labels a flip or a colour change "
+                   "would alter); none: the whole frame, resized")
+    d.add_argument("--randaugment", action=argparse.BooleanOptionalAction, default=None,
+                   help="RandAugment(N=2, M=9) with --augment official, one draw per video "
+                   "(default: on for Kinetics, as the official K-400 config; off for the others, "
+                   "as their official configs)")
+    d.add_argument("--in-memory", action="store_true",
+                   help="decode every video once, before training, and keep all its frames in "
+                   "memory (small datasets; frames and crops are still drawn afresh each epoch)")
+    d.add_argument("--workers", type=count_int, default=8, help="data loading processes per GPU "
+                   "for training, and as many for validation; both sets live for the whole run")
+    d.add_argument("--decode-on-device", default="auto", choices=["auto", "on", "off"],
+                   help="prepared JPEG frame folders: workers only read the files, the model's "
+                   "device decodes them in batches (torchvision.io.decode_jpeg: nvJPEG on CUDA), "
+                   "then crops and augments them. auto: on with CUDA when every training video is "
+                   "a frame folder and --randaugment and --in-memory are off (see BENCHMARKS.md)")
 
 
-def build_run(args, ddp):
-    """Data, model, optimiser, precision and the DDP wrapper of one run."""
-    train_split, val_split = load_splits(args)
-    model = build_model(args, len(train_split.classnames), train_split.classnames).to(ddp.device)
-    clip = getattr(model, "actionclip", model).clip
-    items, sampler, val = build_data(args, ddp, train_split, val_split, clip.input_resolution)
-    micro_batch, steps_per_epoch = batch_sizes(args, ddp, len(sampler) * ddp.world)
-    templates = prompts.LABEL_ONLY if args.no_text_prompts else prompts.TEMPLATES
-    tokens = prompts.tokenize_prompts(train_split.classnames, templates, clip.context_length)
-    tokens = clip_model.trim_padding(tokens).to(ddp.device)  # cut after the longest prompt: same features, less work
-    dtype = autocast_dtype(args.precision, ddp.device)
-    autocast = nullcontext() if dtype == torch.float32 else torch.autocast(ddp.device.type, dtype=dtype)
-    net = model if args.unimodal else VideoTextEncoder(model)
-    if args.compile:
-        net = torch.compile(net)
-    if ddp.world > 1:
-        net = DDP(net, device_ids=[ddp.local_rank] if ddp.device.type == "cuda" else None)
-    val_loader = evaluate.eval_loader(val, micro_batch, args.workers, distributed=ddp.world > 1,
-                                      persistent=True)
-    return Run(args, ddp, model, net, build_optimizer(model, args),
-               torch.amp.GradScaler(ddp.device.type, enabled=dtype == torch.float16), autocast, dtype, items, sampler,
-               val, train_split.classnames, templates, tokens, micro_batch, steps_per_epoch,
-               val_loader=val_loader)
+def add_optimisation_args(p):
+    o = p.add_argument_group("optimisation [Sec. 4.1]")
+    o.add_argument("--epochs", type=positive_int, default=50, help="paper: 50")
+    o.add_argument("--batch-size", type=positive_int, default=128,
+                   help="global batch: all GPUs and --grad-accum micro-batches together; official "
+                   "configs: 128 (Kinetics-400), 32 (UCF101/HMDB51)")
+    o.add_argument("--lr", type=nonnegative_float, default=5e-6,
+                   help="AdamW learning rate of CLIP's pre-trained weights; paper: 5e-6")
+    o.add_argument("--new-lr-mult", type=nonnegative_float, default=10.0,
+                   help="learning rate multiplier of new modules (visual prompt, --unimodal's "
+                   "classifier); paper: 10")
+    o.add_argument("--adam-eps", type=positive_float, default=1e-8,
+                   help="AdamW's epsilon; paper: 1e-8 (betas: 0.9, 0.98)")
+    o.add_argument("--weight-decay", type=nonnegative_float, default=0.2,
+                   help="AdamW weight decay of weight matrices (not of biases, norms, embeddings, "
+                   "the temperature); paper: 0.2 (official: on every parameter)")
+    o.add_argument("--warmup-epochs", type=nonnegative_float, default=5,
+                   help="linear warm-up, then cosine to zero; shorter than --epochs (by default, "
+                   "runs of 5 epochs or fewer warm up for 10%% of them); paper: 5 of 50 (10%%)")
+    o.add_argument("--grad-accum", type=positive_int, default=1,
+                   help="micro-batches per step; each micro-batch is its own contrastive batch "
+                   "(batch-size / grad-accum videos); paper: 1")
+    o.add_argument("--clip-grad", type=nonnegative_float, default=0.0,
+                   help="clip the gradient norm to this (0: off); paper: off (the official "
+                   "config's clip_gradient: 20 is never read)")
+    o.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp16", "fp32"],
+                   help="autocast dtype; auto: bf16 on GPUs that support it, else fp16 with loss "
+                   "scaling; fp32 on the CPU. Parameters stay fp32 (official: fp16 weights, cast "
+                   "back and forth around each optimiser step)")
+    o.add_argument("--grad-checkpointing", action="store_true",
+                   help="recompute the ViT blocks in the backward pass: less memory, ~30%% slower")
+    o.add_argument("--compile", action="store_true", help="torch.compile the model")
 
 
-class RunOrder:
-    """This process's micro-batches of (epoch, index), from optimiser step `first_step` to the end
-    of the run: epoch e is the DistributedSampler's order for e, cut into micro-batches (a resumed
-    epoch starts at its step). One sequence for the whole run: one DataLoader serves every epoch."""
-
-    def __init__(self, sampler, micro_batch, per_step, steps_per_epoch, first_step, total_steps):
-        self.sampler, self.micro_batch, self.per_step = sampler, micro_batch, per_step
-        self.epoch_steps, self.first_step, self.end = steps_per_epoch, first_step, total_steps
-
-    def __iter__(self):
-        for epoch in range(self.first_step // self.epoch_steps, self.end // self.epoch_steps):
-            self.sampler.set_epoch(epoch)
-            first = max(self.first_step - epoch * self.epoch_steps, 0)
-            order = list(self.sampler)[first * self.per_step:self.epoch_steps * self.per_step]
-            for start in range(0, len(order), self.micro_batch):
-                yield [(epoch, i) for i in order[start:start + self.micro_batch]]
-
-
-def training_batches(run):
-    """Micro-batches from run.step to the end of the run, from one DataLoader whose workers live as
-    long as the run: no restart at epoch boundaries or after validation, and the next epoch's first
-    batches are decoded while this one ends (each worker keeps 2 ready). Pinned, for non-blocking
-    copies."""
-    args = run.args
-    order = RunOrder(run.sampler, run.micro_batch, run.micro_batch * args.grad_accum,
-                     run.steps_per_epoch, run.step, args.epochs * run.steps_per_epoch)
-    return iter(DataLoader(run.items, batch_sampler=order, num_workers=args.workers,
-                           collate_fn=video_data.collate, pin_memory=run.ddp.device.type == "cuda",
-                           worker_init_fn=video_data.ignore_stop_signals))
+def add_run_args(p):
+    r = p.add_argument_group("run")
+    r.add_argument("--out",
+                   help="output folder (default: runs/<dataset>_<arch>_f<frames>); an existing "
+                   "one needs --resume")
+    r.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its last.pt, exactly, with its saved "
+                   "configuration (give only --out, or repeat the original command)")
+    r.add_argument("--seed", type=int, default=0,
+                   help="seeds the model's new weights, data order, augmentation, templates and "
+                   "--shots")
+    r.add_argument("--eval-every", type=count_int, default=1,
+                   help="validate every N epochs and after the last (0: never); official: 1")
+    r.add_argument("--log-every", type=positive_int, default=10,
+                   help="print a log line every N steps")
+    r.add_argument("--save-every", type=count_int, default=0, metavar="N",
+                   help="also write last.pt every N optimiser steps, for long epochs (0: at the "
+                   "end of each epoch only). SIGINT and SIGTERM always write it after the step in "
+                   "flight")
+    r.add_argument("--stop-after-steps", type=count_int, metavar="N",
+                   help="stop cleanly after N steps with a checkpoint, as if interrupted (the "
+                   "schedule still spans --epochs); continue with --resume")
+    r.add_argument("--device", choices=["cuda", "cpu"],
+                   help="where to train (default: cuda when a GPU is visible, else the CPU)")
+    r.add_argument("--demo", action="store_true", help="generate synthetic videos, train a "
+                   "tiny CLIP from scratch on the CPU with transf and meanP at once, print seen, "
+                   "direction and zero-shot top-1, draw runs/demo/demo.png (~7 min, 2 idle cores)")
 
 
-def forward_loss(run, video, target, text_ids):
-    """The loss of one micro-batch: Eq. 4 over the global batch, or Table 1's cross-entropy."""
-    if run.args.unimodal:
-        logits = run.net(video)                                       # (B, C)
-        if target.ndim == 2:
-            return F.binary_cross_entropy_with_logits(logits.float(), target)
-        return F.cross_entropy(logits.float(), target)
-    video_features, text_features, scale = run.net(video, run.tokens[text_ids])  # (B, E), (B, E), ()
-    return contrastive_loss(video_features, text_features, scale, target, text_ids % len(run.classnames))
+def get_parser():
+    parser = argparse.ArgumentParser(
+        description="Fine-tune CLIP into ActionCLIP (Wang, Xing, Liu, 2021).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    for add in (add_model_args, add_training_data_args, add_optimisation_args, add_run_args):
+        add(parser)
+    return evaluate.one_line_errors(parser)
 
 
-def optimizer_step(run, batches):
-    """One AdamW step over --grad-accum micro-batches; returns the loss, averaged over them and all ranks."""
-    args, device = run.args, run.ddp.device
-    total = torch.zeros((), device=device)
-    for i in range(args.grad_accum):
-        video, target, text_ids = next(batches)
-        video = video_data.finish_batch(video, device)                # uint8 or JPEG -> normalised
-        target = target.to(device, non_blocking=True)
-        text_ids = text_ids.to(device, non_blocking=True)
-        last = i == args.grad_accum - 1
-        with nullcontext() if last or run.ddp.world == 1 else run.net.no_sync():  # sync gradients once per step
-            with run.autocast:
-                loss = forward_loss(run, video, target, text_ids) / args.grad_accum
-            run.scaler.scale(loss).backward()
-        total += loss.detach()
-    if args.clip_grad:
-        run.scaler.unscale_(run.optimizer)
-        nn.utils.clip_grad_norm_(run.model.parameters(), args.clip_grad)
-    run.scaler.step(run.optimizer)
-    run.scaler.update()
-    run.optimizer.zero_grad(set_to_none=True)
-    if run.ddp.world > 1:
-        dist.all_reduce(total)                                        # the same everywhere: all ranks stop together
-        total /= run.ddp.world
-    return total.item()
-
-
-def stop_on_non_finite(run, loss):
-    if not math.isfinite(loss):
-        last = checkpoint_path(run.args)
-        raise SystemExit(f"step {run.step}: the loss is {loss}; stopping. {last} (the last good "
-                         f"checkpoint) is intact: --resume repeats its settings; to change them, "
-                         f"start a new run from its weights with --finetune-from {last} and a "
-                         f"lower --lr, --clip-grad or --precision fp32")
-
-
-class Pace:
-    """Seconds per step over the run so far (this process's part of it, validation included).
-
-    The ETA extrapolates this, not the last interval: an interval can be a burst of prefetched
-    batches or an epoch's start; extrapolating it made the ETA swing from 1:29:30 to 00:31.
-    """
-
-    def __init__(self, step, now):
-        self.start_step, self.start = step, now
-
-    def seconds_per_step(self, step, now):
-        return (now - self.start) / max(step - self.start_step, 1)
-
-
-def log_step(run, losses, since):
-    """A log line and a metrics.jsonl record: epoch, step, loss, learning rates, videos/s, ETA. The
-    line shows the rate over the run so far; the record keeps this interval's too (videos_per_s)."""
-    args, now = run.args, time.time()
-    seconds_per_step = run.pace.seconds_per_step(run.step, now)
-    total_steps = args.epochs * run.steps_per_epoch
-    lr = lr_at((run.step - 1) / run.steps_per_epoch, args)
-    record = dict(step=run.step, epoch=round(run.step / run.steps_per_epoch, 4), loss=sum(losses) / len(losses),
-                  lr=lr, lr_new=lr * args.new_lr_mult,
-                  videos_per_s=args.batch_size * len(losses) / (now - since),
-                  videos_per_s_run=args.batch_size / seconds_per_step,
-                  eta_s=round(seconds_per_step * (total_steps - run.step), 1))
-    text = (f"epoch {math.ceil(record['epoch'])}/{args.epochs} step {run.step}/{total_steps} loss {record['loss']:.4f} "
-            f"lr {lr:.2e} (new {record['lr_new']:.2e}) {record['videos_per_s_run']:.1f} videos/s "
-            f"eta {evaluate.clock(record['eta_s'])}")
-    log_line(args.out, record, run.ddp.master, text)
-
-
-def train_epoch(run, epoch):
-    """Train `epoch`, or what is left of it, or until --stop-after-steps or a signal (returned)."""
-    args = run.args
-    first = run.step - epoch * run.steps_per_epoch
-    losses, since = [], time.time()
-    for _ in range(first, run.steps_per_epoch):
-        set_lr(run.optimizer, lr_at(run.step / run.steps_per_epoch, args))  # per iteration, fractional epoch
-        torch.manual_seed(mix_seed(args.seed, run.ddp.rank, run.step))  # dropout etc.: a function of the step
-        losses.append(optimizer_step(run, run.batches))
-        stop_on_non_finite(run, losses[-1])
-        run.step += 1
-        if run.step % args.log_every == 0:
-            log_step(run, losses, since)
-            losses, since = [], time.time()
-        signum = run.stop.requested()                      # every rank stops after the same step
-        if signum or stopping(run):
-            return signum
-        maybe_save(run)
-    return None
-
-
-def stopping(run):
-    return run.args.stop_after_steps is not None and run.step >= run.args.stop_after_steps
-
-
-def maybe_save(run):
-    """--save-every N: last.pt every N steps inside an epoch (its end writes one anyway)."""
-    every = run.args.save_every
-    if every and run.step % every == 0 and run.step % run.steps_per_epoch:
-        save_checkpoint(run, ["last.pt"])
-
-
-# ----------------------------------------------------------------------------------------------------
-# Validation: every video of the split once, sharded over the processes
-
-
-def predict(run, dataset, classnames):
-    """evaluate.py's test (template ensemble, one view) of every video of `dataset`: evaluate.Predictions."""
-    args, ddp = run.args, run.ddp
-    loader = run.val_loader
-    if dataset is not run.val:
-        loader = evaluate.eval_loader(dataset, run.micro_batch, args.workers,
-                                      distributed=ddp.world > 1)
-    dtype = None if run.dtype == torch.float32 else run.dtype
-    text = None
-    if not args.unimodal:
-        with run.autocast:
-            text = prompts.text_features(run.model, classnames, run.templates, device=ddp.device)  # (K, C, E)
-    progress = "validate" if ddp.master else None
-    predictions = evaluate.predict(run.model, loader, text, ddp.device, dtype, progress=progress)
-    train_mode(run.model, args)
-    return predictions
-
-
-def validate(run):
-    """Metrics on --val-split: top-1/top-5 (mAP for multi-label data), unreadable videos counted."""
-    return evaluate.summarize(predict(run, run.val, run.classnames), run.classnames, run.val.multilabel)
-
-
-def end_of_epoch(run, epoch):
-    """Validate (every --eval-every epochs and after the last), then write last.pt, and best.pt if it is."""
-    args, names = run.args, ["last.pt"]
-    if args.eval_every and ((epoch + 1) % args.eval_every == 0 or epoch + 1 == args.epochs):
-        with run.stop.interruptible():                     # no step in flight: a signal stops now
-            metrics = validate(run)
-        score = metrics["mAP"] if "mAP" in metrics else metrics["top1"]
-        if score is not None and score > run.best:
-            run.best = score
-            names.append("best.pt")
-        summary = {k: v for k, v in metrics.items() if k != "per_class"}
-        log_line(args.out, dict(step=run.step, epoch=epoch + 1, val=summary), run.ddp.master,
-                 f"epoch {epoch + 1}/{args.epochs} {args.val_split}: {evaluate.headline(metrics)} (best {run.best:.2f})")
-    run.epoch_end_pending = False
-    save_checkpoint(run, names)
-
-
-def describe_run(run):
-    """The opening lines of the log: what is trained on what, and how."""
-    args, ddp = run.args, run.ddp
-    trainable = sum(p.numel() for p in run.model.parameters() if p.requires_grad)
-    frozen = sum(p.numel() for p in run.model.parameters() if not p.requires_grad)
-    lines = [f"{args.dataset}: {len(run.items)} training videos, {len(run.val)} {args.val_split} videos, "
-             f"{len(run.classnames)} classes",
-             f"model: {args.arch if not args.finetune_from else args.finetune_from} {args.visual_prompt} "
-             f"{args.frames} frames{' unimodal' if args.unimodal else ''}; {trainable / 1e6:.2f}M trainable, "
-             f"{frozen / 1e6:.2f}M frozen parameters",
-             f"{ddp.world} process(es) on {ddp.device.type}, {str(run.dtype).replace('torch.', '')}; global batch "
-             f"{args.batch_size} = {ddp.world} x {args.grad_accum} x {run.micro_batch}; {run.steps_per_epoch} steps "
-             f"per epoch, {args.epochs} epochs; output {args.out}"]
+def parse_args(argv=None):
+    parser = get_parser()
+    args = parser.parse_args(argv)
     if args.resume:
-        lines.append(f"resumed from {checkpoint_path(args)} at step {run.step}")
-    log_line(args.out, dict(config=vars(args)), ddp.master, "\n".join(lines))
+        if not args.out:
+            parser.error("--resume needs --out: the folder of the run to continue")
+        if os.path.exists(args.out) and not os.path.isdir(args.out):
+            parser.error(f"--out {args.out} is a file; --resume needs the folder of the run")
+        args = resumed_args(args, evaluate.given_flags(get_parser(), argv))
+        evaluate.check_device(parser, args)                    # the check every script makes
+        return args
+    if not args.demo and not args.root:
+        parser.error("--root is required (or --demo, or --resume with --out)")
+    if args.finetune_from and "random" in (args.init_text, args.init_vision):
+        parser.error("--finetune-from starts from trained weights; it cannot be combined with "
+                     "--init-* random")
+    if args.finetune_from and "visual_prompt" in evaluate.given_flags(get_parser(), argv):
+        parser.error("--finetune-from takes the visual prompt from its checkpoint: drop "
+                     "--visual-prompt")
+    if args.randaugment is None:
+        args.randaugment = args.dataset.startswith("kinetics")
+    elif args.randaugment and args.augment != "official":
+        parser.error(f"--randaugment is part of --augment official; --augment {args.augment} "
+                     f"leaves it out")
+    if args.out is None and not args.demo:
+        arch = args.arch
+        if os.path.isfile(arch):
+            arch = os.path.splitext(os.path.basename(arch))[0]
+        args.out = os.path.join("runs", f"{args.dataset}_{arch.replace('/', '-')}_f{args.frames}")
+    if not args.demo:
+        check_new_run(parser, args, evaluate.given_flags(get_parser(), argv))
+    evaluate.check_device(parser, args)
+    return args
 
 
-def train_loop(run):
-    """Epochs to the end of the schedule or --stop-after-steps; the signal that stopped them."""
-    total_steps = run.args.epochs * run.steps_per_epoch
-    if run.epoch_end_pending:                              # put off by a signal: done first
-        end_of_epoch(run, run.step // run.steps_per_epoch - 1)
-    while run.step < total_steps and not stopping(run):
-        epoch = run.step // run.steps_per_epoch
-        signum = train_epoch(run, epoch)
-        if signum:
-            return signum
-        if run.step % run.steps_per_epoch == 0:
-            end_of_epoch(run, epoch)
-        elif stopping(run):
-            save_checkpoint(run, ["last.pt"])                         # mid-epoch: resume picks up from here
-    return None
+def resumed_args(args, given):
+    """--resume: the configuration saved in out/last.pt. Only RESUME_OVERRIDES may be given anew;
+    repeating the original command with --resume added is fine, changing what shapes the run is not.
+    A run that stopped before its first checkpoint starts again from step 0 with the configuration
+    its metrics.jsonl recorded; a finished run says so and exits with status 0 (nothing to do)."""
+    checkpoint = read_resume_checkpoint(args.out)
+    saved = checkpoint["args"] if checkpoint else None
+    if checkpoint is None and saved_nothing(args.out):
+        saved = logged_config(args.out)                        # None: not even that, no run at all
+    if saved is None:
+        raise SystemExit(f"--resume: there is no {checkpoint_path(args)} to continue from "
+                         f"(--out is the folder of the run){intact_best(args.out)}")
+    changed = [f"--{k.replace('_', '-')} (the run has {saved.get(k)!r})" for k, v in given.items()
+               if k not in RESUME_OVERRIDES and saved.get(k) != v]
+    if changed:
+        raise SystemExit(f"--resume continues {args.out} with its saved configuration; these "
+                         f"flags differ from it: {', '.join(changed)}. Drop them, or start a new "
+                         f"run in another --out")
+    defaults = vars(get_parser().parse_args([]))               # flags newer than the checkpoint
+    resumed = argparse.Namespace(**{**defaults, **saved, "resume": True, "out": args.out,
+                                    "stop_after_steps": args.stop_after_steps,
+                                    **{k: v for k, v in given.items() if k in RESUME_OVERRIDES}})
+    resumed.resume = checkpoint is not None                    # none yet: start again, at step 0
+    if "device" not in given:                                  # where it goes on: this machine's
+        resumed.device = defaults["device"]
+    if checkpoint and run_is_complete(checkpoint, resumed):
+        if int(os.environ.get("RANK", 0)) == 0:
+            print(complete_run_report(resumed, checkpoint))
+        raise SystemExit(0)
+    return resumed
 
 
-def train(args):
-    """One training run as configured by `args`; returns the Run (the demo evaluates its model
-    further). SIGINT or SIGTERM ends it early, last.pt written, with a non-zero status."""
-    check_paths(args)
-    ddp = setup_distributed(args.device)
-    prepare_out(args, ddp)
-    with StopRequest(ddp) as stop:
-        run = start_run(args, ddp, stop)
-        torch.manual_seed(mix_seed(args.seed, ddp.rank))             # seeds offset by rank
-        run.batches, run.pace = training_batches(run), Pace(run.step, time.time())
+def check_new_run(parser, args, given):
+    """Flags that contradict each other, found before anything is read (files: check_paths).
+    A warm-up as long as the run would leave the learning rate rising to the last step: asked
+    for, it is an error; the default (5 epochs) shrinks to the paper's ratio, 10% of the run,
+    and says so."""
+    if args.warmup_epochs and args.warmup_epochs >= args.epochs:
+        if "warmup_epochs" in given:
+            parser.error(f"--warmup-epochs {args.warmup_epochs:g} is not shorter than --epochs "
+                         f"{args.epochs}: the learning rate would rise until the last step and "
+                         f"never decay. Pass a shorter warm-up, e.g. --warmup-epochs "
+                         f"{args.epochs / 10:g} (the paper's 10%), or 0")
+        args.warmup_epochs = args.epochs / 10
+        if int(os.environ.get("RANK", 0)) == 0:
+            print(f"--warmup-epochs: the default, 5, is not shorter than --epochs {args.epochs}; "
+                  f"warming up for {args.warmup_epochs:g} epochs instead (10%, as the paper's 5 "
+                  f"of 50)")
+    processes = int(os.environ.get("WORLD_SIZE", 1))
+    if args.batch_size % (processes * args.grad_accum):
+        parser.error(f"--batch-size {args.batch_size} (global) must be divisible by processes x "
+                     f"--grad-accum = {processes} x {args.grad_accum}")
+
+
+def check_paths(args):
+    """The files and folders the flags name, checked before any data is read or model built."""
+    for flag in ("root", "videos_dir", "prepared"):
+        folder = getattr(args, flag)
+        if folder and not os.path.isdir(folder):
+            raise SystemExit(f"error: --{flag.replace('_', '-')} {folder}: no such folder")
+    if args.finetune_from:
         try:
-            signum = train_loop(run)
-        except Interrupted as e:                           # in validation: this rank alone
-            stop_on_signal(run, e.signum, together=False)
-        if signum:
-            stop_on_signal(run, signum, together=True)
-    if run.step < args.epochs * run.steps_per_epoch:
-        text = (f"stopped after step {run.step} (--stop-after-steps); continue with: "
-                f"{resume_command(args.out)}" if os.path.isfile(checkpoint_path(args)) else
-                "stopped before the first step (--stop-after-steps 0): nothing trained, no "
-                "checkpoint written")
-        log_line(args.out, dict(step=run.step, stopped=True), ddp.master, text)
-    run.batches = None                                                # its workers end here
-    if dist.is_initialized():
-        dist.destroy_process_group()
-    return run
+            prompts.read_actionclip_checkpoint(args.finetune_from, mmap=True)
+        except (FileNotFoundError, ValueError) as e:
+            raise SystemExit(f"error: --finetune-from: {e}") from None
+    elif args.arch != "tiny" and not os.path.isfile(args.arch) and \
+            args.arch not in clip_model.available_models():
+        raise SystemExit(f"error: --arch {args.arch}: neither an official CLIP name "
+                         f"({', '.join(clip_model.available_models())}), 'tiny', nor a CLIP file")
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise SystemExit(f"error: --out {args.out} is a file; --out is the folder the run writes: "
+                         f"choose another")
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # The demo: synthetic action videos, a tiny CLIP from scratch, the CPU, minutes
 
-# Zero-shot classes: for six colour-shape pairs, both directions of one motion never appear in training
-# (no red circle moves left or right, though red shapes and circles do). Naming colour and shape leaves
-# two candidates among the unseen classes; only the order of the frames tells them apart.
+
+# Zero-shot classes: for six colour-shape pairs, both directions of one motion never appear in
+# training (no red circle moves left or right, though red shapes and circles do). Naming colour and
+# shape leaves two candidates among the unseen classes; only the order of the frames tells them
+# apart.
 DEMO_HELD_OUT = [("red", "circle", ("moving left", "moving right")), ("green", "square", ("growing", "shrinking")),
                  ("blue", "triangle", ("moving left", "moving right")), ("yellow", "circle", ("growing", "shrinking")),
                  ("red", "square", ("growing", "shrinking")), ("green", "triangle", ("moving left", "moving right"))]
@@ -1283,17 +1374,20 @@ DEMO_PICTURED = {
 
 def demo_classes():
     """(seen, unseen) (colour, shape, motion) classes of the demo."""
-    unseen = [(colour, shape, motion) for colour, shape, motions in DEMO_HELD_OUT for motion in motions]
+    unseen = [(colour, shape, motion) for colour, shape, motions in DEMO_HELD_OUT
+              for motion in motions]
     seen = [(colour, shape, motion) for colour in video_data.COLOURS for shape in video_data.SHAPES
             for motion in video_data.MOTIONS if (colour, shape, motion) not in unseen]
     return seen, unseen
 
 
 def claim_demo_folder(out):
-    """The demo re-creates its own folder (runs/demo) on every run, and refuses any other non-empty one."""
+    """The demo re-creates its own folder (runs/demo) on every run, and refuses any other non-empty
+    one."""
     if os.path.exists(out) and not os.path.isdir(out):
         raise SystemExit(f"--out {out} is a file, not a folder: choose another --out")
-    if os.path.isdir(out) and os.listdir(out) and not os.path.isfile(os.path.join(out, DEMO_MARKER)):
+    if os.path.isdir(out) and os.listdir(out) and \
+            not os.path.isfile(os.path.join(out, DEMO_MARKER)):
         raise SystemExit(f"{out} is not empty and was not written by --demo: choose another --out")
     for name in ("data", *DEMO_PROMPTS):
         shutil.rmtree(os.path.join(out, name), ignore_errors=True)
@@ -1307,12 +1401,14 @@ def claim_demo_folder(out):
 
 
 def demo_data(root):
-    """Write the synthetic videos (H.264 .mp4, 16 frames of 32 x 32): seen classes' train and val, unseen."""
+    """Write the synthetic videos (H.264 .mp4, 16 frames of 32 x 32): seen classes' train and val,
+    unseen."""
     seen, unseen = demo_classes()
     for split, classes in (("train", seen), ("val", seen), ("unseen", unseen)):
         video_data.make_synthetic_dataset(root, classes, DEMO_VIDEOS[split], split=split)
-    print(f"demo data in {root}: {len(seen)} seen classes x {DEMO_VIDEOS['train']} training and {DEMO_VIDEOS['val']} "
-          f"held-out videos, {len(unseen)} unseen classes x {DEMO_VIDEOS['unseen']} videos")
+    print(f"demo data in {root}: {len(seen)} seen classes x {DEMO_VIDEOS['train']} training and "
+          f"{DEMO_VIDEOS['val']} held-out videos, {len(unseen)} unseen classes x "
+          f"{DEMO_VIDEOS['unseen']} videos")
 
 
 def demo_flags(root, out, visual_prompt, seed):
@@ -1345,10 +1441,12 @@ def demo_scores(run, root):
     """Seen-class top-1 (held-out videos), the same on the direction classes, zero-shot top-1 on
     unseen classes; and the predictions ({"val", "unseen"}: evaluate.Predictions), for demo.png."""
     seen = predict(run, run.val, run.classnames)
-    direction = torch.tensor([run.classnames[int(t)].endswith(DEMO_DIRECTIONS) for t in seen.targets])
+    direction = torch.tensor([run.classnames[int(t)].endswith(DEMO_DIRECTIONS)
+                              for t in seen.targets])
     unseen_split = video_data.load_split("synthetic", root, "unseen")
-    unseen_videos = video_data.VideoDataset(unseen_split, run.args.frames, "test", video_data.test_transform(
-        run.model.clip.input_resolution), in_memory=True)
+    unseen_videos = video_data.VideoDataset(unseen_split, run.args.frames, "test",
+                                            video_data.test_transform(
+                                                run.model.clip.input_resolution), in_memory=True)
     unseen = predict(run, unseen_videos, unseen_split.classnames)
     scores = {"seen": top1(seen), "direction": top1(seen, direction), "zero-shot": top1(unseen)}
     return scores, {"val": seen, "unseen": unseen}
@@ -1401,9 +1499,11 @@ def demo_report(scores, seconds):
     directions = sum(motion in DEMO_DIRECTIONS for _, _, motion in seen)
     rows = [(f"{len(seen)} seen classes, held-out videos", "seen", 100 / len(seen)),
             (f"  of which the {directions} moving left or right", "direction", 100 / len(seen)),
-            (f"zero-shot: {len(unseen)} combinations never trained on", "zero-shot", 100 / len(unseen))]
-    lines = ["", f"ActionCLIP demo, top-1 % ({evaluate.clock(seconds)} in all): a tiny CLIP trained from scratch on "
-             f"synthetic videos of colour x shape x motion", f"{'':46}{'transf':>8}{'meanP':>8}{'chance':>8}"]
+            (f"zero-shot: {len(unseen)} combinations never trained on", "zero-shot",
+             100 / len(unseen))]
+    lines = ["", f"ActionCLIP demo, top-1 % ({evaluate.clock(seconds)} in all): a tiny CLIP "
+             f"trained from scratch on synthetic videos of colour x shape x motion",
+             f"{'':46}{'transf':>8}{'meanP':>8}{'chance':>8}"]
     lines += [f"{label:46}{scores['transf'][key]:8.1f}{scores['meanP'][key]:8.1f}{chance:8.1f}"
               for label, key, chance in rows]
     print("\n".join(lines))
@@ -1555,7 +1655,6 @@ def main(argv=None):
         demo(args)
     else:
         train(args)
-
 
 if __name__ == "__main__":
     main()

@@ -1,6 +1,6 @@
-"""Zero-shot action recognition [Sec. 4.4, Fig. 3]: classes the model never trained on, named only in text.
+"""Zero-shot action recognition [Sec. 4.4, Fig. 3]: classes never trained on, named only in text.
 
-    python zeroshot.py --dataset ucf101                         # plain CLIP ViT-B/16, data/ucf101, 3 splits
+    python zeroshot.py --dataset ucf101              # plain CLIP ViT-B/16, data/ucf101, 3 splits
     python zeroshot.py --dataset hmdb51 --root data/hmdb51 --checkpoint runs/k400/last.pt
     python zeroshot.py --dataset ucf101 --protocol half-classes
     python zeroshot.py --dataset kinetics600 --root data/k600 --checkpoint runs/k400/last.pt \\
@@ -8,24 +8,31 @@
     python zeroshot.py --video a.mp4 b.mp4 --labels "playing guitar" "riding a bike" "juggling"
 
 The number depends heavily on the protocol, so each run states its own. Protocols (--protocol):
-  splits        UCF101 / HMDB51 (default there): the three official test splits, all 101 / 51 classes as
-                candidates, reported per split and as mean +- std over the splits (X-CLIP, ViFi-CLIP).
-  half-classes  10 draws of half the classes; the videos of those classes (every video of the dataset's
-                official train and test lists for UCF101/HMDB51, else those of --split), only the drawn
-                classes as candidates; mean +- std over the draws (E2E, Text4Vis). Draw i picks the first
-                C // 2 classes of numpy's permutation under np.random.seed(seed + i), as Text4Vis does.
-  k600-novel    Kinetics-600 classes absent from Kinetics-400, in the three 160-class subsets of ER-ZSAR
-                (Chen & Huang, 2021) that X-CLIP and Text4Vis use, one file each (--k600-splits: one class
-                name per line, or an 'id,name' CSV as those repositories ship); the videos of those classes
-                in --split (default test); mean +- std over the subsets.
+  splits        UCF101 / HMDB51 (default there): the three official test splits, all 101 / 51
+                classes as candidates, reported per split and as mean +- std over the splits
+                (X-CLIP, ViFi-CLIP).
+  half-classes  10 draws of half the classes; the videos of those classes (every video of the
+                dataset's official train and test lists for UCF101/HMDB51, else those of --split),
+                only the drawn classes as candidates; mean +- std over the draws (E2E, Text4Vis).
+                Draw i picks the first C // 2 classes of numpy's permutation under
+                np.random.seed(seed + i), as Text4Vis does.
+  k600-novel    Kinetics-600 classes absent from Kinetics-400, in the three 160-class subsets of
+                ER-ZSAR (Chen & Huang, 2021) that X-CLIP and Text4Vis use, one file each
+                (--k600-splits: one class name per line, or an 'id,name' CSV as those repositories
+                ship); the videos of those classes in --split (default test); mean +- std over the
+                subsets.
   all-classes   any other dataset (default there): one split, all of its classes.
 std is the population std (ddof=0; numpy's np.std, as Text4Vis computes it); the JSON also has the
 sample std (ddof=1). With 3 splits the two differ by a factor of sqrt(3/2).
 
-The model: plain CLIP (--weights, any clip_model.load name or file; frame features averaged, "meanP":
-no temporal module, no new parameters) or a fine-tuned ActionCLIP (--checkpoint, with its own visual
-prompt). Class texts: the 16-template ensemble of prompts.py, encoded once per run. Under torchrun the
-videos are split over processes as in evaluate.py.
+The model: plain CLIP (--weights, any clip_model.load name or file; frame features averaged,
+"meanP": no temporal module, no new parameters) or a fine-tuned ActionCLIP (--checkpoint, with its
+own visual prompt). Class texts: the 16-template ensemble of prompts.py, encoded once per run.
+Under torchrun the videos are split over processes as in evaluate.py. A video's class is the
+candidate whose text matches it best [Eq. 1], among classes it never trained on [Sec. 4.4].
+
+Shapes: V views per video (clips x crops), K templates, C classes, E joint embedding dimension;
+"videos": all the videos of a split.
 """
 
 import argparse
@@ -44,43 +51,48 @@ import video_data
 
 PROTOCOLS = ("auto", "splits", "half-classes", "k600-novel", "all-classes")
 PROTOCOL_TEXT = {
-    "splits": "the three official test splits, all {C} classes; per split and mean +- std over the splits "
-              "(X-CLIP, ViFi-CLIP)",
-    "half-classes": "{draws} random halves of the {C} classes (numpy seeds {seed}..{last}), the videos of those "
-                    "classes ({videos}); mean +- std over the draws (E2E, Text4Vis)",
-    "k600-novel": "Kinetics-600 novel classes: {runs} class subsets from {files}, the {split} videos of those "
-                  "classes; mean +- std over the subsets (ER-ZSAR splits, as X-CLIP and Text4Vis)",
+    "splits": "the three official test splits, all {C} classes; per split and mean +- std over the "
+              "splits (X-CLIP, ViFi-CLIP)",
+    "half-classes": "{draws} random halves of the {C} classes (numpy seeds {seed}..{last}), the "
+                    "videos of those classes ({videos}); mean +- std over the draws (E2E, "
+                    "Text4Vis)",
+    "k600-novel": "Kinetics-600 novel classes: {runs} class subsets from {files}, the {split} "
+                  "videos of those classes; mean +- std over the subsets (ER-ZSAR splits, as "
+                  "X-CLIP and Text4Vis)",
     "all-classes": "the {split} videos, all {C} classes",
 }
 STD_TEXT = "population std (ddof=0)"
 CLIP_CONTEXT = 77  # tokens of text every CLIP model reads
-WEIGHTS_HELP = ("official names download to ~/.cache/clip (one-off, needs internet); offline, copy the file "
-                "there from a machine that has it, or pass its path")
+WEIGHTS_HELP = ("official names download to ~/.cache/clip (one-off, needs internet); offline, copy "
+                "the file there from a machine that has it, or pass its path")
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Labels and class subsets
 
 
 def check_labels(labels, source):
-    """Raise ValueError unless `labels` are >= 2 non-empty texts, distinct as the tokenizer sees them."""
+    """Raise ValueError unless `labels` are >= 2 non-empty texts, distinct as the tokenizer sees
+    them."""
     empty = [i for i, label in enumerate(labels, 1) if not label.strip()]
     if empty:
         raise ValueError(f"{source}: entries {empty} are empty; every label must name a class")
     seen, duplicates = {}, []
     for label in labels:
-        key = " ".join(label.lower().split())                         # CLIP's tokenizer ignores case and spacing
+        key = " ".join(label.lower().split())      # CLIP's tokenizer ignores case and spacing
         if key in seen:
             duplicates.append(f"{seen[key]!r} and {label!r}")
         seen.setdefault(key, label)
     if duplicates:
-        raise ValueError(f"{source}: duplicate labels ({'; '.join(duplicates)}): each class once, please")
+        raise ValueError(f"{source}: duplicate labels ({'; '.join(duplicates)}): each class once, "
+                         f"please")
     if len(labels) < 2:
         raise ValueError(f"{source}: one label always gets probability 1; give two or more to rank")
     return labels
 
 
 def read_labels(path):
-    """One label per line. A blank line is an error (it would be an empty class), named by line number."""
+    """One label per line. A blank line is an error (it would be an empty class), named by line
+    number."""
     lines = video_data.read_text(path, "--labels-file").splitlines()  # UTF-8, without a BOM
     blank = [n for n, line in enumerate(lines, 1) if not line.strip()]
     if blank:
@@ -101,21 +113,24 @@ def check_label_lengths(labels, source, templates):
 
 
 def read_class_subset(path, classnames):
-    """Class ids, in `classnames`, of the names listed in `path` (one per line, or an 'id,name' CSV)."""
-    names = video_data.read_classnames(path)                        # raises FileNotFoundError naming the path
+    """Class ids, in `classnames`, of the names listed in `path` (one per line, or an 'id,name'
+    CSV)."""
+    names = video_data.read_classnames(path)       # raises FileNotFoundError naming the path
     ids = {" ".join(name.lower().split()): i for i, name in enumerate(classnames)}
     unknown = [name for name in names if " ".join(name.lower().split()) not in ids]
     if unknown:
-        raise ValueError(f"{path}: {len(unknown)} of its {len(names)} classes are not classes of the dataset, "
-                         f"e.g. {unknown[:5]}; expected names as in the annotation CSVs, e.g. {classnames[:3]}")
+        raise ValueError(f"{path}: {len(unknown)} of its {len(names)} classes are not classes of "
+                         f"the dataset, e.g. {unknown[:5]}; expected names as in the annotation "
+                         f"CSVs, e.g. {classnames[:3]}")
     return sorted(ids[" ".join(name.lower().split())] for name in names)
 
 
 def half_class_draws(num_classes, draws=10, seed=0):
-    """Draw i: the sorted first C // 2 classes of np.random.permutation(C) after np.random.seed(seed + i).
+    """Draw i: the sorted first C // 2 classes of np.random.permutation(C) after
+    np.random.seed(seed + i).
 
-    Text4Vis's draws exactly (its test_zeroshot.py multi_split_test), so the halves, and so the numbers,
-    are comparable with the ones it reports.
+    Text4Vis's draws exactly (its test_zeroshot.py multi_split_test), so the halves, and so the
+    numbers, are comparable with the ones it reports.
     """
     halves = []
     for i in range(draws):
@@ -125,105 +140,123 @@ def half_class_draws(num_classes, draws=10, seed=0):
 
 
 def mean_std(values):
-    """(mean, population std, sample std) of a list of numbers; the stds are 0 / NaN for one value."""
+    """(mean, population std, sample std) of a list of numbers; the stds are 0 / NaN for one
+    value."""
     x = np.asarray(values, dtype=float)
     return x.mean(), x.std(ddof=0), x.std(ddof=1) if len(x) > 1 else math.nan
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # The model and the scores
 
 
 def load_model(args, device):
-    """A fine-tuned ActionCLIP (--checkpoint), or plain CLIP (--weights) with meanP over the frames."""
+    """A fine-tuned ActionCLIP (--checkpoint), or plain CLIP (--weights) with meanP over the
+    frames."""
     if args.checkpoint:
         model = evaluate.load_checkpoint(args.checkpoint, device, args.frames)
         if isinstance(model, prompts.VideoClassifier):
-            raise SystemExit(f"error: {args.checkpoint} is a unimodal classifier (train.py --unimodal): it has no "
-                             f"text encoder to name new classes with, so it cannot run zero-shot")
+            raise SystemExit(f"error: {args.checkpoint} is a unimodal classifier (train.py "
+                             f"--unimodal): it has no text encoder to name new classes with, so "
+                             f"it cannot run zero-shot")
         return model
     try:
         clip = clip_model.load(args.weights, device)
     except FileNotFoundError as e:
         raise SystemExit(f"error: --weights: {e}. {WEIGHTS_HELP}") from None
-    except RuntimeError as e:                                         # a failed download says what to fetch
+    except RuntimeError as e:                         # a failed download says what to fetch
         raise SystemExit(f"error: --weights {args.weights}: {e}") from None
     except ValueError as e:
-        raise SystemExit(f"error: --weights {args.weights}: {e}. If it is an ActionCLIP checkpoint, pass it "
-                         f"with --checkpoint") from None
-    return prompts.ActionCLIP(clip, "meanP", args.frames or 8).to(device).eval()  # no new parameters
+        raise SystemExit(f"error: --weights {args.weights}: {e}. If it is an ActionCLIP "
+                         f"checkpoint, pass it with --checkpoint") from None
+    model = prompts.ActionCLIP(clip, "meanP", args.frames or 8)              # no new parameters
+    return model.to(device).eval()
 
 
-def describe_model(args, model):
+def describe_zeroshot_model(args, model):
+    """--checkpoint's ActionCLIP (evaluate.describe_model), or plain CLIP (--weights)."""
     if args.checkpoint:
         return f"ActionCLIP {args.checkpoint}: {evaluate.describe_model(model)}"
-    return (f"plain CLIP {args.weights}, no temporal module: the {model.config['num_frames']} frame features "
-            f"are averaged (meanP)")
+    return (f"plain CLIP {args.weights}, no temporal module: the {model.config['num_frames']} "
+            f"frame features are averaged (meanP)")
 
 
 def subset_predictions(features, targets, ok, text_feats, logit_scale, classes):
-    """Scores of the videos of `classes` with only those classes as candidates, targets renumbered.
+    """Scores of the videos of `classes` with only those classes as candidates [Sec. 4.4],
+    targets renumbered.
 
-    features (M, V, E) from evaluate.encode_videos; text_feats (K, C, E); classes: ids into C.
+    features (videos, V, E) from evaluate.encode_videos; text_feats (K, C, E); classes: ids into C.
     """
     classes = torch.as_tensor(classes)
     position = torch.full((text_feats.shape[1],), -1)
     position[classes] = torch.arange(len(classes))                    # class id -> candidate index
     keep = position[targets] >= 0
-    scores = torch.cat([evaluate.view_averaged_scores(chunk, text_feats[:, classes], logit_scale)
-                        for chunk in features[keep].split(4096)]) if keep.any() else torch.zeros(0, len(classes))
+    if keep.any():
+        candidates = text_feats[:, classes]                           # (K, len(classes), E)
+        scores = torch.cat([evaluate.view_averaged_scores(chunk, candidates, logit_scale)
+                            for chunk in features[keep].split(4096)])
+    else:
+        scores = torch.zeros(0, len(classes))
     return evaluate.Predictions(scores, position[targets[keep]], ok[keep])
 
 
-# ----------------------------------------------------------------------------------------------------
-# Protocols: each returns (runs, facts): runs = [(name, candidate class names, Predictions)], and the
-# facts that fill in its PROTOCOL_TEXT
+# --------------------------------------------------------------------------------------------------
+# Protocols [Sec. 4.4]: each returns (runs, facts): runs = [(name, candidate class names,
+# Predictions)], and the facts that fill in its PROTOCOL_TEXT
 
 
 class Context:
-    """What every protocol needs: the arguments, the model on its device, the autocast dtype, distribution."""
+    """What every protocol needs: the arguments, the model on its device, the autocast dtype,
+    distribution."""
 
     def __init__(self, args, model, device, dtype, distributed):
-        self.args, self.model, self.device, self.dtype, self.distributed = args, model, device, dtype, distributed
+        self.args, self.model, self.device = args, model, device
+        self.dtype, self.distributed = dtype, distributed
 
     def dataset(self, split):
         return evaluate.eval_dataset(split, self.model, self.args)
 
     def loader(self, split):
-        return evaluate.eval_loader(self.dataset(split), self.args.batch_size, self.args.workers, self.distributed)
+        return evaluate.eval_loader(self.dataset(split), self.args.batch_size, self.args.workers,
+                                    self.distributed)
 
     def text_features(self, classnames):                              # (K, C, E), once per run
-        return evaluate.class_text_features(self.model, classnames, self.args, self.device, self.dtype)
+        return evaluate.class_text_features(self.model, classnames, self.args, self.device,
+                                            self.dtype)
 
     def predict(self, split, text_feats, label):
-        return evaluate.predict(self.model, self.loader(split), text_feats, self.device, self.dtype, progress=label)
+        return evaluate.predict_videos(self.model, self.loader(split), text_feats, self.device,
+                                       self.dtype, progress=label)
 
     def encode(self, split, label):
-        return evaluate.encode_videos(self.model, self.loader(split), self.device, self.dtype, progress=label)
+        return evaluate.encode_videos(self.model, self.loader(split), self.device, self.dtype,
+                                      progress=label)
 
     def logit_scale(self):
         return self.model.logit_scale.exp().float().cpu()
 
 
-def load_split(args, split_name, fold=None):
+def single_label_split(args, split_name, fold=None):
     """evaluate.load_dataset_split, for single-label datasets only: zero-shot here reports top-k."""
     split = evaluate.load_dataset_split(args, split_name, fold)
     if split.multilabel:
-        raise SystemExit(f"error: {args.dataset} is multi-label; zero-shot here reports the top-k accuracy of "
-                         f"single-label datasets: use evaluate.py for its mAP")
+        raise SystemExit(f"error: {args.dataset} is multi-label; zero-shot here reports the top-k "
+                         f"accuracy of single-label datasets: use evaluate.py for its mAP")
     return split
 
 
 def run_splits(ctx):
     """The three official test splits, all classes (the class list is the same in each)."""
     if ctx.args.dataset not in ("ucf101", "hmdb51"):
-        raise SystemExit(f"error: --protocol splits: only UCF101 and HMDB51 have three official splits, "
-                         f"{ctx.args.dataset} has not; use --protocol all-classes")
+        raise SystemExit(f"error: --protocol splits: only UCF101 and HMDB51 have three official "
+                         f"splits, {ctx.args.dataset} has not; use --protocol all-classes")
     runs, text_feats = [], None
     for fold in (1, 2, 3):
-        split = load_split(ctx.args, "test", fold)
-        text_feats = ctx.text_features(split.classnames) if text_feats is None else text_feats  # once per run
-        runs.append((f"split {fold}", split.classnames, ctx.predict(split, text_feats, f"split {fold}")))
+        split = single_label_split(ctx.args, "test", fold)
+        if text_feats is None:                                        # once per run
+            text_feats = ctx.text_features(split.classnames)
+        predictions = ctx.predict(split, text_feats, f"split {fold}")
+        runs.append((f"split {fold}", split.classnames, predictions))
     return runs, {"C": len(split.classnames)}
 
 
@@ -231,7 +264,7 @@ def union_split(args, names):
     """The videos of several (split, fold)s, each once, in a first-seen order."""
     records, classnames = {}, None
     for split_name, fold in names:
-        split = load_split(args, split_name, fold)
+        split = single_label_split(args, split_name, fold)
         classnames = split.classnames
         for record in split.records:
             records.setdefault(record.path, record)
@@ -239,7 +272,8 @@ def union_split(args, names):
 
 
 def run_subsets(ctx, split, subsets, names):
-    """Encode the videos of `split` once, then score each subset of classes with only its classes."""
+    """Encode the videos of `split` once, then score each subset of classes with only its
+    classes."""
     features, targets, ok = ctx.encode(split, "encode")
     text_feats, scale = ctx.text_features(split.classnames).cpu(), ctx.logit_scale()
     return [(name, [split.classnames[c] for c in classes],
@@ -254,10 +288,11 @@ def run_half_classes(ctx):
         videos = f"the {len(split.records)} videos of the official train and test lists"
     else:
         split_name = args.split or evaluate.DEFAULT_SPLIT.get(args.dataset, "val")
-        split = load_split(args, split_name)
+        split = single_label_split(args, split_name)
         videos = f"the {len(split.records)} videos of the {split_name} split"
     halves = half_class_draws(len(split.classnames), args.draws, args.seed)
-    runs = run_subsets(ctx, split, halves, [f"draw {i} (seed {args.seed + i})" for i in range(args.draws)])
+    names = [f"draw {i} (seed {args.seed + i})" for i in range(args.draws)]
+    runs = run_subsets(ctx, split, halves, names)
     return runs, {"C": len(split.classnames), "draws": args.draws, "seed": args.seed,
                   "last": args.seed + args.draws - 1, "videos": videos}
 
@@ -265,31 +300,34 @@ def run_half_classes(ctx):
 def run_k600_novel(ctx):
     args = ctx.args
     if not args.k600_splits:
-        raise SystemExit("error: --protocol k600-novel needs --k600-splits FILE [FILE ...]: the class names of "
-                         "each novel-class subset (one per line, or an 'id,name' CSV)")
+        raise SystemExit("error: --protocol k600-novel needs --k600-splits FILE [FILE ...]: the "
+                         "class names of each novel-class subset (one per line, or an 'id,name' "
+                         "CSV)")
     split_name = args.split or "test"
-    split = load_split(args, split_name)
+    split = single_label_split(args, split_name)
     try:
         subsets = [read_class_subset(path, split.classnames) for path in args.k600_splits]
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"error: --k600-splits: {e}") from None
-    wanted = set().union(*subsets)                                    # decode only the novel classes' videos
-    split = video_data.DatasetSplit([r for r in split.records if r.label in wanted], split.classnames)
+    wanted = set().union(*subsets)                     # decode only the novel classes' videos
+    records = [r for r in split.records if r.label in wanted]
+    split = video_data.DatasetSplit(records, split.classnames)
     names = [f"subset {i + 1} ({os.path.basename(p)})" for i, p in enumerate(args.k600_splits)]
-    return run_subsets(ctx, split, subsets, names), {"runs": len(subsets), "files": ", ".join(args.k600_splits),
-                                                     "split": split_name}
+    facts = {"runs": len(subsets), "files": ", ".join(args.k600_splits), "split": split_name}
+    return run_subsets(ctx, split, subsets, names), facts
 
 
 def run_all_classes(ctx):
     split_name = ctx.args.split or evaluate.DEFAULT_SPLIT.get(ctx.args.dataset, "val")
-    split = load_split(ctx.args, split_name)
+    split = single_label_split(ctx.args, split_name)
     preds = ctx.predict(split, ctx.text_features(split.classnames), split_name)
-    return [(split_name, split.classnames, preds)], {"C": len(split.classnames), "split": split_name}
+    facts = {"C": len(split.classnames), "split": split_name}
+    return [(split_name, split.classnames, preds)], facts
 
 
 # Flags a protocol does not read: given anyway, they are an error rather than silently ignored.
 IGNORED_BY = {
-    "splits": {"fold", "split", "draws", "seed", "k600_splits"},                     # it runs all three test splits
+    "splits": {"fold", "split", "draws", "seed", "k600_splits"},    # it runs all three test splits
     "half-classes": {"fold", "k600_splits"},
     "k600-novel": {"fold", "draws", "seed"},
     "all-classes": {"draws", "seed", "k600_splits"},
@@ -307,14 +345,14 @@ def choose_protocol(args):
     return "k600-novel" if args.k600_splits else "all-classes"
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Reports
 
 
 def benchmark_results(runs):
     """Per-run metrics (evaluate.summarize) and their mean and stds over runs."""
-    results = [{"name": name, "num_classes": len(classnames), **evaluate.summarize(preds, classnames)}
-               for name, classnames, preds in runs]
+    results = [{"name": name, "num_classes": len(classnames),
+                **evaluate.summarize(preds, classnames)} for name, classnames, preds in runs]
     summary = {"mean": {}, "std": {}, "std_sample": {}}
     for metric in ("top1", "top5"):
         values = [math.nan if r[metric] is None else r[metric] for r in results]
@@ -325,17 +363,19 @@ def benchmark_results(runs):
 
 
 def format_benchmark(header, results, summary):
+    score = evaluate.format_score
     width = max(len(r["name"]) for r in results)
     lines = header + [""]
     for r in results:
-        lines.append(f"  {r['name']:<{width}}  top-1 {evaluate.fmt(r['top1'])}  top-5 {evaluate.fmt(r['top5'])}   "
+        lines.append(f"  {r['name']:<{width}}  top-1 {score(r['top1'])}  "
+                     f"top-5 {score(r['top5'])}   "
                      f"{r['num_classes']} classes, {r['evaluated']} videos; "
                      f"{video_data.unreadable_report(r['unreadable'], r['total'])}")
     if len(results) > 1:
         mean, std = summary["mean"], summary["std"]
         lines += ["", f"  mean +- std over {len(results)} ({STD_TEXT}):  "
-                      f"top-1 {evaluate.fmt(mean['top1'])} +- {evaluate.fmt(std['top1']).strip()}  "
-                      f"top-5 {evaluate.fmt(mean['top5'])} +- {evaluate.fmt(std['top5']).strip()}"]
+                      f"top-1 {score(mean['top1'])} +- {score(std['top1']).strip()}  "
+                      f"top-5 {score(mean['top5'])} +- {score(std['top5']).strip()}"]
     return "\n".join(lines)
 
 
@@ -356,33 +396,40 @@ def write_json(path, payload):
             json.dump(payload, f, indent=1)
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Command line
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     epilog=__doc__.split("\n\n", 1)[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", default="ViT-B/16",
-                        help=f"plain CLIP: {', '.join(clip_model.available_models())} or a file (default: ViT-B/16, "
-                             f"the paper's main model); frame features averaged (meanP)")
-    parser.add_argument("--checkpoint", help="a fine-tuned ActionCLIP (train.py's, or an official release) "
-                                             "instead of plain CLIP; it keeps its own visual prompt")
+                        help=f"plain CLIP: {', '.join(clip_model.available_models())} or a file "
+                             f"(default: ViT-B/16, the paper's main model); frame features "
+                             f"averaged (meanP)")
+    parser.add_argument("--checkpoint",
+                        help="a fine-tuned ActionCLIP (train.py's, or an official release) "
+                        "instead of plain CLIP; it keeps its own visual prompt")
     evaluate.add_data_args(parser)
     parser.add_argument("--protocol", choices=PROTOCOLS, default="auto",
-                        help="auto: splits for UCF101/HMDB51, k600-novel when --k600-splits is given, else "
-                             "all-classes (see above)")
+                        help="auto: splits for UCF101/HMDB51, k600-novel when --k600-splits is "
+                        "given, else all-classes (see above)")
     parser.add_argument("--split", choices=("train", "val", "test"),
-                        help="the split of all-classes / k600-novel (default: test for k600-novel, else as "
-                             "evaluate.py: test for UCF101/HMDB51, val for Kinetics)")
+                        help="the split of all-classes / k600-novel (default: test for "
+                        "k600-novel, else as evaluate.py: test for UCF101/HMDB51, val for "
+                        "Kinetics)")
     parser.add_argument("--draws", type=evaluate.positive_int, default=10,
                         help="half-classes: how many random halves (Text4Vis: 10)")
-    parser.add_argument("--seed", type=int, default=0, help="half-classes: numpy seed of the first draw (Text4Vis: 0)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="half-classes: numpy seed of the first draw (Text4Vis: 0)")
     parser.add_argument("--k600-splits", nargs="+", metavar="FILE",
-                        help="k600-novel: one file per class subset (ER-ZSAR's 3 x 160 novel classes)")
+                        help="k600-novel: one file per class subset (ER-ZSAR's 3 x 160 novel "
+                        "classes)")
     parser.add_argument("--video", nargs="+", metavar="FILE", help="rank --labels for these videos")
     parser.add_argument("--labels", nargs="+", metavar="TEXT", help="--video: the candidate labels")
-    parser.add_argument("--labels-file", metavar="FILE", help="--video: candidate labels, one per line")
+    parser.add_argument("--labels-file", metavar="FILE",
+                        help="--video: candidate labels, one per line")
     parser.add_argument("--top", type=evaluate.positive_int, default=5,
                         help="--video: how many labels to print per video")
     args = parser.parse_args(argv)
@@ -393,7 +440,8 @@ def parse_args(argv=None):
     if args.labels and args.labels_file:
         parser.error("--labels and --labels-file both give the candidate labels: give one of them")
     if args.video and not (args.labels or args.labels_file):
-        parser.error("--video needs its candidate labels: --labels TEXT [TEXT ...] or --labels-file FILE")
+        parser.error("--video needs its candidate labels: --labels TEXT [TEXT ...] or "
+                     "--labels-file FILE")
     if args.dataset:
         evaluate.check_dataset_flags(parser, args)
     evaluate.check_device(parser, args)
@@ -403,7 +451,8 @@ def parse_args(argv=None):
     ignored = sorted(IGNORED_BY[protocol].intersection(evaluate.given_flags(parser, argv)))
     if ignored:
         flags = ", ".join("--" + dest.replace("_", "-") for dest in ignored)
-        parser.error(f"{flags} has no effect with {protocol if args.video else '--protocol ' + protocol}: drop it")
+        used = protocol if args.video else "--protocol " + protocol
+        parser.error(f"{flags} has no effect with {used}: drop it")
     return args
 
 
@@ -425,18 +474,21 @@ def rank_videos(args, ctx, labels):
     if missing:
         raise SystemExit(f"error: --video: no such file: {', '.join(missing)}")
     records = [video_data.VideoRecord(path, 0) for path in args.video]  # label unused
-    preds = ctx.predict(video_data.DatasetSplit(records, labels), ctx.text_features(labels), "videos")
+    preds = ctx.predict(video_data.DatasetSplit(records, labels), ctx.text_features(labels),
+                        "videos")
     if dist.is_initialized() and dist.get_rank() != 0:
         return
     texts = "bare labels" if args.no_templates else f"{len(prompts.TEMPLATES)}-template ensemble"
-    print(f"zero-shot: {len(labels)} labels ({texts}); model: {describe_model(args, ctx.model)}; "
+    model = describe_zeroshot_model(args, ctx.model)
+    print(f"zero-shot: {len(labels)} labels ({texts}); model: {model}; "
           f"{evaluate.views_text(args.clips, args.crops)}\n")
     print("\n\n".join(format_ranking(path, scores, labels, ok, args.top)
                       for path, scores, ok in zip(args.video, preds.scores, preds.ok)))
     if not preds.ok.all():
         print("\n" + video_data.unreadable_report(int((~preds.ok).sum()), len(preds.ok)))
-    write_json(args.json, {"labels": labels, "model": describe_model(args, ctx.model), "videos": [
-        {"path": path, "ok": bool(ok), "probabilities": dict(zip(labels, scores.tolist())) if ok else None}
+    write_json(args.json, {"labels": labels, "model": model, "videos": [
+        {"path": path, "ok": bool(ok),
+         "probabilities": dict(zip(labels, scores.tolist())) if ok else None}
         for path, scores, ok in zip(args.video, preds.scores, preds.ok)]})
     if not preds.ok.any():
         raise SystemExit(f"error: none of the {len(preds.ok)} videos could be read (the warnings "
@@ -449,13 +501,15 @@ def run_benchmark(args, ctx):
     if dist.is_initialized() and dist.get_rank() != 0:
         return
     results, summary = benchmark_results(runs)
-    texts = "bare class names" if args.no_templates else f"{len(prompts.TEMPLATES)}-template ensemble"
+    texts = "bare class names" if args.no_templates else \
+        f"{len(prompts.TEMPLATES)}-template ensemble"
     header = [f"Zero-shot {args.dataset} [Sec. 4.4]",
               f"protocol: {protocol}: " + PROTOCOL_TEXT[protocol].format(**facts),
-              f"model: {describe_model(args, ctx.model)}",
+              f"model: {describe_zeroshot_model(args, ctx.model)}",
               f"views: {evaluate.views_text(args.clips, args.crops)}; text: {texts}"]
     print(format_benchmark(header, results, summary))
-    write_json(args.json, {"protocol": protocol, "header": header, "std_kind": STD_TEXT, **summary, "runs": results})
+    write_json(args.json, {"protocol": protocol, "header": header, "std_kind": STD_TEXT, **summary,
+                           "runs": results})
     if not any(r["evaluated"] for r in results):
         total = sum(r["total"] for r in results)
         raise SystemExit(f"error: none of the {total} videos could be read: nothing was evaluated")
@@ -463,19 +517,21 @@ def run_benchmark(args, ctx):
 
 def main(argv=None):
     args = parse_args(argv)
-    labels = video_labels(args) if args.video else None               # a bad label list fails before any loading
+    labels = video_labels(args) if args.video else None    # a bad label list fails before loading
     if not args.video:
-        evaluate.dataset_root(args)                                   # so does a dataset that is not there
+        evaluate.dataset_root(args)                        # so does a dataset that is not there
     rank, world_size, device = evaluate.setup_distributed(args.device)
     model = load_model(args, device)
-    ctx = Context(args, model, device, evaluate.autocast_dtype(device, args.fp32), distributed=world_size > 1)
+    dtype = evaluate.autocast_dtype(device, "fp32" if args.fp32 else "auto")
+    ctx = Context(args, model, device, dtype, distributed=world_size > 1)
     try:
         if args.video:
             rank_videos(args, ctx, labels)
         else:
             run_benchmark(args, ctx)
     except video_data.VideoReadError as e:                            # only with --strict
-        raise SystemExit(f"error: {e} (--strict stops at the first video that cannot be read)") from None
+        raise SystemExit(f"error: {e} (--strict stops at the first video that cannot be "
+                         f"read)") from None
     if dist.is_initialized():
         dist.destroy_process_group()
 

@@ -20,7 +20,7 @@ GPU part (CUDA only): train.train itself, over several epochs with per-epoch val
 end-to-end videos/s (from metrics.jsonl: the rate over the run so far at each step, which counts
 epoch boundaries and validations, from the end of the first epoch, compilation excluded); the same
 run's model then trains on one batch already on the device: the model-only videos/s. Then
-evaluate.predict end to end against score_views on a batch on the device, for 1 view and 10 clips x
+evaluate.predict_videos end to end against score_views on a batch on the device, for 1 view and 10 clips x
 3 crops. Each figure is end to end / model-only, measured in the same run.
 """
 
@@ -153,12 +153,13 @@ def model_only_train_rate(run, steps=20, warmup=3):
     B, T, S = run.micro_batch, run.args.frames, run.model.clip.input_resolution
     video = torch.randn(B, T, 3, S, S, device=run.ddp.device)
     labels = torch.arange(B, device=run.ddp.device) % len(run.classnames)
-    batches = itertools.repeat((video, labels, labels))  # finish_batch passes float input through
+    templates = torch.zeros_like(labels)                 # template 0 around each video's class
+    batches = itertools.repeat((video, labels, templates, labels))  # float input: passed through
     for _ in range(warmup):
-        train.optimizer_step(run, batches)
+        train.train_step(run, batches)
     start = time.perf_counter()
     for _ in range(steps):
-        train.optimizer_step(run, batches)                  # ends with .item(): synchronised
+        train.train_step(run, batches)                  # ends with .item(): synchronised
     return steps * run.args.batch_size / (time.perf_counter() - start)
 
 
@@ -184,19 +185,19 @@ def train_part(flags, arch, folder, epochs, workers, batch):
 
 
 def evaluate_part(run, clips, crops, batch, workers):
-    """evaluate.predict end to end on the run's validation split, against score_views on a batch
+    """evaluate.predict_videos end to end on the run's validation split, against score_views on a batch
     already on the device."""
     model, device = run.model.eval(), run.ddp.device
-    dtype = None if run.dtype == torch.float32 else run.dtype          # as train.predict
+    dtype = run.dtype                                                  # None: fp32, as train.predict
     split = video_data.DatasetSplit(run.val.records, run.classnames)
     views = argparse.Namespace(crops=crops, clips=clips, strict=False)
     dataset = evaluate.eval_dataset(split, model, views)
     with run.autocast:
         text = prompts.text_features(model, run.classnames, run.templates, device=device)
     loader = evaluate.eval_loader(dataset, batch, workers)
-    evaluate.predict(model, loader, text, device, dtype, progress=None)  # warm-up: page cache
+    evaluate.predict_videos(model, loader, text, device, dtype, progress=None)  # warm-up: page cache
     start = time.perf_counter()
-    evaluate.predict(model, loader, text, device, dtype, progress=None)
+    evaluate.predict_videos(model, loader, text, device, dtype, progress=None)
     end_to_end = len(dataset) / (time.perf_counter() - start)
     S, V = model.clip.input_resolution, clips * crops
     video = torch.randn(batch, V, run.args.frames, 3, S, S, device=device)

@@ -3,7 +3,7 @@
 - top-1 / top-5, per-class accuracy and mAP on small score tables worked out by hand;
 - multi-view: a 2-view video scores the mean of its views' ensemble scores, computed here by hand
   (and not the scores of its mean feature);
-- predict returns every video once, in dataset order, when the count is not a multiple of the batch;
+- predict_videos returns every video once, in dataset order, when the count is not a multiple of the batch;
 - a 2-process gloo torchrun gives the metrics and per-video scores of 1 process, on a fixture whose
   video count is a multiple of neither the batch size nor the number of processes;
 - end to end on the UCF101 / Charades fixtures (official layouts): this project's checkpoint, an
@@ -26,8 +26,8 @@ import evaluate
 import prompts
 import video_data
 from dataset_fixtures import make_charades, make_ucf101
-from evaluate import (Predictions, average_precision, mean_average_precision, per_class_accuracy, predict,
-                      summarize, topk_accuracy)
+from evaluate import (Predictions, average_precision, mean_average_precision, per_class_accuracy,
+                      predict_videos, summarize, topk_accuracy)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The tiny CLIP of the tests: ViT width 64, 2 layers, patch 8, 32 px; text width 64, 1 layer.
@@ -142,7 +142,7 @@ def test_two_views_average_their_scores_by_hand():
     # View 2 lies between them: cosines equal, softmax (0.5, 0.5). Mean over views: (0.625, 0.375).
     dataset = ListDataset([views((1.0, 0.0), (1.0, 1.0))], [0])
     loader = evaluate.eval_loader(dataset, batch_size=1, workers=0)
-    preds = predict(PixelModel(), loader, text, torch.device("cpu"), progress=None)
+    preds = predict_videos(PixelModel(), loader, text, torch.device("cpu"), progress=None)
     assert torch.allclose(preds.scores, torch.tensor([[0.625, 0.375]]))
     # Averaging the features instead, (1.707, 0.707), would give softmax(ln3 * (0.924, 0.383)) = (0.644, 0.356).
     assert not torch.allclose(preds.scores, torch.tensor([[0.644, 0.356]]), atol=5e-3)
@@ -154,7 +154,7 @@ def test_every_video_once_in_order_with_a_short_last_batch():
     dataset = ListDataset([views(f.tolist()) for f in features], [0, 1, 2, 0, 1, 2, 0])
     text = torch.nn.functional.normalize(torch.randn(2, 3, 3, generator=g), dim=-1)  # K=2, C=3, E=3
     model = PixelModel(E=3)
-    preds = predict(model, evaluate.eval_loader(dataset, batch_size=3, workers=0), text, torch.device("cpu"),
+    preds = predict_videos(model, evaluate.eval_loader(dataset, batch_size=3, workers=0), text, torch.device("cpu"),
                     progress=None)
     expected = prompts.ensemble_scores(features, text, model.logit_scale.exp())
     assert preds.scores.shape == (7, 3) and torch.allclose(preds.scores, expected, atol=1e-6)
@@ -332,7 +332,7 @@ def test_unimodal_checkpoint_of_other_classes_is_refused(ucf101, tmp_path, one_t
             (4, None, "unimodal classifier of 4 classes, the split has 3"),
             (3, [names[0], names[2], names[1]],
              "class 1 is 'yo yo'; the split's class 1 is 'basketball'")):
-        model = train.build_model(train_args, num_classes, classnames)  # as train.py builds it
+        model = train.build_video_model(train_args, num_classes, classnames)  # as train.py builds it
         path = str(tmp_path / f"unimodal{num_classes}.pt")
         torch.save(prompts.checkpoint_payload(model), path)
         one_line_error(evaluate.main, ["--checkpoint", path, *args], f"--checkpoint .*{expected}")

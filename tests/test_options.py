@@ -144,7 +144,7 @@ def test_unimodal_scores_are_softmax_probabilities_averaged_over_views():
     from test_evaluate import ListDataset, views
     logits = [(2.0, 0.0, -1.0), (0.0, 3.0, 0.5)]                      # two views of one video
     loader = evaluate.eval_loader(ListDataset([views(*logits)], [0]), 1, 0)
-    preds = evaluate.predict(PixelClassifier(), loader, None, torch.device("cpu"), progress=None)
+    preds = evaluate.predict_videos(PixelClassifier(), loader, None, torch.device("cpu"), progress=None)
     expected = torch.stack([torch.tensor(v).softmax(0) for v in logits]).mean(0)
     assert torch.allclose(preds.scores[0], expected, atol=1e-6)
 
@@ -313,7 +313,7 @@ def test_grad_checkpointing_recomputes_the_vit_blocks(data, tmp_path, monkeypatc
 def first_step_change(data_, out, *extra):
     """(parameter change of one step, parameters before it, names of the new parameters)."""
     result = run(data_, out, "--stop-after-steps", "1", *extra)
-    fresh = train.build_model(train.parse_args(flags(data_, out / "x")), len(CLASSES))  # seed 0
+    fresh = train.build_video_model(train.parse_args(flags(data_, out / "x")), len(CLASSES))  # seed 0
     before = {**fresh.state_dict(), **clip_weights(data_["clip"])}    # the file's CLIP, new modules
     after, model = result.model.state_dict(), result.model
     new = {n for n, p in model.named_parameters() if any(p is q for q in model.new_parameters())}
@@ -352,7 +352,7 @@ def test_warmup_makes_the_first_step_zero(data, tmp_path):
 def test_seed_sets_new_weights_and_data_order(data, tmp_path):
     def new_weights(seed):
         args = train.parse_args(flags(data, tmp_path, "--seed", str(seed)))
-        new = train.build_model(args, 4).new_parameters()
+        new = train.build_video_model(args, 4).new_parameters()
         return torch.cat([p.detach().flatten() for p in new])
     zero = new_weights(0)
     assert torch.equal(zero, new_weights(0)) and not torch.equal(zero, new_weights(1))
@@ -386,13 +386,13 @@ def test_multi_label_text_names_each_positive_class(tmp_path):
     named = {i: set() for i in range(len(result.items))}
     for epoch in range(12):
         for i in named:
-            named[i].add(result.items[epoch, i][2] % C)               # the class its text names
+            named[i].add(result.items[epoch, i][3])                   # the class its text names
     assert [sorted(named[i]) for i in named] == [labels for _, labels in fixture["train"] if labels]
 
 
 def augmented(augment, clip, size, draws, *extra):
     args = train.parse_args(["--root", "x", "--dataset", "ucf101", "--augment", augment, *extra])
-    transform = train.train_transform(args, size)
+    transform = train.augmentation(args, size)
     torch.manual_seed(0)
     return [pixels(transform(clip)) for _ in range(draws)]
 

@@ -176,7 +176,7 @@ def test_schedule_warms_up_linearly_then_cosine_to_zero():
 
 def test_new_modules_get_ten_times_the_lr_and_matrices_alone_are_decayed(data):
     args = train.parse_args(["--arch", data["clip"], "--root", "x"])
-    model = train.build_model(args, num_classes=4)
+    model = train.build_video_model(args, num_classes=4)
     optimizer = train.build_optimizer(model, args)
     names = {id(p): n for n, p in model.named_parameters()}
     new = {id(p) for p in model.new_parameters()}
@@ -263,12 +263,12 @@ def test_an_existing_output_folder_is_never_overwritten(data, tmp_path):
 
 
 def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(data, tmp_path, monkeypatch):
-    forward_loss = train.forward_loss
+    contrastive_loss, calls = train.contrastive_loss, iter(range(100))
 
-    def explode_at_step_3(run_, *batch):
-        loss = forward_loss(run_, *batch)
-        return loss * float("nan") if run_.step == 2 else loss
-    monkeypatch.setattr(train, "forward_loss", explode_at_step_3)
+    def explode_at_step_3(*inputs):                       # one call per step (no --grad-accum)
+        loss = contrastive_loss(*inputs)
+        return loss * float("nan") if next(calls) == 2 else loss
+    monkeypatch.setattr(train, "contrastive_loss", explode_at_step_3)
     with pytest.raises(SystemExit, match=r"step 2: the loss is nan.*last.pt.*--finetune-from"):
         run(data, tmp_path, "--epochs", "2")
     checkpoint = torch.load(tmp_path / "last.pt", weights_only=True)
@@ -321,7 +321,7 @@ def per_epoch_reference(args, items, sampler, epochs, per_step, steps_per_epoch)
                     torch.manual_seed(train.mix_seed(args.seed, epoch, i))
                     video = videos[i][0]
                     template = int(torch.randint(items.num_templates, ()))
-                step.append((i, video, template * items.num_classes + int(videos[i][1])))
+                step.append((i, video, template, int(videos[i][1])))
             steps.append(step)
     return steps
 
@@ -338,12 +338,14 @@ def test_one_loader_for_the_run_draws_what_the_per_epoch_loaders_drew(data, tmp_
         loader = torch.utils.data.DataLoader(items, batch_sampler=order, num_workers=workers)
         steps = list(zip(order, loader))
         assert len(steps) == 6 - first_step
-        for expected, (pairs, (video, target, text_ids)) in zip(reference[first_step:], steps):
-            assert [i for _, i in pairs] == [i for i, _, _ in expected]
+        for expected, (pairs, (video, target, templates, text_classes)) in zip(
+                reference[first_step:], steps):
+            assert [i for _, i in pairs] == [i for i, _, _, _ in expected]
             assert video.pixels.dtype == torch.uint8
             torch.testing.assert_close(video_data.finish_batch(video, torch.device("cpu")),
-                                       torch.stack([v for _, v, _ in expected]), rtol=0, atol=2e-6)
-            assert text_ids.tolist() == [t for _, _, t in expected]
+                                       torch.stack([v for _, v, _, _ in expected]), rtol=0, atol=2e-6)
+            assert templates.tolist() == [k for _, _, k, _ in expected]
+            assert text_classes.tolist() == [c for _, _, _, c in expected]
 
 
 def test_decode_on_device_trains_exactly_as_decoding_in_the_workers(data, tmp_path):
@@ -414,7 +416,7 @@ def test_unimodal_trains_a_linear_classifier_with_cross_entropy(data, tmp_path):
 @pytest.mark.parametrize("encoder", ["vision", "text"])
 def test_random_initialisation_of_one_encoder(data, encoder):   # Table 2
     args = train.parse_args(["--arch", data["clip"], "--root", "x", f"--init-{encoder}", "random"])
-    model = train.build_model(args, 4)
+    model = train.build_video_model(args, 4)
     for name, value in clip_weights(data["clip"]).items():
         mine = model.state_dict()[name]
         part = train.encoder_of(name[len("clip."):])
@@ -426,14 +428,15 @@ def test_random_initialisation_of_one_encoder(data, encoder):   # Table 2
 
 def test_no_text_prompts_trains_and_tests_on_bare_class_names(data, tmp_path):   # Table 3
     result = run(data, tmp_path, "--no-text-prompts", "--stop-after-steps", "1")
-    assert result.templates == prompts.LABEL_ONLY and result.tokens.shape[0] == len(CLASSES)
+    assert result.templates == prompts.LABEL_ONLY and result.tokens.shape[:2] == (1, len(CLASSES))
     full = clip_model.tokenize(video_data.synthetic_classname(*CLASSES[2]), 24)   # (1, 24)
-    width = result.tokens.shape[1]                                    # trimmed after the longest text's EOT
-    assert full[:, :width].equal(result.tokens[2:3].cpu()) and not full[:, width:].any()
-    assert {result.items[0, i][2] for i in range(len(result.items))} == set(range(len(CLASSES)))
+    width = result.tokens.shape[2]                                    # trimmed after the longest text's EOT
+    assert full[:, :width].equal(result.tokens[0, 2:3].cpu()) and not full[:, width:].any()
+    assert {result.items[0, i][2] for i in range(len(result.items))} == {0}       # the one template
+    assert {result.items[0, i][3] for i in range(len(result.items))} == set(range(len(CLASSES)))
     with_prompts = run(data, tmp_path / "templates", "--stop-after-steps", "1")
-    assert with_prompts.tokens.shape[0] == 16 * len(CLASSES)
-    templates = {with_prompts.items[0, i][2] // len(CLASSES) for i in range(16)}
+    assert with_prompts.tokens.shape[:2] == (16, len(CLASSES))
+    templates = {with_prompts.items[0, i][2] for i in range(16)}
     assert len(templates) > 1                                         # several templates drawn
 
 
@@ -465,10 +468,10 @@ def test_a_frozen_encoder_keeps_its_weights_and_has_no_optimiser_state(data, tmp
 def test_arch_takes_a_resnet_clip_file_and_the_tiny_clip(data, tmp_path):   # Table 6
     result = run(data, tmp_path, "--arch", data["resnet"], "--visual-prompt", "meanP", "--stop-after-steps", "1")
     assert isinstance(result.model.clip.visual, clip_model.ModifiedResNet)
-    tiny = train.build_model(train.parse_args(["--arch", "tiny", "--root", "x"]), 4)
+    tiny = train.build_video_model(train.parse_args(["--arch", "tiny", "--root", "x"]), 4)
     assert tiny.clip.input_resolution == train.TINY_CLIP["image_resolution"]
     with pytest.raises(FileNotFoundError, match="neither an official CLIP model name"):
-        train.build_model(train.parse_args(["--arch", "ViT-Q/99", "--root", "x"]), 4)
+        train.build_video_model(train.parse_args(["--arch", "ViT-Q/99", "--root", "x"]), 4)
 
 
 @pytest.mark.parametrize("frames", [2, 6])
@@ -490,7 +493,7 @@ def test_shots_draws_k_videos_per_class_with_a_fixed_seed(data, tmp_path):   # F
 
 def test_finetune_from_an_actionclip_checkpoint(data, tmp_path):   # UCF101/HMDB51 from Kinetics [Sec. 4.3]
     run(data, tmp_path / "kinetics", "--visual-prompt", "lstm")
-    start = train.build_model(train.parse_args(["--root", "x", "--frames", "4", "--finetune-from",
+    start = train.build_video_model(train.parse_args(["--root", "x", "--frames", "4", "--finetune-from",
                                                 str(tmp_path / "kinetics" / "last.pt")]), 4)
     assert isinstance(start.visual_prompt, prompts.LSTM)
     assert_same_parameters(start.state_dict(), saved_model(tmp_path / "kinetics"))
@@ -519,7 +522,7 @@ def test_randaugment_follows_the_official_configs():
     """RandAugment(2, 9) is on for Kinetics (the official K-400 config), off for the others, and a flag
     either way; it belongs to --augment official."""
     def transform(*extra):
-        return train.train_transform(train.parse_args(["--root", "x", *extra]), 32)
+        return train.augmentation(train.parse_args(["--root", "x", *extra]), 32)
 
     assert isinstance(transform("--dataset", "kinetics400").randaugment, v2.RandAugment)
     assert transform("--dataset", "ucf101").randaugment is None
@@ -547,7 +550,7 @@ def test_compile_compiles_what_the_forward_pass_calls(data, tmp_path, monkeypatc
     compiled = []
     monkeypatch.setattr(torch, "compile", lambda module: compiled.append(module) or module)
     result = run(data, tmp_path, "--compile", "--stop-after-steps", "1")
-    assert compiled == [result.net] and isinstance(result.net, train.VideoTextEncoder)
+    assert compiled == [result.model_ddp] and isinstance(result.model_ddp, train.VideoTextEncoder)
 
 
 def test_multi_label_charades_trains_on_labelled_videos_and_reports_map(tmp_path):

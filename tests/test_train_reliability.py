@@ -153,17 +153,17 @@ def test_a_signal_in_validation_stops_at_once_and_resume_validates_first(data, t
 
 def test_save_every_bounds_what_a_crash_loses(data, tmp_path, monkeypatch):
     out, extra = tmp_path / "crashed", ("--batch-size", "4", "--save-every", "2")  # 4 steps
-    forward_loss = train.forward_loss
+    contrastive_loss, calls = train.contrastive_loss, iter(range(100))
 
-    def crash_in_step_4(run_, *batch):
-        if run_.step == 3:
+    def crash_in_step_4(*inputs):                         # one call per step (no --grad-accum)
+        if next(calls) == 3:
             raise RuntimeError("the machine went away")
-        return forward_loss(run_, *batch)
-    monkeypatch.setattr(train, "forward_loss", crash_in_step_4)
+        return contrastive_loss(*inputs)
+    monkeypatch.setattr(train, "contrastive_loss", crash_in_step_4)
     with pytest.raises(RuntimeError, match="went away"):
         run(data, out, *extra)
     assert checkpoint(out)["step"] == 2                           # mid-epoch: --save-every 2
-    monkeypatch.setattr(train, "forward_loss", forward_loss)
+    monkeypatch.setattr(train, "contrastive_loss", contrastive_loss)
     train.train(train.parse_args(["--resume", "--out", str(out)]))
     run(data, tmp_path / "straight", *extra)
     assert logged_steps(out) == [1, 2, 3, 4]
@@ -190,8 +190,9 @@ def test_a_bad_flag_ends_the_command_with_one_line_before_anything_is_built(data
                                                                           capsys):
     def built(*args):
         raise AssertionError("a model or the data was built before the flags were checked")
-    for name in ("build_run", "build_model", "load_splits", "setup_distributed"):
+    for name in ("build_run", "build_video_model", "load_splits"):
         monkeypatch.setattr(train, name, built)
+    monkeypatch.setattr(train.Dist, "from_environment", built)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     (tmp_path / "A_FILE").write_text("not a folder")
     value = str(tmp_path / value) if value in ("MISSING", "A_FILE") else value
