@@ -29,8 +29,9 @@ each video is paired with the prompt of its class under a template drawn at rand
     clip = clip_model.load("ViT-B/16")
     model = ActionCLIP(clip, visual_prompt="transf", num_frames=8)
     tokens = tokenize_prompts(classnames, TEMPLATES, clip.context_length)  # (K*C, L), row k*C + c
+    tokens = tokens.view(len(TEMPLATES), len(classnames), -1)              # (K, C, L)
     k = torch.randint(len(TEMPLATES), (B,))                                 # a template per video
-    logits = model(video, tokens[k * len(classnames) + labels])             # training: (B, B)
+    logits = model(video, tokens[k, labels])                                # training: (B, B)
     texts = text_features(model, classnames)                                # test: (K, C, E), once
     scores = ensemble_scores(model.encode_video(video), texts, model.logit_scale.exp())  # (B, C)
 

@@ -71,10 +71,10 @@ import prompts
 import video_data
 import evaluate
 
-# A CLIP small enough to train from scratch on a CPU in minutes: `--arch tiny` (the demo and the tests).
-TINY_CLIP = dict(embed_dim=64, image_resolution=32, vision_layers=3, vision_width=96, vision_patch_size=8,
-                 context_length=24, vocab_size=49408, transformer_width=64, transformer_heads=1,
-                 transformer_layers=2)
+# A CLIP small enough to train from scratch on a CPU in minutes: `--arch tiny` (the demo, tests).
+TINY_CLIP = dict(embed_dim=64, image_resolution=32, vision_layers=3, vision_width=96,
+                 vision_patch_size=8, context_length=24, vocab_size=49408, transformer_width=64,
+                 transformer_heads=1, transformer_layers=2)
 ADAMW_BETAS = (0.9, 0.98)  # [Sec. 4.1], as CLIP's training
 
 
@@ -635,25 +635,26 @@ def train_mode(model, args):
 
 
 def build_optimizer(model, args):
-    """AdamW [Sec. 4.1] with four groups: CLIP's weights (lr) or new ones (lr x --new-lr-mult), each with
-    or without weight decay. Decay applies to weight matrices; biases, LayerNorm gains, embedding tables
-    and the temperature are not decayed (the usual choice for transformers: decay there pulls
-    normalisation gains and positions toward zero for no regularising benefit).
+    """AdamW [Sec. 4.1] with four groups: CLIP's weights (lr) or new ones (lr x --new-lr-mult), each
+    with or without weight decay. Decay applies to weight matrices; biases, LayerNorm gains,
+    embedding tables and the temperature are not decayed (the usual choice for transformers: decay
+    there pulls normalisation gains and positions toward zero for no regularising benefit).
     official: weight decay 0.2 on every parameter, the temperature included.
     """
     new = {id(p) for p in model.new_parameters()}
     groups = {}
     for name, param in model.named_parameters():
-        if not param.requires_grad:                                   # frozen: no optimiser state at all
+        if not param.requires_grad:                          # frozen: no optimiser state at all
             continue
         is_new, decay = id(param) in new, param.ndim >= 2 and "embedding" not in name
         group = groups.setdefault((is_new, decay), {
             "params": [], "name": f"{'new' if is_new else 'clip'}{'' if decay else ' no-decay'}",
-            "lr_mult": args.new_lr_mult if is_new else 1.0, "weight_decay": args.weight_decay if decay else 0.0})
+            "lr_mult": args.new_lr_mult if is_new else 1.0,
+            "weight_decay": args.weight_decay if decay else 0.0})
         group["params"].append(param)
-    fused = all(p.device.type in ("cpu", "cuda") for p in model.parameters())  # one kernel per step
-    return torch.optim.AdamW(list(groups.values()), lr=args.lr, betas=ADAMW_BETAS, eps=args.adam_eps,
-                             fused=fused or None)
+    fused = all(p.device.type in ("cpu", "cuda") for p in model.parameters())  # 1 kernel a step
+    return torch.optim.AdamW(list(groups.values()), lr=args.lr, betas=ADAMW_BETAS,
+                             eps=args.adam_eps, fused=fused or None)
 
 
 def lr_at(epoch, args):
@@ -1357,13 +1358,13 @@ def check_paths(args):
 # training (no red circle moves left or right, though red shapes and circles do). Naming colour and
 # shape leaves two candidates among the unseen classes; only the order of the frames tells them
 # apart.
-DEMO_HELD_OUT = [("red", "circle", ("moving left", "moving right")), ("green", "square", ("growing", "shrinking")),
-                 ("blue", "triangle", ("moving left", "moving right")), ("yellow", "circle", ("growing", "shrinking")),
-                 ("red", "square", ("growing", "shrinking")), ("green", "triangle", ("moving left", "moving right"))]
+DEMO_DIRECTIONS, DEMO_SIZES = ("moving left", "moving right"), ("growing", "shrinking")
+DEMO_HELD_OUT = [("red", "circle", DEMO_DIRECTIONS), ("green", "square", DEMO_SIZES),
+                 ("blue", "triangle", DEMO_DIRECTIONS), ("yellow", "circle", DEMO_SIZES),
+                 ("red", "square", DEMO_SIZES), ("green", "triangle", DEMO_DIRECTIONS)]
 DEMO_VIDEOS = {"train": 24, "val": 6, "unseen": 10}  # videos per class of each split
-DEMO_EPOCHS = 110  # warm-up: the first 1/22 of them (5 epochs); at 80, transf learned direction on some seeds only
+DEMO_EPOCHS = 110  # warm-up: the first 1/22 (5 epochs)
 DEMO_EVAL_EVERY = 5  # epochs: the held-out top-1 of curves.png
-DEMO_DIRECTIONS = ("moving left", "moving right")
 DEMO_PROMPTS = ("transf", "meanP")
 DEMO_MARKER = "DEMO"  # the demo only ever deletes inside a folder that holds this file
 # demo.png: the first video of each of these classes: held-out videos of seen classes, unseen ones
