@@ -80,8 +80,8 @@ LABEL_ONLY = ["{}"]  # the bare class name: Table 3's ablation without textual p
 
 
 def class_prompts(classnames, templates=TEMPLATES):
-    """Every template around every class name, template-major: row k*C + c is template k, class
-    c."""
+    """The textual prompt [Sec. 3.2]: every template around every class name, template-major:
+    row k*C + c is template k, class c."""
     return [template.format(name) for template in templates for name in classnames]
 
 
@@ -119,7 +119,7 @@ def random_prompt(classname, generator=None, templates=TEMPLATES):
 
 
 class VisualPrompt(nn.Module):
-    """What every visual prompt declares.
+    """What every visual prompt [Sec. 3.3] declares.
 
     encodes_frames: True for prompts that run CLIP's ViT themselves,
         forward(visual, video (B, T, 3, S, S)).
@@ -423,7 +423,8 @@ class VideoClassifier(nn.Module):
 
 @torch.no_grad()
 def text_features(model, classnames, templates=TEMPLATES, batch_size=256, device=None):
-    """L2-normalised features of every template around every class name: (K, C, E).
+    """L2-normalised features of every template around every class name: (K, C, E), the prompt
+    ensemble of the test [Sec. 3.2].
 
     templates=LABEL_ONLY gives the bare class names. Computed once per evaluation, in batches.
     """

@@ -67,86 +67,6 @@ WEIGHTS_HELP = ("official names download to ~/.cache/clip (one-off, needs intern
                 "the file there from a machine that has it, or pass its path")
 
 # --------------------------------------------------------------------------------------------------
-# Labels and class subsets
-
-
-def check_labels(labels, source):
-    """Raise ValueError unless `labels` are >= 2 non-empty texts, distinct as the tokenizer sees
-    them."""
-    empty = [i for i, label in enumerate(labels, 1) if not label.strip()]
-    if empty:
-        raise ValueError(f"{source}: entries {empty} are empty; every label must name a class")
-    seen, duplicates = {}, []
-    for label in labels:
-        key = " ".join(label.lower().split())      # CLIP's tokenizer ignores case and spacing
-        if key in seen:
-            duplicates.append(f"{seen[key]!r} and {label!r}")
-        seen.setdefault(key, label)
-    if duplicates:
-        raise ValueError(f"{source}: duplicate labels ({'; '.join(duplicates)}): each class once, "
-                         f"please")
-    if len(labels) < 2:
-        raise ValueError(f"{source}: one label always gets probability 1; give two or more to rank")
-    return labels
-
-
-def read_labels(path):
-    """One label per line. A blank line is an error (it would be an empty class), named by line
-    number."""
-    lines = video_data.read_text(path, "--labels-file").splitlines()  # UTF-8, without a BOM
-    blank = [n for n, line in enumerate(lines, 1) if not line.strip()]
-    if blank:
-        raise ValueError(f"{path}: lines {blank} are blank; remove them (one label per line)")
-    return check_labels([line.strip() for line in lines], path)
-
-
-def check_label_lengths(labels, source, templates):
-    """Every label, in every template, must fit CLIP's text context (checked before any model)."""
-    for label in labels:
-        try:
-            prompts.tokenize_prompts([label], templates, CLIP_CONTEXT)
-        except ValueError:
-            shown = f"{label[:60]!r}{'...' * (len(label) > 60)}"
-            raise ValueError(f"{source}: the label {shown} is too long: in a template it exceeds "
-                             f"CLIP's {CLIP_CONTEXT}-token text context; shorten it") from None
-    return labels
-
-
-def read_class_subset(path, classnames):
-    """Class ids, in `classnames`, of the names listed in `path` (one per line, or an 'id,name'
-    CSV)."""
-    names = video_data.read_classnames(path)       # raises FileNotFoundError naming the path
-    ids = {" ".join(name.lower().split()): i for i, name in enumerate(classnames)}
-    unknown = [name for name in names if " ".join(name.lower().split()) not in ids]
-    if unknown:
-        raise ValueError(f"{path}: {len(unknown)} of its {len(names)} classes are not classes of "
-                         f"the dataset, e.g. {unknown[:5]}; expected names as in the annotation "
-                         f"CSVs, e.g. {classnames[:3]}")
-    return sorted(ids[" ".join(name.lower().split())] for name in names)
-
-
-def half_class_draws(num_classes, draws=10, seed=0):
-    """Draw i: the sorted first C // 2 classes of np.random.permutation(C) after
-    np.random.seed(seed + i).
-
-    Text4Vis's draws exactly (its test_zeroshot.py multi_split_test), so the halves, and so the
-    numbers, are comparable with the ones it reports.
-    """
-    halves = []
-    for i in range(draws):
-        np.random.seed(seed + i)
-        halves.append(sorted(np.random.permutation(num_classes)[:num_classes // 2].tolist()))
-    return halves
-
-
-def mean_std(values):
-    """(mean, population std, sample std) of a list of numbers; the stds are 0 / NaN for one
-    value."""
-    x = np.asarray(values, dtype=float)
-    return x.mean(), x.std(ddof=0), x.std(ddof=1) if len(x) > 1 else math.nan
-
-
-# --------------------------------------------------------------------------------------------------
 # The model and the scores
 
 
@@ -282,6 +202,8 @@ def run_subsets(ctx, split, subsets, names):
 
 
 def run_half_classes(ctx):
+    """The half-classes protocol [Sec. 4.4]: a random half of the classes as the only
+    candidates, in each of --draws draws."""
     args = ctx.args
     if args.dataset in ("ucf101", "hmdb51"):
         split = union_split(args, [(s, f) for f in (1, 2, 3) for s in ("train", "test")])
@@ -343,6 +265,86 @@ def choose_protocol(args):
     if args.dataset in ("ucf101", "hmdb51"):
         return "splits"
     return "k600-novel" if args.k600_splits else "all-classes"
+
+
+# --------------------------------------------------------------------------------------------------
+# Labels and class subsets
+
+
+def check_labels(labels, source):
+    """Raise ValueError unless `labels` are >= 2 non-empty texts, distinct as the tokenizer sees
+    them."""
+    empty = [i for i, label in enumerate(labels, 1) if not label.strip()]
+    if empty:
+        raise ValueError(f"{source}: entries {empty} are empty; every label must name a class")
+    seen, duplicates = {}, []
+    for label in labels:
+        key = " ".join(label.lower().split())      # CLIP's tokenizer ignores case and spacing
+        if key in seen:
+            duplicates.append(f"{seen[key]!r} and {label!r}")
+        seen.setdefault(key, label)
+    if duplicates:
+        raise ValueError(f"{source}: duplicate labels ({'; '.join(duplicates)}): each class once, "
+                         f"please")
+    if len(labels) < 2:
+        raise ValueError(f"{source}: one label always gets probability 1; give two or more to rank")
+    return labels
+
+
+def read_labels(path):
+    """One label per line. A blank line is an error (it would be an empty class), named by line
+    number."""
+    lines = video_data.read_text(path, "--labels-file").splitlines()  # UTF-8, without a BOM
+    blank = [n for n, line in enumerate(lines, 1) if not line.strip()]
+    if blank:
+        raise ValueError(f"{path}: lines {blank} are blank; remove them (one label per line)")
+    return check_labels([line.strip() for line in lines], path)
+
+
+def check_label_lengths(labels, source, templates):
+    """Every label, in every template, must fit CLIP's text context (checked before any model)."""
+    for label in labels:
+        try:
+            prompts.tokenize_prompts([label], templates, CLIP_CONTEXT)
+        except ValueError:
+            shown = f"{label[:60]!r}{'...' * (len(label) > 60)}"
+            raise ValueError(f"{source}: the label {shown} is too long: in a template it exceeds "
+                             f"CLIP's {CLIP_CONTEXT}-token text context; shorten it") from None
+    return labels
+
+
+def read_class_subset(path, classnames):
+    """Class ids, in `classnames`, of the names listed in `path` (one per line, or an 'id,name'
+    CSV)."""
+    names = video_data.read_classnames(path)       # raises FileNotFoundError naming the path
+    ids = {" ".join(name.lower().split()): i for i, name in enumerate(classnames)}
+    unknown = [name for name in names if " ".join(name.lower().split()) not in ids]
+    if unknown:
+        raise ValueError(f"{path}: {len(unknown)} of its {len(names)} classes are not classes of "
+                         f"the dataset, e.g. {unknown[:5]}; expected names as in the annotation "
+                         f"CSVs, e.g. {classnames[:3]}")
+    return sorted(ids[" ".join(name.lower().split())] for name in names)
+
+
+def half_class_draws(num_classes, draws=10, seed=0):
+    """Draw i: the sorted first C // 2 classes of np.random.permutation(C) after
+    np.random.seed(seed + i).
+
+    Text4Vis's draws exactly (its test_zeroshot.py multi_split_test), so the halves, and so the
+    numbers, are comparable with the ones it reports.
+    """
+    halves = []
+    for i in range(draws):
+        np.random.seed(seed + i)
+        halves.append(sorted(np.random.permutation(num_classes)[:num_classes // 2].tolist()))
+    return halves
+
+
+def mean_std(values):
+    """(mean, population std, sample std) of a list of numbers; the stds are 0 / NaN for one
+    value."""
+    x = np.asarray(values, dtype=float)
+    return x.mean(), x.std(ddof=0), x.std(ddof=1) if len(x) > 1 else math.nan
 
 
 # --------------------------------------------------------------------------------------------------
