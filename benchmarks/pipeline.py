@@ -20,8 +20,8 @@ GPU part (CUDA only): train.train itself, over several epochs with per-epoch val
 end-to-end videos/s (from metrics.jsonl: the rate over the run so far at each step, which counts
 epoch boundaries and validations, from the end of the first epoch, compilation excluded); the same
 run's model then trains on one batch already on the device: the model-only videos/s. Then
-evaluate.predict_videos end to end against score_views on a batch on the device, for 1 view and 10 clips x
-3 crops. Each figure is end to end / model-only, measured in the same run.
+evaluate.predict_videos end to end against score_views on a batch on the device, for 1 view
+and 10 clips x 3 crops. Each figure is end to end / model-only, measured in the same run.
 """
 
 import argparse
@@ -185,17 +185,18 @@ def train_part(flags, arch, folder, epochs, workers, batch):
 
 
 def evaluate_part(run, clips, crops, batch, workers):
-    """evaluate.predict_videos end to end on the run's validation split, against score_views on a batch
-    already on the device."""
+    """evaluate.predict_videos end to end on the run's validation split, against score_views on a
+    batch already on the device."""
     model, device = run.model.eval(), run.ddp.device
-    dtype = run.dtype                                                  # None: fp32, as train.predict
+    dtype = run.dtype                                        # None: fp32, as train.predict
     split = video_data.DatasetSplit(run.val.records, run.classnames)
     views = argparse.Namespace(crops=crops, clips=clips, strict=False)
     dataset = evaluate.eval_dataset(split, model, views)
     with run.autocast:
         text = prompts.text_features(model, run.classnames, run.templates, device=device)
     loader = evaluate.eval_loader(dataset, batch, workers)
-    evaluate.predict_videos(model, loader, text, device, dtype, progress=None)  # warm-up: page cache
+    # warm-up: the page cache
+    evaluate.predict_videos(model, loader, text, device, dtype, progress=None)
     start = time.perf_counter()
     evaluate.predict_videos(model, loader, text, device, dtype, progress=None)
     end_to_end = len(dataset) / (time.perf_counter() - start)

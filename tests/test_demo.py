@@ -93,7 +93,6 @@ def test_curves_are_drawn_from_both_runs_metrics_with_matplotlib(tmp_path, monke
     assert not train.demo_curves(str(tmp_path / "curves.png"), str(tmp_path))
     assert not (tmp_path / "curves.png").exists()
     monkeypatch.undo()
-    pytest.importorskip("matplotlib")
     assert train.demo_curves(str(tmp_path / "curves.png"), str(tmp_path))
     image = np.asarray(Image.open(tmp_path / "curves.png").convert("RGB"))
     assert image.shape[0] > 200 and image.shape[1] > 2 * image.shape[0]  # two panels side by side

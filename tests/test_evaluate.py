@@ -3,7 +3,8 @@
 - top-1 / top-5, per-class accuracy and mAP on small score tables worked out by hand;
 - multi-view: a 2-view video scores the mean of its views' ensemble scores, computed here by hand
   (and not the scores of its mean feature);
-- predict_videos returns every video once, in dataset order, when the count is not a multiple of the batch;
+- predict_videos returns every video once, in dataset order, when the count is not a multiple of the
+  batch;
 - a 2-process gloo torchrun gives the metrics and per-video scores of 1 process, on a fixture whose
   video count is a multiple of neither the batch size nor the number of processes;
 - end to end on the UCF101 / Charades fixtures (official layouts): this project's checkpoint, an
@@ -154,8 +155,8 @@ def test_every_video_once_in_order_with_a_short_last_batch():
     dataset = ListDataset([views(f.tolist()) for f in features], [0, 1, 2, 0, 1, 2, 0])
     text = torch.nn.functional.normalize(torch.randn(2, 3, 3, generator=g), dim=-1)  # K=2, C=3, E=3
     model = PixelModel(E=3)
-    preds = predict_videos(model, evaluate.eval_loader(dataset, batch_size=3, workers=0), text, torch.device("cpu"),
-                    progress=None)
+    loader = evaluate.eval_loader(dataset, batch_size=3, workers=0)
+    preds = predict_videos(model, loader, text, torch.device("cpu"), progress=None)
     expected = prompts.ensemble_scores(features, text, model.logit_scale.exp())
     assert preds.scores.shape == (7, 3) and torch.allclose(preds.scores, expected, atol=1e-6)
     assert preds.targets.tolist() == [0, 1, 2, 0, 1, 2, 0] and preds.ok.all()
@@ -332,7 +333,8 @@ def test_unimodal_checkpoint_of_other_classes_is_refused(ucf101, tmp_path, one_t
             (4, None, "unimodal classifier of 4 classes, the split has 3"),
             (3, [names[0], names[2], names[1]],
              "class 1 is 'yo yo'; the split's class 1 is 'basketball'")):
-        model = train.build_video_model(train_args, num_classes, classnames)  # as train.py builds it
+        # as train.py builds it
+        model = train.build_video_model(train_args, num_classes, classnames)
         path = str(tmp_path / f"unimodal{num_classes}.pt")
         torch.save(prompts.checkpoint_payload(model), path)
         one_line_error(evaluate.main, ["--checkpoint", path, *args], f"--checkpoint .*{expected}")

@@ -125,7 +125,7 @@ def model_input(video):
     return normalised(video.permute(0, 2, 3, 1)) if video.dtype == torch.uint8 else video
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # evaluate.py: scores and metrics
 
 
@@ -144,7 +144,8 @@ def test_unimodal_scores_are_softmax_probabilities_averaged_over_views():
     from test_evaluate import ListDataset, views
     logits = [(2.0, 0.0, -1.0), (0.0, 3.0, 0.5)]                      # two views of one video
     loader = evaluate.eval_loader(ListDataset([views(*logits)], [0]), 1, 0)
-    preds = evaluate.predict_videos(PixelClassifier(), loader, None, torch.device("cpu"), progress=None)
+    preds = evaluate.predict_videos(PixelClassifier(), loader, None, torch.device("cpu"),
+                                    progress=None)
     expected = torch.stack([torch.tensor(v).softmax(0) for v in logits]).mean(0)
     assert torch.allclose(preds.scores[0], expected, atol=1e-6)
 
@@ -158,7 +159,7 @@ def test_mean_class_top1_leaves_out_classes_without_videos():
 
 
 def test_confusion_png_shows_row_normalised_rates(tmp_path):
-    image_io = pytest.importorskip("matplotlib.image", reason="matplotlib: requirements-dev.txt")
+    from matplotlib import image as image_io  # requirements-dev.txt: runs, never skips
     from matplotlib import colormaps
     path = str(tmp_path / "confusion.png")
     assert evaluate.save_confusion_png(torch.tensor([[3, 0], [2, 2]]), ["a", "b"], path)
@@ -199,7 +200,7 @@ def test_official_release_scores_by_hand(ucf, tmp_path, one_thread):
     assert saved["scores"].std() > 1e-3                               # the videos are told apart
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # train.py: the loss of the first step, by hand
 
 
@@ -273,7 +274,7 @@ def test_kl_text_to_video_target_is_transposed_on_a_square_multi_hot_batch():
     assert got == pytest.approx(hand_kl_loss(logits, same), rel=1e-6)
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # train.py: optimiser, schedule, accumulation, checkpointing
 
 
@@ -313,7 +314,8 @@ def test_grad_checkpointing_recomputes_the_vit_blocks(data, tmp_path, monkeypatc
 def first_step_change(data_, out, *extra):
     """(parameter change of one step, parameters before it, names of the new parameters)."""
     result = run(data_, out, "--stop-after-steps", "1", *extra)
-    fresh = train.build_video_model(train.parse_args(flags(data_, out / "x")), len(CLASSES))  # seed 0
+    fresh_args = train.parse_args(flags(data_, out / "x"))
+    fresh = train.build_video_model(fresh_args, len(CLASSES))  # seed 0
     before = {**fresh.state_dict(), **clip_weights(data_["clip"])}    # the file's CLIP, new modules
     after, model = result.model.state_dict(), result.model
     new = {n for n, p in model.named_parameters() if any(p is q for q in model.new_parameters())}
@@ -370,7 +372,7 @@ def test_eval_every_and_log_every(data, tmp_path):
     assert [r["step"] for r in records if "loss" in r] == [2]         # 3 steps, a line every 2
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # train.py: data and augmentation
 
 
@@ -461,7 +463,7 @@ def test_train_data_flags_pick_the_videos(ucf, tmp_path):
             path.replace(there, moved) for path, _ in kinetics[name])
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # evaluate.py flags, end to end
 
 
@@ -567,7 +569,7 @@ def test_read_frames_decodes_from_the_keyframe_before(tmp_path, monkeypatch, cod
     assert not in_order                                               # never from frame 0, counting
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # zeroshot.py flags
 
 
@@ -639,7 +641,7 @@ def test_zeroshot_video_flags_by_hand(ucf, tmp_path, capsys, one_thread):
     assert len(printed["labels"]) == 3 and len(printed["bare"]) == 2  # --top 2 of 3 labels
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # video_data.py prepare flags
 
 
@@ -677,7 +679,7 @@ def test_prepare_flags_shape_the_output(ucf, tmp_path):
                    root=kinetics["root"]) == 3                        # train, val, test videos
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # GPU-only paths: run where CUDA exists
 
 

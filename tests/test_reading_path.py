@@ -7,6 +7,7 @@ a renamed function fails here, as a wrong line count does, instead of leaving th
 """
 
 import ast
+import functools
 import os
 import re
 
@@ -46,6 +47,7 @@ def named_objects(cell):
     return found
 
 
+@functools.lru_cache(maxsize=None)  # each file parsed once, however many names it has
 def definitions(file):
     """{qualified name: ast node} of the top-level functions, classes, their methods and the
     top-level constants."""
@@ -76,7 +78,8 @@ def test_the_path_is_in_paper_order_short_and_its_line_counts_are_true():
     for step, _, where, lines in rows:
         spans = [span(file, name) for file, name in named_objects(where)]
         counted = sum(end - first + 1 for first, end in spans)
-        assert int(lines) == counted, f"step {step}: the README says {lines} lines, the code {counted}"
+        assert int(lines) == counted, (f"step {step}: the README says {lines} lines, "
+                                       f"the code {counted}")
         total += counted
     assert total <= MAX_PATH_LINES, f"the path is {total} lines (target <= {MAX_PATH_LINES})"
     assert f"{total} lines" in readme_section(), f"the README should give the total, {total} lines"

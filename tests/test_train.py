@@ -343,7 +343,8 @@ def test_one_loader_for_the_run_draws_what_the_per_epoch_loaders_drew(data, tmp_
             assert [i for _, i in pairs] == [i for i, _, _, _ in expected]
             assert video.pixels.dtype == torch.uint8
             torch.testing.assert_close(video_data.finish_batch(video, torch.device("cpu")),
-                                       torch.stack([v for _, v, _, _ in expected]), rtol=0, atol=2e-6)
+                                       torch.stack([v for _, v, _, _ in expected]),
+                                       rtol=0, atol=2e-6)
             assert templates.tolist() == [k for _, _, k, _ in expected]
             assert text_classes.tolist() == [c for _, _, _, c in expected]
 
@@ -430,7 +431,7 @@ def test_no_text_prompts_trains_and_tests_on_bare_class_names(data, tmp_path):  
     result = run(data, tmp_path, "--no-text-prompts", "--stop-after-steps", "1")
     assert result.templates == prompts.LABEL_ONLY and result.tokens.shape[:2] == (1, len(CLASSES))
     full = clip_model.tokenize(video_data.synthetic_classname(*CLASSES[2]), 24)   # (1, 24)
-    width = result.tokens.shape[2]                                    # trimmed after the longest text's EOT
+    width = result.tokens.shape[2]                    # trimmed after the longest text's EOT
     assert full[:, :width].equal(result.tokens[0, 2:3].cpu()) and not full[:, width:].any()
     assert {result.items[0, i][2] for i in range(len(result.items))} == {0}       # the one template
     assert {result.items[0, i][3] for i in range(len(result.items))} == set(range(len(CLASSES)))
@@ -493,8 +494,9 @@ def test_shots_draws_k_videos_per_class_with_a_fixed_seed(data, tmp_path):   # F
 
 def test_finetune_from_an_actionclip_checkpoint(data, tmp_path):   # UCF101/HMDB51 from Kinetics [Sec. 4.3]
     run(data, tmp_path / "kinetics", "--visual-prompt", "lstm")
-    start = train.build_video_model(train.parse_args(["--root", "x", "--frames", "4", "--finetune-from",
-                                                str(tmp_path / "kinetics" / "last.pt")]), 4)
+    start_args = train.parse_args(["--root", "x", "--frames", "4", "--finetune-from",
+                                   str(tmp_path / "kinetics" / "last.pt")])
+    start = train.build_video_model(start_args, 4)
     assert isinstance(start.visual_prompt, prompts.LSTM)
     assert_same_parameters(start.state_dict(), saved_model(tmp_path / "kinetics"))
     result = run(data, tmp_path / "ucf", "--finetune-from", str(tmp_path / "kinetics" / "last.pt"),

@@ -77,7 +77,7 @@ def assert_resumes_to_the_uninterrupted_run(data, tmp_path, stopped, *extra, ato
     assert checkpoint(straight)["best"] == checkpoint(stopped)["best"]
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # SIGINT, SIGTERM, --save-every
 
 
@@ -170,7 +170,7 @@ def test_save_every_bounds_what_a_crash_loses(data, tmp_path, monkeypatch):
     assert_same_parameters(saved_model(tmp_path / "straight"), saved_model(out))
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Every flag checked before anything is built
 
 
@@ -222,7 +222,7 @@ def test_device_cpu_trains_on_the_cpu_beside_a_gpu(data, tmp_path, monkeypatch):
     assert evaluate.setup_distributed("cpu")[2].type == "cpu"
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Damaged checkpoint files, run folders without a checkpoint, finished runs
 
 
