@@ -115,7 +115,7 @@ class Transformer(nn.Module):
 
     def __init__(self, width, layers, heads, causal=False, ln_eps=1e-5):
         super().__init__()
-        self.width = width
+        self.width, self.heads = width, heads
         self.grad_checkpointing = False
         self.resblocks = nn.Sequential(
             *[ResidualAttentionBlock(width, heads, causal, ln_eps) for _ in range(layers)])
@@ -476,11 +476,14 @@ def trim_padding(tokens):                                              # (M, L) 
 METADATA_KEYS = ("input_resolution", "context_length", "vocab_size")
 
 
-def build_model(state_dict):
+def build_model(state_dict, text_heads=None):
     """A CLIP with every size read from `state_dict`'s shapes, its weights loaded, in fp32 and eval
-    mode."""
+    mode. The shapes cannot tell the text transformer's heads: text_heads, or None for width // 64,
+    as in every OpenAI CLIP (this project's checkpoints record theirs)."""
     state_dict = {k: v for k, v in state_dict.items() if k not in METADATA_KEYS}
-    model = CLIP(**clip_config(state_dict))
+    config = clip_config(state_dict)
+    config["transformer_heads"] = text_heads or config["transformer_heads"]
+    model = CLIP(**config)
     load_checked(model, state_dict)
     return model.eval()
 

@@ -369,7 +369,8 @@ class ActionCLIP(nn.Module):
                              f"{', '.join(VISUAL_PROMPTS)}")
         self.clip = clip
         self.visual_prompt = VISUAL_PROMPTS[visual_prompt](clip, num_frames)
-        self.config = {"visual_prompt": visual_prompt, "num_frames": num_frames}
+        self.config = {"visual_prompt": visual_prompt, "num_frames": num_frames,
+                       "text_heads": clip.transformer.heads}  # for load_ours: not in the weights
 
     @property
     def logit_scale(self):
@@ -499,7 +500,7 @@ def load_ours(checkpoint, num_frames, path):
     """This project's checkpoint: checkpoint_payload's state dict and config."""
     config, state_dict = checkpoint["model_config"], dict(checkpoint["model"])
     inner = "actionclip." if "num_classes" in config else ""  # a VideoClassifier wraps ActionCLIP
-    clip = build_model(strip_prefix(state_dict, inner + "clip."))
+    clip = build_model(strip_prefix(state_dict, inner + "clip."), config.get("text_heads"))
     model = ActionCLIP(clip, config["visual_prompt"], num_frames or config["num_frames"])
     prompt_state = fit_frame_tables(model.visual_prompt,
                                     strip_prefix(state_dict, inner + "visual_prompt."), path)

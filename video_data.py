@@ -1629,7 +1629,8 @@ def _trajectory(motion, rng, size, num_frames):
     has to [Sec. 3.3]."""
     t = np.linspace(0, 1, num_frames)
     if motion in ("moving left", "moving right"):
-        r = rng.uniform(0.14, 0.2) * size
+        # 11-15 px across at size 32: smaller, the demo's tiny CLIP often took squares for circles
+        r = rng.uniform(0.18, 0.24) * size
         # most of the free width: at about half of it, the demo's tiny CLIP, trained from scratch,
         # often never learned where the shape is in a frame, and so never left from right
         span = rng.uniform(0.8, 0.95) * (size - 2 * r)

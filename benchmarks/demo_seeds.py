@@ -1,12 +1,13 @@
 """Does the demo show what it claims on every seed? `python train.py --demo --seed S` for S = 0-9.
 
 For each seed, the user's command itself, in a process of its own (the videos, transf and meanP
-trained at once through train(), the scoring), then its three figures for both prompts (read from
-the scores.json it writes): seen-class top-1 on held-out videos, direction top-1 (the seen classes
-moving left or right), zero-shot top-1 on the unseen combinations. Then a Markdown table (the
-README's) and the issue's targets:
-  transf learns direction (>= 90 %) on at least 9 of 10 seeds;
-  meanP stays near 50 % on direction (colour and shape leave two candidates; frame order decides);
+trained at once through train(), the scoring), then its figures for both prompts (read from the
+scores.json it writes): seen-class top-1 on held-out videos, direction top-1 (the seen classes
+moving left or right), left/right (how often those videos score their class above the same colour
+and shape moving the other way: the direction alone), zero-shot top-1 on the unseen combinations.
+Then a Markdown table (the README's) and the issue's targets:
+  transf learns direction (>= 90 % direction top-1) on at least 9 of 10 seeds;
+  meanP stays near chance on direction: 50 % left/right (frame order decides);
   transf's zero-shot top-1 is at least 3x chance.
 Each demo's CPU time (user + sys, its processes together) and wall time are printed too; with --jobs
 above 1 the wall times overlap and say little.
@@ -27,7 +28,7 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, ROOT)
 import train  # noqa: E402
 
-FIGURES = ("seen", "direction", "zero-shot")
+FIGURES = ("seen", "direction", "left/right", "zero-shot")
 DIRECTION_LEARNED = 90.0  # % direction top-1 that counts as learned
 ZERO_SHOT_OVER_CHANCE = 3
 
@@ -60,7 +61,7 @@ def row(seed, scores, cpu, wall):
 
 def markdown_table(rows):
     names = [f"{p} {k}" for p in train.DEMO_PROMPTS for k in FIGURES]
-    lines = ["| seed | " + " | ".join(names) + " |", "|---:" * 7 + "|"]
+    lines = ["| seed | " + " | ".join(names) + " |", "|---:" * (1 + len(names)) + "|"]
     for seed, scores in rows:
         figures = [f"{scores[p][k]:.1f}" for p in train.DEMO_PROMPTS for k in FIGURES]
         lines.append(f"| {seed} | " + " | ".join(figures) + " |")
@@ -71,10 +72,10 @@ def verdict(rows):
     """The issue's three targets, each with the figures it was judged on."""
     chance = 100 / len(train.demo_classes()[1])
     learned = [seed for seed, s in rows if s["transf"]["direction"] >= DIRECTION_LEARNED]
-    meanp = [s["meanP"]["direction"] for _, s in rows]
+    meanp = [s["meanP"]["left/right"] for _, s in rows]
     zero_shot = min(s["transf"]["zero-shot"] for _, s in rows)
     return [f"transf direction >= {DIRECTION_LEARNED:.0f}: {len(learned)} of {len(rows)} seeds",
-            f"meanP direction: {min(meanp):.1f} to {max(meanp):.1f} (two candidates: 50)",
+            f"meanP left/right: {min(meanp):.1f} to {max(meanp):.1f} (chance 50)",
             f"transf zero-shot: lowest {zero_shot:.1f} = {zero_shot / chance:.1f}x chance "
             f"({chance:.1f}; target {ZERO_SHOT_OVER_CHANCE}x)"]
 

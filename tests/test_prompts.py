@@ -283,10 +283,25 @@ def test_own_checkpoint_round_trip(tmp_path, name):
     perturb(model)
     torch.save({**checkpoint_payload(model), "epoch": 3}, tmp_path / "ckpt.pt")
     loaded = load_actionclip(str(tmp_path / "ckpt.pt"))
-    assert loaded.config == {"visual_prompt": name, "num_frames": 8} and not loaded.training
+    assert loaded.config == {"visual_prompt": name, "num_frames": 8, "text_heads": 1}
+    assert not loaded.training
     x, tokens = video(2, 8), clip_model.tokenize(CLASSNAMES)
     with torch.no_grad():
         assert torch.equal(loaded(x, tokens), model(x, tokens))
+
+
+def test_own_checkpoint_text_heads(tmp_path):
+    """The weights' shapes cannot tell the text transformer's heads: a checkpoint records them, so
+    a CLIP whose heads are not width // 64 (--arch tiny: 4 heads of 16) loads as trained."""
+    torch.manual_seed(0)
+    model = ActionCLIP(clip_model.CLIP(**dict(TINY, transformer_heads=4)), "transf", 8).eval()
+    perturb(model)
+    torch.save(checkpoint_payload(model), tmp_path / "ckpt.pt")
+    loaded = load_actionclip(str(tmp_path / "ckpt.pt"))
+    assert loaded.clip.transformer.heads == 4
+    tokens = clip_model.tokenize(CLASSNAMES)
+    with torch.no_grad():
+        assert torch.equal(loaded.encode_text(tokens), model.encode_text(tokens))
 
 
 def test_own_checkpoint_frame_count(tmp_path):
@@ -380,7 +395,7 @@ def test_official_transf_checkpoint(tmp_path):
     path = str(tmp_path / "official.pt")
     save_official(path, clip_state_dict, fusion)
     model = load_actionclip(path, num_frames=8)
-    assert model.config == {"visual_prompt": "transf", "num_frames": 8}
+    assert model.config == {"visual_prompt": "transf", "num_frames": 8, "text_heads": 2}
     assert set(model.visual_prompt.state_dict()) == set(fusion)  # every key used, none missing
     assert len(model.visual_prompt.transformer.resblocks[0].attn.out_proj.weight) == 128
 
@@ -419,7 +434,7 @@ def test_official_checkpoint_other_heads(tmp_path, name):
     path = str(tmp_path / "official.pt")
     save_official(path, official_clip_state_dict(TINY), fusion)
     model = load_actionclip(path)
-    assert model.config == {"visual_prompt": name, "num_frames": 8}
+    assert model.config == {"visual_prompt": name, "num_frames": 8, "text_heads": 1}
     for key, value in model.visual_prompt.state_dict().items():
         assert torch.equal(value, fusion[key][:len(value)])
     if name == "conv1d":  # applied along time, where the official code's view() scrambles

@@ -23,6 +23,7 @@ from PIL import Image
 from torchvision.transforms import v2
 
 import clip_model
+import evaluate
 import prompts
 import train
 import video_data
@@ -601,7 +602,7 @@ def test_a_fast_demo_learns(tmp_path, monkeypatch, capsys):
     val = video_data.load_split("synthetic", str(tmp_path / "data"), "val")  # the first pictured
     name = train.DEMO_PICTURED["val"][0]
     record = next(r for r in val.records if val.classnames[r.label] == name)
-    frames = video_data.ClipReader(4, "test")(record).numpy()         # video's sampled frames, 3x
+    frames = video_data.ClipReader(train.DEMO_FRAMES, "test")(record).numpy()  # its frames, 3x
     top = train.PICTURE_MARGIN + train.PICTURE_LINE + train.PICTURE_MARGIN // 2
     left = train.PICTURE_MARGIN
     drawn = np.asarray(picture.convert("RGB"))[top:top + tile, left:left + tile]
@@ -614,3 +615,19 @@ def test_a_fast_demo_learns(tmp_path, monkeypatch, capsys):
         train.demo(train.parse_args(["--demo", "--out", str(tmp_path / "transf")]))
     with pytest.raises(SystemExit, match="is a file, not a folder"):
         train.demo(train.parse_args(["--demo", "--out", str(tmp_path / "demo.png")]))
+
+
+def test_demo_left_right_weighs_a_video_s_class_against_its_mirror():
+    """The demo's left/right figure: a video moving left counts where its class outscores the same
+    colour and shape moving right, whatever else scores higher (top-1 counts only the top class)."""
+    classnames = ["red circle moving left", "red circle moving right", "red square moving left",
+                  "red square moving right", "red square growing"]
+    scores = torch.tensor([[0.3, 0.1, 0.6, 0.0, 0.0],     # moving left, over its mirror: counts
+                           [0.2, 0.4, 0.0, 0.0, 0.4],     # moving left, under its mirror
+                           [0.0, 0.0, 0.1, 0.2, 0.7],     # moving right, over its mirror: counts
+                           [0.0, 0.0, 0.0, 0.0, 1.0]])    # growing: not a direction video
+    targets = torch.tensor([0, 0, 3, 4])
+    predictions = evaluate.Predictions(scores, targets, torch.ones(4, dtype=torch.bool))
+    moving = torch.tensor([True, True, True, False])
+    assert train.left_or_right(predictions, classnames, moving) == pytest.approx(200 / 3)
+    assert train.top1(predictions, moving) == 0
