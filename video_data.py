@@ -725,12 +725,12 @@ def count_frames(path):
     """Number of frames in a video file or TSN frame folder, counted once per process and cached.
 
     Container metadata is not trusted (AVI headers count dropped frames, Matroska has none): the
-    count is the number of frame packets, read by demuxing without decoding (a few ms).
+    count is the number of frames the decoder outputs, decoding the file once from the start
+    (as long as a full decode of the video, without the conversion to RGB).
     """
     if os.path.isdir(path):
         return _frame_folder_count(path)
-    index = _video_index(path)
-    return index if isinstance(index, int) else index.num_frames
+    return _video_index(path).num_frames
 
 
 def read_frames(path, indices, threads=0):
@@ -738,7 +738,9 @@ def read_frames(path, indices, threads=0):
 
     `path` is a video file (decoded with PyAV, seeking to the keyframe before a wanted frame when
     that skips work; frames turned upright by the file's display rotation, as a player shows them)
-    or a TSN frame folder. `threads`: decoder threads, 0 = one per core (use 1 in
+    or a TSN frame folder. Frame i of a video is the i-th frame its decoder outputs decoding the
+    file from the start (what a player shows, `ffmpeg -i video %06d.png` writes, count_frames
+    counts), whatever the container's timestamps; packets the decoder rejects are skipped. `threads`: decoder threads, 0 = one per core (use 1 in
     DataLoader workers). Raises VideoReadError (VideoTooShortError if the video ends too soon).
     """
     indices = [int(i) for i in indices]
@@ -769,37 +771,43 @@ def read_jpeg_bytes(path, indices):
         raise VideoReadError(path, f"cannot read frames ({e})") from e
 
 
-# --- Decoding machinery: a frame index from one demux pass, cached --------------------------------
+# --- Decoding machinery: which frames a video has, found once by decoding it -----------------------
 
 
 @dataclass(frozen=True)
 class _VideoIndex:
-    """Where the frames and keyframes of one video stream are, read once from its packets.
+    """The frames of one video stream, found once per process by decoding it from the start.
 
-    Frame i is the i-th frame in presentation order. For constant frame rate video (nearly all),
-    frame i has pts `start + i * step`; otherwise `pts` keeps every frame's pts (sorted).
+    Frame i is the i-th frame the decoder outputs: what a player shows, whatever the container's
+    timestamps say (AVI has none of its own, cameras write wrong ones, edit lists hide frames).
+    Each packet is tagged with its decode-order number before it is decoded; the decoder passes a
+    packet's pts on to the frame it makes from it, so `source[i]` is the number of the packet that
+    frame i came from, and a later read recognises its frames by that tag alone. Reads start at
+    a keyframe: `keyframes` (their frame indices, ascending), `key_packets` (their packet numbers),
+    `key_ids` (what recognises the packet after a seek), `key_ts` (what container.seek finds it by).
     """
 
     num_frames: int
-    start: int  # pts of frame 0
-    step: float  # pts units per frame
-    pts: tuple | None  # sorted pts of all frames, only when the frame rate is not constant
-    keyframes: tuple  # frame indices of keyframes, ascending
-    key_pts: tuple  # pts of each keyframe: what container.seek(backward=True) finds it by
-
-    def frame_index(self, pts):
-        if self.pts is None:
-            return round((pts - self.start) / self.step)
-        return bisect.bisect_left(self.pts, pts)
+    source: np.ndarray  # (num_frames,) int32: packet number of each frame
+    keyframes: tuple
+    key_packets: tuple
+    key_ids: tuple
+    key_ts: tuple
+    skip_nonref: bool  # unwanted frames no other frame depends on may be left undecoded
+    undecodable: int  # packets the decoder rejected (a damaged file): their frames are missing
 
     def keyframe_at_or_before(self, i):
-        """Position in `keyframes` of the last keyframe at or before frame i."""
-        return max(bisect.bisect_right(self.keyframes, i) - 1, 0)
+        """Position in `keyframes` of the keyframe a read of frame i starts from, -1 for the start
+        of the file: the last one that comes before frame i both in decode order and on screen (a
+        frame shown before its keyframe, in an open GOP, may depend on the frames before it)."""
+        k = bisect.bisect_right(self.keyframes, i) - 1
+        while k >= 0 and self.key_packets[k] > self.source[i]:
+            k -= 1
+        return k
 
 
-# (path, size, mtime) -> _VideoIndex, or a frame count (frame folders, videos decoded in order); per
-# process and DataLoader worker. Bounded (~1 KB an entry): rebuilding an index costs ~2 ms, a
-# decode 30+.
+# (path, size, mtime) -> _VideoIndex or frame folder count; per process and DataLoader worker.
+# Bounded (a few KB an entry): building an index decodes the whole video once, a read only a part.
 _INDEX_CACHE = collections.OrderedDict()
 INDEX_CACHE_SIZE = 20_000
 
@@ -827,75 +835,121 @@ def _cached(key, build):
 # PyAV < 19 decodes container metadata strictly as UTF-8 and raises on a stray byte unless told to
 # ignore it; PyAV 19 removed the argument and always decodes with surrogateescape (never raises).
 _METADATA_ERRORS = {"metadata_errors": "ignore"} if int(av.__version__.split(".")[0]) < 19 else {}
+_SEVERAL_STREAMS_SAID = set()  # paths whose choice of video stream was logged by this process
+
+
+def _main_stream(path, container):
+    """The video stream a player shows (FFmpeg's choice): a default one before others, then the
+    largest picture, then the first; cover art is never one. Logged once when there are several."""
+    Disposition = av.stream.Disposition
+    streams = [s for s in container.streams.video if not s.disposition & Disposition.attached_pic]
+    if not streams:
+        return None
+    stream = max(streams, key=lambda s: (bool(s.disposition & Disposition.default),
+                                         s.codec_context.width * s.codec_context.height, -s.index))
+    if len(streams) > 1 and path not in _SEVERAL_STREAMS_SAID:
+        _SEVERAL_STREAMS_SAID.add(path)
+        log.warning("%s has %d video streams; reading stream %d (%dx%d%s), as a player does",
+                    path, len(streams), stream.index, stream.codec_context.width,
+                    stream.codec_context.height,
+                    ", the default" if stream.disposition & Disposition.default else "")
+    return stream
 
 
 def _open_video(path, threads=0):
-    """Open `path` and return (container, its first video stream) set up for threaded decoding."""
+    """Open `path` and return (container, its main video stream) set up for threaded decoding."""
     if not os.path.isfile(path):
         raise VideoReadError(path, "no such file")
     if os.path.getsize(path) == 0:
         raise VideoReadError(path, "empty file")
     try:
         # skip_frame=all: FFmpeg's stream probing need not decode a frame (saves ~2 ms per open);
-        # our own decoder is unaffected. Frames are matched by pts, so a reorder delay found late
-        # is harmless.
+        # our own decoder is unaffected.
         container = av.open(path, options={"skip_frame": "all"}, **_METADATA_ERRORS)
     except (av.FFmpegError, UnicodeDecodeError) as e:
         raise VideoReadError(path, f"cannot open ({e})") from e
-    if not container.streams.video:
+    stream = _main_stream(path, container)
+    if stream is None:
         container.close()
         raise VideoReadError(path, "has no video stream (audio-only?)")
-    stream = container.streams.video[0]
     stream.thread_type = "AUTO"  # frame + slice threads
     stream.codec_context.thread_count = threads  # 0 = one per core
     return container, stream
 
 
-def _packet_table(container, stream):
-    """(pts, is_keyframe) of every frame-carrying packet, demuxed without decoding."""
-    rows = []
-    for p in container.demux(stream):
-        if p.size == 0 or p.is_discard:  # the final flush packet; packets an edit list cuts
-            continue
-        rows.append((p.pts, p.is_keyframe))
-    return rows
-
-
-def _index_from_packets(rows):
-    """Build a _VideoIndex from packet rows, or None when the pts are unusable (decode in order)."""
-    if not rows or any(pts is None for pts, _ in rows):
-        return None
-    pts = np.sort(np.array([r[0] for r in rows], dtype=np.int64))
-    if len(np.unique(pts)) != len(pts):
-        return None
-    n, start = len(pts), int(pts[0])
-    step = (int(pts[-1]) - start) / (n - 1) if n > 1 else 1.0  # measured, not the container's claim
-    cfr = n == 1 or np.array_equal(np.round((pts - start) / step), np.arange(n))
-    index = _VideoIndex(n, start, step, None if cfr else tuple(pts.tolist()), (), ())
-    keys = sorted((index.frame_index(p), p) for p, k in rows if k)
-    if not keys or keys[0][0] != 0:
-        keys.insert(0, (0, start))
-    return _VideoIndex(n, start, step, index.pts, tuple(k for k, _ in keys),
-                       tuple(t for _, t in keys))
-
-
-def _build_index(path):
-    """One demux pass over `path` -> _VideoIndex, or the frame count when pts are unusable."""
-    container, stream = _open_video(path)
+def _decoded(packet, context):
+    """(frames, 1 if the decoder rejected the packet else 0): a damaged packet is skipped, as
+    players skip it, and decoding goes on with the next. None drains the decoder."""
     try:
-        rows = _packet_table(container, stream)
+        return context.decode(packet), 0
+    except av.FFmpegError:
+        return [], 1
+
+
+def _packed_vops(stream, packet):
+    """True for an MPEG-4 Part 2 packet holding two VOPs (DivX/Xvid 'packed B-frames'): its B-VOP
+    is decoded with the next packet, so no packet of such a stream may be left out."""
+    return stream.codec_context.name == "mpeg4" and bytes(packet).count(b"\x00\x00\x01\xb6") > 1
+
+
+def _index_threads():
+    return 1 if torch.utils.data.get_worker_info() is not None else 0  # workers: one core each
+
+
+def _decode_all(path):
+    """Decode `path` once from the start with tagged packets -> (frame tags, keyframe rows
+    (number, id, timestamps), packed, undecodable, packets)."""
+    container, stream = _open_video(path, _index_threads())
+    tags, keys, packed, undecodable, n = [], [], False, 0, 0
+    try:
+        for packet in container.demux(stream):
+            if not packet.size:  # the final flush packet
+                continue
+            if packet.is_keyframe:
+                keys.append((n, (packet.pos, packet.size), (packet.pts, packet.dts)))
+            packed = packed or _packed_vops(stream, packet)
+            packet.pts, n = n, n + 1  # the tag
+            frames, failed = _decoded(packet, stream.codec_context)
+            tags.extend(f.pts for f in frames)
+            undecodable += failed
+        tags.extend(f.pts for f in _decoded(None, stream.codec_context)[0])
     except av.FFmpegError as e:
         raise VideoReadError(path, f"cannot demux ({e})") from e
     finally:
         container.close()
-    if not rows:
+    return tags, keys, packed, undecodable, n
+
+
+def _usable_keyframes(keys, position):
+    """Keyframes a read may start from: each one's own frame shown (not cut by an edit list, not
+    undecodable), shown after the one before, recognisable by its (byte position, size)."""
+    ids = collections.Counter(key_id for _, key_id, _ in keys)
+    usable = []
+    for number, key_id, stamps in keys:
+        i = position.get(number)
+        if i is not None and ids[key_id] == 1 and (not usable or i > usable[-1][0]):
+            usable.append((i, number, key_id, stamps))
+    return usable
+
+
+def _build_index(path):
+    """Decode `path` once -> _VideoIndex (None in place of `source` when the frames cannot be told
+    apart by their tags: then every read decodes in order, counting frames)."""
+    tags, keys, packed, undecodable, n = _decode_all(path)
+    if not n:
         raise VideoReadError(path, "has no video frames (empty or truncated)")
-    index = _index_from_packets(rows)
-    return index if index is not None else len(rows)
+    if not tags:
+        raise VideoReadError(path, f"none of its {n} packets decodes to a frame")
+    position = {tag: i for i, tag in enumerate(tags)}
+    if len(position) < len(tags) or None in position:  # a decoder that drops or copies pts
+        return _VideoIndex(len(tags), None, (), (), (), (), False, undecodable)
+    columns = tuple(zip(*_usable_keyframes(keys, position))) or ((),) * 4
+    return _VideoIndex(len(tags), np.array(tags, dtype=np.int64), *columns,
+                       skip_nonref=not packed, undecodable=undecodable)
 
 
 def _video_index(path):
-    """The cached _VideoIndex of a video file (an int frame count: decode it in order)."""
+    """The cached _VideoIndex of a video file."""
     return _cached(_cache_key(path), lambda: _build_index(path))
 
 
@@ -975,67 +1029,99 @@ def _nonref_test(stream):
 # --- Decoding machinery: seek to the keyframe before a run of frames, or decode in order ----------
 
 
-# An exception: _convert_run detects this two calls below _read_video, which retries in order.
-class _NeedInOrder(Exception):
-    """The pts cannot be trusted for seeking (a seek landed past its keyframe, a frame without
-    pts)."""
+class _Reader:
+    """An open video whose packets are numbered in decode order, as _build_index numbered them."""
+
+    def __init__(self, path, threads):
+        self.path, self.threads = path, threads
+        self.container, self.stream = _open_video(path, threads)
+        self.fresh = True  # nothing demuxed yet: the next packet is number 0
+
+    def packets(self):
+        """The packets from the current position on (the empty flush packet left out)."""
+        self.fresh = False
+        return (p for p in self.container.demux(self.stream) if p.size)
+
+    def reopen(self):
+        self.close()
+        self.container, self.stream = _open_video(self.path, self.threads)
+        self.fresh = True
+
+    def close(self):
+        self.container.close()
 
 
-def _run_frames(container, stream, index, run):
-    """Decoded frames from the current position until the decoder has had every packet that the
-    wanted frames `run` (which share one keyframe) need. Unwanted non-reference frames (H.264, and
-    MPEG-4 Part 2 B-VOPs) are not decoded at all, and once the last packet of `run` is sent the
-    decoder is drained rather than fed more packets to push its reordered output out."""
-    is_nonref, pending = _nonref_test(stream), set(run)
-    for packet in container.demux(stream):
-        i = None if packet.pts is None else index.frame_index(packet.pts)
-        if is_nonref and i is not None and i not in pending and packet.size and is_nonref(packet):
+def _numbered_from(reader, index, key):
+    """(number, packet) from the packet of keyframe `key` on (-1: from the first packet). A seek
+    is checked by the packet it lands on: a keyframe before the one asked for is walked forward
+    from (demuxing only); anything else, and a file without usable timestamps, reopens at 0."""
+    target = 0 if key < 0 else index.key_packets[key]
+    if not (reader.fresh and target == 0):
+        known = dict(zip(index.key_ids, index.key_packets))
+        stamps = index.key_ts[key] if key >= 0 else ()
+        for ts in dict.fromkeys(t for t in stamps if t is not None):  # pts, then dts
+            reader.container.seek(ts, stream=reader.stream, backward=True, any_frame=False)
+            packets = reader.packets()
+            first = next(packets, None)
+            number = None if first is None else known.get((first.pos, first.size))
+            if number is not None and number <= target:
+                numbered = zip(itertools.count(number), itertools.chain([first], packets))
+                return itertools.dropwhile(lambda pair: pair[0] < target, numbered)
+        reader.reopen()
+    return itertools.dropwhile(lambda pair: pair[0] < target,
+                               zip(itertools.count(), reader.packets()))
+
+
+def _run_frames(numbered, stream, index, tags):
+    """Decoded frames from the numbered packets until the decoder has had every packet that the
+    wanted frames' `tags` name, then drained. Unwanted non-reference frames (H.264, and MPEG-4
+    Part 2 B-VOPs unless packed) are not decoded at all."""
+    is_nonref = _nonref_test(stream) if index.skip_nonref else None
+    pending, context = set(tags), stream.codec_context
+    for number, packet in numbered:
+        if is_nonref and number not in pending and is_nonref(packet):
             continue
-        yield from packet.decode()  # the final empty packet drains the decoder at the stream's end
-        pending.discard(i)
+        packet.pts = number  # the tag _build_index gave it
+        yield from _decoded(packet, context)[0]
+        pending.discard(number)
         if not pending:
-            yield from stream.codec_context.decode(None)
-            return
+            break
+    yield from _decoded(None, context)[0]
 
 
-def _convert_run(frames, index, run, out, start):
-    """Convert the frames of `run` into `out`; False if the frames end first. Frames are matched by
-    pts, never by arrival order. The first frame must not come after `start`, the keyframe
-    sought."""
-    want = set(run)
-    for n, frame in enumerate(frames):
-        if frame.pts is None or (n == 0 and index.frame_index(frame.pts) > start):
-            raise _NeedInOrder
-        i = index.frame_index(frame.pts)
-        if i in want:  # other frames were decoded only because wanted ones depend on them
+def _convert_run(frames, run, tags, out):
+    """Convert the frames of `run` (frame indices, their packets' `tags`) into `out`, each
+    recognised by its tag: never by arrival order or the file's timestamps."""
+    want = dict(zip(tags, run))
+    for frame in frames:
+        i = want.pop(frame.pts, None)
+        if i is not None:
             out[i] = _to_rgb(frame)
-            want.discard(i)
             if not want:
-                return True
-    return False
+                return
 
 
-def _read_seeking(container, stream, index, wanted):
-    """Frames `wanted` (sorted, unique) of a video with a usable index. The wanted frames are read
-    in runs that share a keyframe: seek to that keyframe (unless the decoder is there already, at
-    the start), decode forward to the run's last frame, drain."""
+def _read_seeking(reader, index, wanted):
+    """Frames `wanted` (sorted, unique) of a video with tags. The wanted frames are read in runs
+    that share a keyframe: seek to that keyframe (unless the reader is there already, at the
+    start), decode forward to the run's last packet, drain. Returns (frames, frames not found)."""
     out, todo = {}, list(wanted)
     while todo:
         key = index.keyframe_at_or_before(todo[0])
         run = [w for w in todo if index.keyframe_at_or_before(w) == key]
-        if out or index.keyframes[key] > 0:
-            container.seek(index.key_pts[key], stream=stream, backward=True, any_frame=False)
-        frames = _run_frames(container, stream, index, run)
-        if not _convert_run(frames, index, run, out, index.keyframes[key]):
-            break  # the stream ended early
-        todo = todo[len(run):]
-    return out, [w for w in todo if w not in out]
+        tags = [int(index.source[w]) for w in run]
+        frames = _run_frames(_numbered_from(reader, index, key), reader.stream, index, tags)
+        _convert_run(frames, run, tags, out)
+        todo = [w for w in todo if w not in set(run)]
+    return out, [w for w in wanted if w not in out]
 
 
-def _read_in_order(container, stream, wanted):
-    """Frames `wanted` (sorted, unique) by decoding from the start and counting frames."""
-    out, todo = {}, list(wanted)
-    for i, frame in enumerate(container.decode(stream)):
+def _read_in_order(reader, wanted):
+    """Frames `wanted` (sorted, unique) by decoding from the start and counting the frames out:
+    the definition of frame i, for videos whose frames tags cannot tell apart."""
+    out, todo, context = {}, list(wanted), reader.stream.codec_context
+    packets = itertools.chain(reader.packets(), [None])  # None drains the decoder at the end
+    for i, frame in enumerate(itertools.chain.from_iterable(_decoded(p, context)[0] for p in packets)):
         if i == todo[0]:
             out[todo.pop(0)] = _to_rgb(frame)
             if not todo:
@@ -1044,31 +1130,32 @@ def _read_in_order(container, stream, wanted):
 
 
 def _decode(path, index, wanted, threads):
-    """Open, decode `wanted` (sorted, unique) by seeking (index) or in order (int index), close."""
-    container, stream = _open_video(path, threads)
+    """Open, read `wanted` (sorted, unique) by seeking (an index with tags) or in order (an int:
+    the frame count), close. Frames a seek did not give are read in order from the start."""
+    reader = _Reader(path, threads)
     try:
-        if isinstance(index, int):
-            return _read_in_order(container, stream, wanted)
-        return _read_seeking(container, stream, index, wanted)
+        if isinstance(index, int) or index.source is None:
+            return _read_in_order(reader, wanted)
+        out, missing = _read_seeking(reader, index, wanted)
+        if missing:  # a decoder that drops, after a seek, a frame it showed from the start
+            reader.reopen()
+            more, missing = _read_in_order(reader, missing)
+            out.update(more)
+        return out, missing
     except av.FFmpegError as e:
         raise VideoReadError(path, f"cannot decode ({e})") from e
     finally:
-        container.close()
+        reader.close()
 
 
 def _read_video(path, wanted, threads):
     """Frames `wanted` (sorted, unique) of a video file as a dict index -> (h, w, 3) uint8 array."""
     index = _video_index(path)
-    count = index if isinstance(index, int) else index.num_frames
-    if wanted[-1] >= count:
-        raise VideoTooShortError(path, count, wanted[-1])
-    try:
-        out, todo = _decode(path, index, wanted, threads)
-    except _NeedInOrder:
-        _INDEX_CACHE[_cache_key(path)] = count  # from now on, decode this video in order
-        out, todo = _decode(path, count, wanted, threads)
-    if todo:  # the stream ended early: the packets promised more frames than decode
-        raise VideoTooShortError(path, todo[0], todo[0])
+    if wanted[-1] >= index.num_frames:
+        raise VideoTooShortError(path, index.num_frames, wanted[-1])
+    out, missing = _decode(path, index, wanted, threads)
+    if missing:  # the decoder gave fewer frames than when the index was built
+        raise VideoTooShortError(path, missing[0], missing[0])
     return out
 
 

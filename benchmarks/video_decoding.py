@@ -93,40 +93,44 @@ def train_draws(path, draws, seed):
 
 
 def required_packets(path, indices):
-    """(codec name, extradata, runs, wanted pts): the packets an exact reader must decode for `indices`.
+    """(codec name, extradata, runs, wanted): the packets an exact reader must decode for `indices`.
 
     For each keyframe that wanted frames follow, the packets from that keyframe in decode order up
     to the last wanted frame's, less the unwanted frames no other frame is predicted from (which
     read_frames skips too). Every other packet before the last wanted one is a reference frame that a
-    wanted frame may depend on: no decoder can tell which it will need without decoding it."""
+    wanted frame may depend on: no decoder can tell which it will need without decoding it. Packets
+    carry their decode-order number as pts, as read_frames tags them; wanted maps a tag to its frame."""
     index = video_data._video_index(path)
     with av.open(path) as container:
-        stream = container.streams.video[0]
-        is_nonref = video_data._nonref_test(stream)
+        stream = video_data._main_stream(path, container)
+        is_nonref = video_data._nonref_test(stream) if index.skip_nonref else None
         packets = [p for p in container.demux(stream) if p.size]
         codec, extradata = stream.codec_context.name, stream.codec_context.extradata
-    frame_of = [index.frame_index(p.pts) for p in packets]
+    for number, packet in enumerate(packets):
+        packet.pts = number
     runs, todo = [], sorted(set(indices))
     while todo:
         key = index.keyframe_at_or_before(todo[0])
         run = {w for w in todo if index.keyframe_at_or_before(w) == key}
-        start, pending, chosen = frame_of.index(index.keyframes[key]), set(run), []
-        for packet, i in zip(packets[start:], frame_of[start:]):
-            if i not in run and is_nonref is not None and is_nonref(packet):
+        pending = {int(index.source[w]) for w in run}
+        start, chosen = index.key_packets[key] if key >= 0 else 0, []
+        for packet in packets[start:]:
+            if packet.pts not in pending and is_nonref is not None and is_nonref(packet):
                 continue
             chosen.append(packet)
-            pending.discard(i)
+            pending.discard(packet.pts)
             if not pending:
                 break
         runs.append(chosen)
         todo = [w for w in todo if w not in run]
-    wanted_pts = {p.pts for p, i in zip(packets, frame_of) if i in set(indices)}
-    return codec, extradata, runs, wanted_pts
+    wanted = {int(index.source[i]): i for i in set(indices)}
+    return codec, extradata, runs, wanted
 
 
-def decode_floor(codec, extradata, runs, wanted_pts):
+def decode_floor(codec, extradata, runs, wanted):
     """Decode `runs` of in-memory packets with one thread and convert the wanted frames to RGB: no
-    file, demuxer, seek or Python bookkeeping. Returns {pts: (H, W, 3) uint8} of the wanted frames."""
+    file, demuxer, seek or Python bookkeeping. Returns {frame index: (H, W, 3) uint8} of the wanted
+    frames."""
     decoder = av.CodecContext.create(codec, "r")
     decoder.extradata = extradata
     decoder.thread_count = 1
@@ -134,8 +138,8 @@ def decode_floor(codec, extradata, runs, wanted_pts):
     for run in runs:
         for packet in run + [None]:  # None drains the decoder at the end of each run
             for frame in decoder.decode(packet):
-                if frame.pts in wanted_pts:
-                    out[frame.pts] = frame.to_ndarray(format="rgb24")
+                if frame.pts in wanted:
+                    out[wanted[frame.pts]] = frame.to_ndarray(format="rgb24")
         decoder.flush_buffers()
     return out
 

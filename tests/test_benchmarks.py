@@ -54,11 +54,11 @@ def test_decode_floor_is_exactly_the_work_an_exact_reader_needs(tmp_path):
                                   codec="libx264", gop=40, bframes=3)
     video_data._INDEX_CACHE.clear()
     (indices,) = video_decoding.train_draws(path, 1, seed=3)
-    codec, extradata, runs, wanted_pts = video_decoding.required_packets(path, indices)
-    decoded = video_decoding.decode_floor(codec, extradata, runs, wanted_pts)
+    codec, extradata, runs, wanted = video_decoding.required_packets(path, indices)
+    decoded = video_decoding.decode_floor(codec, extradata, runs, wanted)
 
     ours = video_data.read_frames(path, indices).numpy()
-    floor = [decoded[pts] for pts in sorted(decoded)]
+    floor = [decoded[i] for i in sorted(decoded)]
     assert len(floor) == len(set(indices))
     for i, frame in zip(sorted(set(indices)), floor):
         assert (ours[indices.index(i)] == frame).all()

@@ -174,18 +174,19 @@ def test_read_frames_seeks_instead_of_decoding_everything(videos, monkeypatch):
     assert len(decoded) < NUM_FRAMES // 2
 
 
-def test_a_seek_that_lands_late_falls_back_to_decoding_in_order(videos, monkeypatch):
-    """If a demuxer seeks past the keyframe asked for, the reader notices (the first frame comes
-    after the keyframe) and decodes from the start, counting frames: still exact."""
+def test_a_seek_that_lands_late_is_noticed_and_nothing_is_remembered(videos, monkeypatch):
+    """If a demuxer seeks past the keyframe asked for, the reader notices (the packet it lands on
+    is another keyframe's) and reads from the start: still exact, and the next read seeks as a
+    fresh process would (no read changes how a later one decodes)."""
     path = videos["mp4-h264-bframes"]
     true = video_data._build_index(path)
     assert len(true.keyframes) >= 3
-    early = (0,) + tuple(k - 4 for k in true.keyframes[1:])  # each keyframe claimed 4 frames too early
-    monkeypatch.setattr(video_data, "_build_index", lambda p: dataclasses.replace(true, keyframes=early))
+    late = true.key_ts[1:] + true.key_ts[-1:]  # each keyframe's timestamps are the next one's
+    monkeypatch.setattr(video_data, "_build_index", lambda p: dataclasses.replace(true, key_ts=late))
     video_data._INDEX_CACHE.clear()
-    wanted = [early[1] + 1, early[2] + 2, 2]  # each after a claimed keyframe, before the real one
+    wanted = [true.keyframes[1] + 1, true.keyframes[2] + 2, 2]
     assert [frame_number(f) for f in video_data.read_frames(path, wanted)] == wanted
-    assert video_data._video_index(path) == NUM_FRAMES  # remembered: this video is decoded in order
+    assert video_data._video_index(path).key_ts == late  # nothing flipped to "decode in order"
     assert [frame_number(f) for f in video_data.read_frames(path, [89, 50])] == [89, 50]
     video_data._INDEX_CACHE.clear()
 
@@ -749,14 +750,15 @@ def test_bad_files_raise_video_read_error_naming_the_path(bad_files, case):
 
 
 def test_truncated_with_index_first_reads_what_is_there(bad_files):
-    """The sample table promises every frame, but only the packets still on disk are counted (the
-    last one cut short: it decodes to nothing, which VideoTooShortError reports)."""
+    """The sample table promises every frame, but only the frames that decode from the packets
+    still on disk are counted (the last packet, cut short, decodes to nothing), and all of them
+    read."""
     path = bad_files["truncated, index first"]
     count = video_data.count_frames(path)
     assert 1 < count < NUM_FRAMES
-    assert [frame_number(f) for f in video_data.read_frames(path, [1, 0])] == [1, 0]
-    with pytest.raises(video_data.VideoTooShortError, match=f"has {count - 1} frames, frame {count - 1}"):
-        video_data.read_frames(path, [count - 1])
+    assert [frame_number(f) for f in video_data.read_frames(path, [1, 0, count - 1])] == [1, 0, count - 1]
+    with pytest.raises(video_data.VideoTooShortError, match=f"has {count} frames, frame {count}"):
+        video_data.read_frames(path, [count])
 
 
 def test_too_few_frames(videos):
