@@ -616,12 +616,21 @@ class VideoDataset(torch.utils.data.Dataset):
             log.warning("unreadable video (%s): %s", action, error)
         self._bad.add(i)
 
+    def _note_damaged(self, i):
+        path = self.records[i].path
+        damaged = damaged_packets(path)
+        if damaged and self._logged.first("damaged " + path):
+            log.warning("damaged video (read): %s: %d packets could not be decoded or decoded "
+                        "with errors; its frames are those a player shows", path, damaged)
+
     def _train_item(self, i):
         rng = random.Random(self.seed * 1_000_003 + i)  # replacements: a fixed order per (seed, i)
         for j in [i] + [rng.randrange(len(self.records)) for _ in range(MAX_REPLACEMENTS)]:
             if j not in self._bad:
                 try:
-                    return self.transform(self.read(self.records[j])), self._target(j), j, True
+                    video = self.transform(self.read(self.records[j]))
+                    self._note_damaged(j)
+                    return video, self._target(j), j, True
                 except VideoReadError as e:
                     self._note_bad(j, e, "replaced by another training video")
         raise RuntimeError(f"VideoDataset: video {i} and {MAX_REPLACEMENTS} replacements could not "
@@ -643,7 +652,9 @@ class VideoDataset(torch.utils.data.Dataset):
 
     def _test_item(self, i):
         try:
-            return self._views(self.read(self.records[i])), self._target(i), i, True
+            views = self._views(self.read(self.records[i]))
+            self._note_damaged(i)
+            return views, self._target(i), i, True
         except VideoReadError as e:
             self._note_bad(i, e, "counted as failed")
             if self._blank is None:  # zeros shaped like a view: a black clip transformed once
@@ -758,6 +769,13 @@ def read_frames(path, indices, threads=0):
         raise VideoReadError(path, f"frame size changes within the video ({e})") from e
 
 
+def damaged_packets(path):
+    """How many packets of a video the decoder rejected or decoded with errors: 0 for an intact
+    video and for frame folders. Such a video's frames are those that decode (what a player
+    shows); frames after a damaged keyframe show the decoder's repair, as in a player."""
+    return 0 if os.path.isdir(path) else _video_index(path).damaged
+
+
 def read_jpeg_bytes(path, indices):
     """The JPEG files of frames `indices` (0-based) of a frame folder, undecoded: [(n,) uint8]."""
     indices = [int(i) for i in indices]
@@ -794,7 +812,7 @@ class _VideoIndex:
     key_ids: tuple
     key_ts: tuple
     skip_nonref: bool  # unwanted frames no other frame depends on may be left undecoded
-    undecodable: int  # packets the decoder rejected (a damaged file): their frames are missing
+    damaged: int  # packets the decoder rejected or decoded with errors (0 for an intact file)
 
     def keyframe_at_or_before(self, i):
         """Position in `keyframes` of the keyframe a read of frame i starts from, -1 for the start
@@ -898,36 +916,40 @@ def _index_threads():
 
 def _decode_all(path):
     """Decode `path` once from the start with tagged packets -> (frame tags, keyframe rows
-    (number, id, timestamps), packed, undecodable, packets)."""
+    (number, id, timestamps), packed, tags of frames decoded with errors, packets rejected,
+    packets)."""
     container, stream = _open_video(path, _index_threads())
-    tags, keys, packed, undecodable, n = [], [], False, 0, 0
+    tags, keys, packed, corrupt, undecodable, n = [], [], False, set(), 0, 0
     try:
-        for packet in container.demux(stream):
-            if not packet.size:  # the final flush packet
-                continue
-            if packet.is_keyframe:
-                keys.append((n, (packet.pos, packet.size), (packet.pts, packet.dts)))
-            packed = packed or _packed_vops(stream, packet)
-            packet.pts, n = n, n + 1  # the tag
+        # None, after the last packet, drains the decoder; the demuxer's empty flush packet is left out
+        for packet in itertools.chain((p for p in container.demux(stream) if p.size), [None]):
+            if packet is not None:
+                if packet.is_keyframe:
+                    keys.append((n, (packet.pos, packet.size), (packet.pts, packet.dts)))
+                packed = packed or _packed_vops(stream, packet)
+                packet.pts, n = n, n + 1  # the tag
             frames, failed = _decoded(packet, stream.codec_context)
             tags.extend(f.pts for f in frames)
+            corrupt.update(f.pts for f in frames if f.is_corrupt)
             undecodable += failed
-        tags.extend(f.pts for f in _decoded(None, stream.codec_context)[0])
     except av.FFmpegError as e:
         raise VideoReadError(path, f"cannot demux ({e})") from e
     finally:
         container.close()
-    return tags, keys, packed, undecodable, n
+    return tags, keys, packed, corrupt, undecodable, n
 
 
-def _usable_keyframes(keys, position):
-    """Keyframes a read may start from: each one's own frame shown (not cut by an edit list, not
-    undecodable), shown after the one before, recognisable by its (byte position, size)."""
+def _usable_keyframes(keys, position, corrupt):
+    """Keyframes a read may start from: each one's own frame shown intact (not cut by an edit list,
+    not damaged: the frames after a damaged one depend on what was decoded before it), shown after
+    the one before, recognisable by its (byte position, size)."""
     ids = collections.Counter(key_id for _, key_id, _ in keys)
     usable = []
     for number, key_id, stamps in keys:
         i = position.get(number)
-        if i is not None and ids[key_id] == 1 and (not usable or i > usable[-1][0]):
+        if i is None or number in corrupt or ids[key_id] > 1:
+            continue
+        if not usable or i > usable[-1][0]:
             usable.append((i, number, key_id, stamps))
     return usable
 
@@ -935,17 +957,18 @@ def _usable_keyframes(keys, position):
 def _build_index(path):
     """Decode `path` once -> _VideoIndex (None in place of `source` when the frames cannot be told
     apart by their tags: then every read decodes in order, counting frames)."""
-    tags, keys, packed, undecodable, n = _decode_all(path)
+    tags, keys, packed, corrupt, undecodable, n = _decode_all(path)
     if not n:
         raise VideoReadError(path, "has no video frames (empty or truncated)")
     if not tags:
         raise VideoReadError(path, f"none of its {n} packets decodes to a frame")
+    damaged = undecodable + len(corrupt)
     position = {tag: i for i, tag in enumerate(tags)}
     if len(position) < len(tags) or None in position:  # a decoder that drops or copies pts
-        return _VideoIndex(len(tags), None, (), (), (), (), False, undecodable)
-    columns = tuple(zip(*_usable_keyframes(keys, position))) or ((),) * 4
+        return _VideoIndex(len(tags), None, (), (), (), (), False, damaged)
+    columns = tuple(zip(*_usable_keyframes(keys, position, corrupt))) or ((),) * 4
     return _VideoIndex(len(tags), np.array(tags, dtype=np.int64), *columns,
-                       skip_nonref=not packed, undecodable=undecodable)
+                       skip_nonref=not packed, damaged=damaged)
 
 
 def _video_index(path):
@@ -1116,12 +1139,21 @@ def _read_seeking(reader, index, wanted):
     return out, [w for w in wanted if w not in out]
 
 
+def _frames_in_order(packets, context, damage=None):
+    """Every frame the decoder outputs from `packets`, drained at the end: what a player shows.
+    A packet it rejects, and a frame decoded with errors, adds one to the list `damage`."""
+    for packet in itertools.chain(packets, [None]):  # None drains the decoder
+        frames, failed = _decoded(packet, context)
+        if damage is not None:
+            damage += [1] * (failed + sum(f.is_corrupt for f in frames))
+        yield from frames
+
+
 def _read_in_order(reader, wanted):
     """Frames `wanted` (sorted, unique) by decoding from the start and counting the frames out:
     the definition of frame i, for videos whose frames tags cannot tell apart."""
-    out, todo, context = {}, list(wanted), reader.stream.codec_context
-    packets = itertools.chain(reader.packets(), [None])  # None drains the decoder at the end
-    for i, frame in enumerate(itertools.chain.from_iterable(_decoded(p, context)[0] for p in packets)):
+    out, todo = {}, list(wanted)
+    for i, frame in enumerate(_frames_in_order(reader.packets(), reader.stream.codec_context)):
         if i == todo[0]:
             out[todo.pop(0)] = _to_rgb(frame)
             if not todo:
@@ -1153,7 +1185,8 @@ def _read_video(path, wanted, threads):
     index = _video_index(path)
     if wanted[-1] >= index.num_frames:
         raise VideoTooShortError(path, index.num_frames, wanted[-1])
-    out, missing = _decode(path, index, wanted, threads)
+    # a decoder repairs damage differently with frame threads: one thread gives one answer
+    out, missing = _decode(path, index, wanted, 1 if index.damaged else threads)
     if missing:  # the decoder gave fewer frames than when the index was built
         raise VideoTooShortError(path, missing[0], missing[0])
     return out
@@ -1800,10 +1833,14 @@ def _decoded_rgb(src, short_side):
     """Every frame of `src`, in order, as uint8 (h, w, 3) with the short side at most short_side."""
     container, stream = _open_video(src, threads=1)
     try:
-        context = stream.codec_context
+        context, damage = stream.codec_context, []
         width, height = _scaled_size(context.width, context.height, short_side)
-        for frame in container.decode(stream):  # written upright: a copy carries no rotation flag
+        packets = (p for p in container.demux(stream) if p.size)  # frame i as read_frames has it
+        for frame in _frames_in_order(packets, context, damage):  # upright: no flag on the copy
             yield _to_rgb(frame, width=width, height=height)
+        if damage:
+            log.warning("prepare: %s: %d packets could not be decoded or decoded with errors; "
+                        "the copy holds the frames a player shows", src, len(damage))
     except av.FFmpegError as e:
         raise VideoReadError(src, f"cannot decode ({e})") from e
     finally:
