@@ -99,7 +99,8 @@ def required_packets(path, indices):
     to the last wanted frame's, less the unwanted frames no other frame is predicted from (which
     read_frames skips too). Every other packet before the last wanted one is a reference frame that a
     wanted frame may depend on: no decoder can tell which it will need without decoding it. Packets
-    carry their decode-order number as pts, as read_frames tags them; wanted maps a tag to its frame."""
+    carry their decode-order number as pts, as read_frames tags them; wanted maps a tag to its
+    frame."""
     index = video_data._video_index(path)
     with av.open(path) as container:
         stream = video_data._main_stream(path, container)

@@ -19,7 +19,8 @@ def frame_number(frame):
     """The number a stripes() frame shows (any size: stripe b spans columns b*w/8 to (b+1)*w/8)."""
     w = frame.shape[1]
     frame = np.asarray(frame)
-    return sum(1 << b for b in range(8) if frame[:, b * w // 8 + 2:(b + 1) * w // 8 - 2].mean() > 127)
+    stripe = [frame[:, b * w // 8 + 2:(b + 1) * w // 8 - 2] for b in range(8)]
+    return sum(1 << b for b in range(8) if stripe[b].mean() > 127)
 
 
 def player_frames(path):

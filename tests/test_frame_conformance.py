@@ -131,7 +131,7 @@ X264_OPEN_GOP = {"x264-params": "open-gop=1:keyint=12:min-keyint=12:scenecut=0"}
 X264_PYRAMID = {"x264-params": "b-pyramid=strict:bframes=3"}
 X264_NO_PYRAMID = {"x264-params": "b-pyramid=none:bframes=3"}
 X265 = {"x265-params": "log-level=error:bframes=3"}
-VFR = lambda i: 3000 * i + 1000 * (i // 2 % 2)  # steps of 2000 to 4000: 22.5 to 45 fps  # noqa: E731
+VFR = lambda i: 3000 * i + 1000 * (i // 2 % 2)  # steps 2000 to 4000: 22 to 45 fps  # noqa: E731
 
 ENCODINGS = {  # name: (file, encode() arguments)
     "h264 b-frames mp4": ("h264_b.mp4", dict(codec="libx264", bframes=3)),
