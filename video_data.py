@@ -805,6 +805,7 @@ class _VideoIndex:
     frame i came from, and a later read recognises its frames by that tag alone. Reads start at
     a keyframe: `keyframes` (their frame indices, ascending), `key_packets` (their packet numbers),
     `key_ids` (what recognises the packet after a seek), `key_ts` (what container.seek finds it by).
+    `sizes` (every packet's size) checks that a read numbers the packets as this pass did.
     """
 
     num_frames: int
@@ -813,6 +814,7 @@ class _VideoIndex:
     key_packets: tuple
     key_ids: tuple
     key_ts: tuple
+    sizes: np.ndarray  # (packets,) int32
     skip_nonref: bool  # unwanted frames no other frame depends on may be left undecoded
     damaged: int  # packets the decoder rejected or decoded with errors (0 for an intact file)
 
@@ -919,20 +921,21 @@ def _index_threads():
 def _decode_all(path):
     """Decode `path` once from the start with tagged packets -> (frame tags, keyframe rows
     (number, id, timestamps), packed, tags of frames decoded with errors, packets rejected,
-    packets)."""
+    packet sizes)."""
     container, stream = _open_video(path, _index_threads())
     # The pixels are not kept: no deblocking (10-15% of an H.264 decode); order and errors are
     # decided before it.
     stream.codec_context.options = {"skip_loop_filter": "all"}
-    tags, keys, packed, corrupt, undecodable, n = [], [], False, set(), 0, 0
+    tags, keys, packed, corrupt, undecodable, sizes = [], [], False, set(), 0, []
     try:
         # None after the last packet drains the decoder; the demuxer's empty packet is left out
         for packet in itertools.chain((p for p in container.demux(stream) if p.size), [None]):
             if packet is not None:
                 if packet.is_keyframe:
-                    keys.append((n, (packet.pos, packet.size), (packet.pts, packet.dts)))
+                    keys.append((len(sizes), (packet.pos, packet.size), (packet.pts, packet.dts)))
                 packed = packed or _packed_vops(stream, packet)
-                packet.pts, n = n, n + 1  # the tag
+                packet.pts = len(sizes)  # the tag
+                sizes.append(packet.size)
             frames, failed = _decoded(packet, stream.codec_context)
             tags.extend(f.pts for f in frames)
             corrupt.update(f.pts for f in frames if f.is_corrupt)
@@ -941,7 +944,7 @@ def _decode_all(path):
         raise VideoReadError(path, f"cannot demux ({e})") from e
     finally:
         container.close()
-    return tags, keys, packed, corrupt, undecodable, n
+    return tags, keys, packed, corrupt, undecodable, sizes
 
 
 def _usable_keyframes(keys, position, corrupt):
@@ -964,17 +967,17 @@ def _usable_keyframes(keys, position, corrupt):
 def _build_index(path):
     """Decode `path` once -> _VideoIndex (None in place of `source` when the frames cannot be told
     apart by their tags: then every read decodes in order, counting frames)."""
-    tags, keys, packed, corrupt, undecodable, n = _decode_all(path)
-    if not n:
+    tags, keys, packed, corrupt, undecodable, sizes = _decode_all(path)
+    if not sizes:
         raise VideoReadError(path, "has no video frames (empty or truncated)")
     if not tags:
-        raise VideoReadError(path, f"none of its {n} packets decodes to a frame")
-    damaged = undecodable + len(corrupt)
+        raise VideoReadError(path, f"none of its {len(sizes)} packets decodes to a frame")
+    damaged, sizes = undecodable + len(corrupt), np.array(sizes, dtype=np.int32)
     position = {tag: i for i, tag in enumerate(tags)}
     if len(position) < len(tags) or None in position:  # a decoder that drops or copies pts
-        return _VideoIndex(len(tags), None, (), (), (), (), False, damaged)
+        return _VideoIndex(len(tags), None, (), (), (), (), sizes, False, damaged)
     columns = tuple(zip(*_usable_keyframes(keys, position, corrupt))) or ((),) * 4
-    return _VideoIndex(len(tags), np.array(tags, dtype=np.int32), *columns,
+    return _VideoIndex(len(tags), np.array(tags, dtype=np.int32), *columns, sizes,
                        skip_nonref=not packed, damaged=damaged)
 
 
@@ -1118,10 +1121,14 @@ def _numbered_from(reader, index, key):
 def _run_frames(numbered, stream, index, tags):
     """Decoded frames from the numbered packets until the decoder has had every packet that the
     wanted frames' `tags` name, then drained. Unwanted non-reference frames (H.264, and MPEG-4
-    Part 2 B-VOPs unless packed) are not decoded at all."""
+    Part 2 B-VOPs unless packed) are not decoded at all. A packet that is not the one its number
+    names (a demuxer that splits packets otherwise after a seek) ends the run undrained: the
+    frames not given yet are then read in order."""
     is_nonref = _nonref_test(stream) if index.skip_nonref else None
     pending, context = set(tags), stream.codec_context
     for number, packet in numbered:
+        if number >= len(index.sizes) or packet.size != index.sizes[number]:
+            return
         if is_nonref and number not in pending and is_nonref(packet):
             continue
         packet.pts = number  # the tag _build_index gave it

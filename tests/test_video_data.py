@@ -1046,3 +1046,18 @@ def test_strict_failure_in_a_dataloader_worker_names_the_video(tmp_path):
         next(iter(loader))
     message = str(error.value)                                        # one line, not a traceback
     assert message.startswith(str(bad) + ": cannot open") and "\n" not in message
+
+
+def test_packets_numbered_otherwise_after_a_seek_are_noticed(videos, monkeypatch):
+    """A demuxer that gives other packets after a seek than in one pass from the start (here: an
+    index whose keyframes are each claimed one packet later) must not shift the tags that name
+    the frames: the reader checks every packet's size against the pass's, and reads in order."""
+    path = videos["mkv-h264-bframes"]
+    true = video_data._build_index(path)
+    shifted = (true.key_packets[0],) + tuple(k + 1 for k in true.key_packets[1:])
+    monkeypatch.setattr(video_data, "_build_index",
+                        lambda p: dataclasses.replace(true, key_packets=shifted))
+    video_data._INDEX_CACHE.clear()
+    wanted = [k + 3 for k in true.keyframes[1:]]
+    assert [frame_number(f) for f in video_data.read_frames(path, wanted, 1)] == wanted
+    video_data._INDEX_CACHE.clear()
