@@ -495,9 +495,10 @@ def output_locks(args, *flags):
         return locks
     for flag in flags:
         path = getattr(args, flag.lstrip("-").replace("-", "_"))
+        if not path:
+            continue
         try:
-            if path:
-                locks.enter_context(video_data.OutputLock.file(path, flag))
+            locks.enter_context(video_data.OutputLock.file(path, flag))
         except ValueError as e:                        # in use, or not writable
             locks.close()
             raise SystemExit(f"error: {e}") from None
@@ -598,7 +599,7 @@ def texts_name(bare):
 def follow_training(args, checkpoint):
     """Default --no-templates / --templates to what `checkpoint` was trained and validated with (the
     configuration train.py saves in it); a flag that departs from it, or from its frames, gets a
-    line saying so. Returns what the checkpoint recorded: {} for an official release or none."""
+    line saying so. An official release records none of it: the defaults apply."""
     try:
         saved = prompts.read_checkpoint(checkpoint, mmap=True) if checkpoint else {}
     except (FileNotFoundError, ValueError):
@@ -616,7 +617,6 @@ def follow_training(args, checkpoint):
         print(f"--frames {args.frames}: {args.frames} frames per video, as asked; {checkpoint} was "
               f"trained and validated with {frames}")
     args.texts_as_trained = trained_bare is not None and args.no_templates == trained_bare
-    return trained
 
 
 def load_checkpoint(path, device, num_frames=None):

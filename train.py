@@ -332,8 +332,9 @@ def end_of_epoch(run, epoch):
     fails (out of memory, a crash) loses no training, and --resume validates first."""
     args, names = run.args, ["last.pt"]
     if args.eval_every and ((epoch + 1) % args.eval_every == 0 or epoch + 1 == args.epochs):
-        run.epoch_end_pending = True
-        save_checkpoint(run, ["last.pt"])
+        if not run.epoch_end_pending:                  # else last.pt holds this state already
+            run.epoch_end_pending = True
+            save_checkpoint(run, ["last.pt"])
         try:
             with run.stop.interruptible():                 # no step in flight: a signal stops now
                 metrics = validate(run)
@@ -965,7 +966,8 @@ def failed_save(run, path, error):
         intact = f"{path} is intact (step {kept['step']}, epoch {kept['epoch']:g})"
     except (FileNotFoundError, ValueError, KeyError):
         intact = f"no {os.path.basename(path)} was written before"
-    return (f"error: step {run.step}: writing {path} failed ({error.strerror}; {free:.0f} MiB "
+    why = error.strerror or error
+    return (f"error: step {run.step}: writing {path} failed ({why}; {free:.0f} MiB "
             f"free there); its temporary file is removed and {intact}. Free some space, then "
             f"continue with: {resume_command(run.args.out)}")
 
