@@ -5,7 +5,9 @@ Recognition picks the class whose text matches the video best [Eq. 1]. The test 
 for a 224 crop. Single view (1 clip x 1 centre crop) is the paper's default; its best numbers use
 10 clips x 3 crops, the class scores averaged over the 30 views. On the text side every class name
 is wrapped in each of the 16 templates of prompts.py; a class scores the mean over templates of its
-softmax over classes [Sec. 3.2] (the official test). Texts are encoded once per run.
+softmax over classes [Sec. 3.2] (the official test). Texts are encoded once per run. A checkpoint
+of train.py is tested as it was trained and validated: bare class names if it trained on them
+(--no-text-prompts), its frames; --templates, --no-templates and --frames override that.
 
     python evaluate.py --checkpoint runs/ucf101/last.pt --dataset ucf101 --root data/ucf101 --fold 1
     python evaluate.py --checkpoint best.pt --dataset kinetics400 --root data/k400 --clips 10 \\
@@ -37,7 +39,7 @@ import math
 import os
 import sys
 import time
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from typing import NamedTuple
 
 import torch
@@ -226,12 +228,21 @@ def json_number(x):
     return None if isinstance(x, float) and math.isnan(x) else x
 
 
+def top5_omitted(num_classes):
+    """Why top-5 is left out of a report of `num_classes` classes, or None when it means something:
+    with 5 classes or fewer every video's class is among its top 5."""
+    if num_classes <= 5:
+        return f"with {num_classes} classes every video's class is among its top 5"
+    return None
+
+
 def summarize(preds, classnames, multilabel=False):
     """Metrics of the readable videos: top-1/top-5 (mAP for multi-label), per class, and the
     counts.
 
     {"total", "unreadable", "evaluated", "top1", "top5", "mean_class_top1" | "mAP",
     "per_class": [...]}. Unreadable videos are left out of every metric and counted in "unreadable".
+    Top-5 of 5 classes or fewer is always 100: "top5_omitted" says so instead.
     """
     scores, targets = preds.scores[preds.ok], preds.targets[preds.ok]
     C = len(classnames)
@@ -245,6 +256,9 @@ def summarize(preds, classnames, multilabel=False):
                                for name, n, ap in zip(classnames, counts, per_class)]
     else:
         result.update(topk_accuracy(scores, targets, (1, 5)))
+        if top5_omitted(C):
+            result["top5_omitted"] = top5_omitted(C)
+            del result["top5"]
         per_class = per_class_accuracy(scores, targets, C)
         defined = [a for a in per_class if not math.isnan(a)]
         result["mean_class_top1"] = sum(defined) / len(defined) if defined else math.nan
@@ -268,10 +282,12 @@ def headline(result):
     if "mAP" in result:
         metrics = f"mAP {format_score(result['mAP'])}"
     else:
-        metrics = (f"top-1 {format_score(result['top1'])}  top-5 {format_score(result['top5'])}  "
+        top5 = f"top-5 {format_score(result['top5'])}  " if "top5" in result else ""
+        metrics = (f"top-1 {format_score(result['top1'])}  {top5}"
                    f"mean class top-1 {format_score(result['mean_class_top1'])}")
+    omitted = f"; no top-5: {result['top5_omitted']}" if "top5_omitted" in result else ""
     return f"{metrics}   ({result['evaluated']} video{'s' * (result['evaluated'] != 1)}; " \
-           f"{video_data.unreadable_report(result['unreadable'], result['total'])})"
+           f"{video_data.unreadable_report(result['unreadable'], result['total'])}{omitted})"
 
 
 def format_report(header, result):
@@ -470,6 +486,25 @@ def check_output_files(parser, args, *flags, inputs=()):
                          f"{'it' if same in inputs else 'one with the other'}; give two files")
 
 
+def output_locks(args, *flags):
+    """An OutputLock on each output file given, held until the returned stack closes: a second run
+    writing the same report ends with one line naming the first. Process 0 alone writes reports,
+    so it alone takes them."""
+    locks = ExitStack()
+    if int(os.environ.get("RANK", 0)) != 0:
+        return locks
+    for flag in flags:
+        path = getattr(args, flag.lstrip("-").replace("-", "_"))
+        if not path:
+            continue
+        try:
+            locks.enter_context(video_data.OutputLock.file(path, flag))
+        except ValueError as e:                        # in use, or not writable
+            locks.close()
+            raise SystemExit(f"error: {e}") from None
+    return locks
+
+
 def check_device(parser, args):
     """--device cuda needs a GPU that torch can see."""
     if getattr(args, "device", None) == "cuda" and not torch.cuda.is_available():
@@ -502,17 +537,20 @@ def add_data_args(parser):
     parser.add_argument("--prepared",
                         help="folder written by `python video_data.py prepare` for this dataset")
     parser.add_argument("--frames", type=positive_int,
-                        help="frames per video, T (default: a checkpoint's own; plain CLIP: 8, "
-                        "the paper's)")
+                        help="frames per video, T (default: what a checkpoint was trained with; "
+                        "plain CLIP: 8, the paper's)")
     parser.add_argument("--clips", type=positive_int, default=1,
                         help="temporal clips per video, scores averaged over views (default 1, "
                         "the paper's single view; its best results use 10) [Sec. 4.1]")
     parser.add_argument("--crops", type=int, default=1, choices=(1, 3),
                         help="spatial crops per clip: 1 centre crop (default, the paper's) or 3 "
                         "along the long side (its best results)")
-    parser.add_argument("--no-templates", action="store_true",
+    parser.add_argument("--no-templates", action="store_true", default=None,
                         help="bare class names instead of the 16-template ensemble (Table 3's "
-                        "ablation)")
+                        "ablation; the default for a checkpoint trained with --no-text-prompts)")
+    parser.add_argument("--templates", dest="no_templates", action="store_false",
+                        help="the 16-template ensemble, even for a checkpoint trained on bare "
+                        "class names (default: what the checkpoint was trained with; else on)")
     parser.add_argument("--batch-size", type=positive_int, default=16,
                         help="videos per step per process, default 16 (each is clips x crops x "
                         "frames images)")
@@ -554,14 +592,51 @@ def parse_args(argv=None):
     return args
 
 
+def texts_name(bare):
+    return "bare class names" if bare else f"the {len(prompts.TEMPLATES)}-template ensemble"
+
+
+def follow_training(args, checkpoint):
+    """Default --no-templates / --templates to what `checkpoint` was trained and validated with (the
+    configuration train.py saves in it); a flag that departs from it, or from its frames, gets a
+    line saying so. An official release records none of it: the defaults apply."""
+    try:
+        saved = prompts.read_checkpoint(checkpoint, mmap=True) if checkpoint else {}
+    except (FileNotFoundError, ValueError):
+        saved = {}                                     # load_checkpoint says what is wrong with it
+    trained = dict(saved.get("args") or {})
+    frames = (saved.get("model_config") or {}).get("num_frames")
+    trained_bare = trained.get("no_text_prompts")
+    if args.no_templates is None:
+        args.no_templates = bool(trained_bare)
+    elif trained_bare is not None and args.no_templates != trained_bare:
+        flag = "--no-templates" if args.no_templates else "--templates"
+        print(f"{flag}: {texts_name(args.no_templates)}, as asked; {checkpoint} was trained and "
+              f"validated with {texts_name(trained_bare)}")
+    if args.frames and frames and args.frames != frames:
+        print(f"--frames {args.frames}: {args.frames} frames per video, as asked; {checkpoint} was "
+              f"trained and validated with {frames}")
+    args.texts_as_trained = trained_bare is not None and args.no_templates == trained_bare
+
+
 def load_checkpoint(path, device, num_frames=None):
     """prompts.load_actionclip, with errors that say how to get a checkpoint."""
     if not os.path.isfile(path):
         raise SystemExit(f"error: no checkpoint at {path}: {CHECKPOINT_HELP}")
     try:
         return prompts.load_actionclip(path, device, num_frames)
+    except prompts.TooFewFrames as e:
+        raise SystemExit(f"error: --frames {num_frames}: {frames_beyond_training(path, e)}; pass "
+                         f"--frames {e.covered} or fewer, or leave --frames out") from None
     except ValueError as e:
         raise SystemExit(f"error: {e}") from None
+
+
+def frames_beyond_training(path, error):
+    """Why a checkpoint cannot run at more frames than its per-frame tables cover."""
+    return (f"{path} has per-frame position tables for {error.covered} frames only (its visual "
+            f"prompt, like every transf, transf_cls and joint, runs at most the frames it was "
+            f"trained with)")
 
 
 def dataset_root(args):
@@ -583,11 +658,24 @@ def load_dataset_split(args, split, fold=None):
     extra = {k: v for k, v in (("videos_dir", args.videos_dir), ("list_file", args.list_file),
                                ("classnames_file", args.classnames_file)) if v}
     try:
-        return video_data.load_split(args.dataset, root, split, fold or args.fold, args.prepared,
-                                     **extra)
+        loaded = video_data.load_split(args.dataset, root, split, fold or args.fold, args.prepared,
+                                       **extra)
     except (FileNotFoundError, ValueError) as e:
         hint = "" if args.root else " (pass --root to say where the dataset is)"
         raise SystemExit(f"error: {args.dataset} {split}: {e}{hint}") from None
+    if not loaded.records:                             # nothing to evaluate: said before any model
+        listed = f"--list-file {os.path.join(root, args.list_file)}" if args.dataset == "list" \
+            else f"the {args.dataset} {split} split"
+        raise SystemExit(f"error: {no_videos(loaded, listed)}: there is nothing to evaluate; "
+                         f"give a list with at least one video")
+    return loaded
+
+
+def no_videos(split, listed):
+    """Why `split` (read from `listed`, a file or a split's name) has no videos, for an error."""
+    if split.missing:
+        return f"none of the {split.missing} videos {listed} lists is on disk"
+    return f"{listed} lists no videos"
 
 
 def clip_of(model):
@@ -647,6 +735,7 @@ def describe_protocol(args, split_name, num_templates):
     else:
         texts = "bare class names" if args.no_templates else \
             f"{num_templates}-template ensemble (mean of per-template softmax)"
+        texts += " (as trained)" * getattr(args, "texts_as_trained", False)
     fold = f" split {args.fold}" if args.dataset in ("ucf101", "hmdb51") else ""
     return (f"{args.dataset}{fold} {split_name}; {views_text(args.clips, args.crops)} = "
             f"{views} view{'s' * (views > 1)}{', scores averaged over views' * (views > 1)}; "
@@ -710,9 +799,16 @@ def one_line_errors(parser):
 
 def main(argv=None):
     args = parse_args(argv)
+    with output_locks(args, "--json", "--save-scores", "--confusion"):
+        evaluate_checkpoint(args)
+
+
+def evaluate_checkpoint(args):
+    """main(), once the output files are this run's."""
     rank, world_size, device = setup_distributed(args.device)
     split_name = args.split or DEFAULT_SPLIT.get(args.dataset, "val")
     split = load_dataset_split(args, split_name)          # a data problem is found before loading
+    follow_training(args, args.checkpoint)
     model = load_checkpoint(args.checkpoint, device, args.frames)
     check_classifier_classes(model, split, args.checkpoint)
     loader = eval_loader(eval_dataset(split, model, args), args.batch_size, args.workers,

@@ -552,6 +552,14 @@ def official_visual_prompt(fusion, source):
                      f"LSTM (lstm_visual.*), Transf_cls (a cls_token) or meanP (no keys)")
 
 
+class TooFewFrames(ValueError):
+    """A checkpoint's per-frame tables cover fewer frames than asked for (`covered` of them)."""
+
+    def __init__(self, message, covered):
+        super().__init__(message)
+        self.covered = covered
+
+
 def fit_frame_tables(prompt, state_dict, source):
     """Keep the first rows of the per-frame tables: a checkpoint may cover more frames than asked
     for."""
@@ -563,8 +571,9 @@ def fit_frame_tables(prompt, state_dict, source):
         # transf_cls has a class token row
         covered = state_dict[key].shape[0] - (rows - prompt.num_frames)
         if covered < prompt.num_frames:
-            raise ValueError(f"{source}: {key} covers {covered} frames, fewer than the "
-                             f"{prompt.num_frames} asked for: pass num_frames <= {covered}")
+            raise TooFewFrames(f"{source}: {key} covers {covered} frames, fewer than the "
+                               f"{prompt.num_frames} asked for: pass num_frames <= {covered}",
+                               covered)
         state_dict[key] = state_dict[key][:rows]
     return state_dict
 

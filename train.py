@@ -32,7 +32,8 @@ Table 3 --no-text-prompts; Table 4 --visual-prompt; Table 5 --freeze-text/--free
 
 Outputs in --out: last.pt and best.pt (written atomically at each epoch's end, and last.pt every
 --save-every steps; load them with prompts.load_actionclip, evaluate.py or zeroshot.py),
-metrics.jsonl (one JSON object per log line and per validation).
+metrics.jsonl (one JSON object per log line and per validation), and .lock while the run is on
+(its host and pid: a second run into the same --out is refused).
 best.pt is chosen on --val-split; for UCF101/HMDB51 that is the test list (they have no validation
 split, as in the official code), so report last.pt's figures there, or say that best.pt was chosen
 on test.
@@ -327,11 +328,21 @@ def validate(run):
 
 def end_of_epoch(run, epoch):
     """Validate (every --eval-every epochs and after the last), then write last.pt, and best.pt if
-    it is the best so far."""
+    it is the best so far. The epoch's last.pt is written before validating too: a validation that
+    fails (out of memory, a crash) loses no training, and --resume validates first."""
     args, names = run.args, ["last.pt"]
     if args.eval_every and ((epoch + 1) % args.eval_every == 0 or epoch + 1 == args.epochs):
-        with run.stop.interruptible():                     # no step in flight: a signal stops now
-            metrics = validate(run)
+        if not run.epoch_end_pending:                  # else last.pt holds this state already
+            run.epoch_end_pending = True
+            save_checkpoint(run, ["last.pt"])
+        try:
+            with run.stop.interruptible():                 # no step in flight: a signal stops now
+                metrics = validate(run)
+        except torch.OutOfMemoryError:
+            raise SystemExit(f"error: epoch {epoch + 1}: validation ran out of memory on "
+                             f"{run.ddp.device}; {checkpoint_path(args)} holds the epoch (step "
+                             f"{run.step}) and --resume validates it first: free memory there, "
+                             f"then continue with: {resume_command(args.out)}") from None
         score = metrics["mAP"] if "mAP" in metrics else metrics["top1"]
         if score is not None and score > run.best:
             run.best = score
@@ -366,6 +377,23 @@ def train(args):
     further). SIGINT or SIGTERM ends it early, last.pt written, with a non-zero status."""
     check_paths(args)
     ddp = Dist.from_environment(args.device)
+    with claim_out(args.out, ddp):
+        return train_in_out(args, ddp)
+
+
+def claim_out(out, ddp):
+    """The lock of --out, held for the run's life (rank 0's: the others write nothing there): a
+    second run into the same folder ends with one line naming the first one's host and pid."""
+    if not ddp.master:
+        return nullcontext()
+    try:
+        return video_data.OutputLock.folder(out, "--out")
+    except ValueError as e:                            # in use, or not writable
+        raise SystemExit(f"error: {e}") from None
+
+
+def train_in_out(args, ddp):
+    """train(), once --out is this run's."""
     prepare_out(args, ddp)
     with StopRequest(ddp) as stop:
         run = start_run(args, ddp, stop)
@@ -489,6 +517,11 @@ def load_splits(args):
     classes."""
     train_split = split_from_flags(args, "train")
     val_split = split_from_flags(args, args.val_split)
+    if args.eval_every and not val_split.records:      # found now, not after the first epoch
+        listed = f"--val-list-file {os.path.join(args.root, args.val_list)}" \
+            if args.dataset == "list" else f"the {args.dataset} {args.val_split} split"
+        raise SystemExit(f"error: {evaluate.no_videos(val_split, listed)}: validation needs at "
+                         f"least one; fix it, or pass --eval-every 0 to train without validating")
     if train_split.classnames != val_split.classnames:
         raise SystemExit(f"--val-split {args.val_split} has other classes than the training split "
                          f"({len(val_split.classnames)} vs {len(train_split.classnames)}); "
@@ -578,6 +611,10 @@ def build_video_model(args, num_classes, classnames=None):
     if args.finetune_from:
         try:
             model = prompts.load_actionclip(args.finetune_from, num_frames=args.frames)
+        except prompts.TooFewFrames as e:
+            raise SystemExit(f"error: --frames {args.frames}: --finetune-from "
+                             f"{evaluate.frames_beyond_training(args.finetune_from, e)}; pass "
+                             f"--frames {e.covered} or fewer") from None
         except (FileNotFoundError, ValueError) as e:
             raise SystemExit(f"error: --finetune-from: {e}") from None
         model = getattr(model, "actionclip", model)    # a unimodal checkpoint: keep its encoder
@@ -834,17 +871,22 @@ def checkpoint_path(args, name="last.pt"):
 RUN_LEFTOVERS = {"metrics.jsonl", "metrics.jsonl.tmp", "last.pt.tmp", "best.pt.tmp"}
 
 
+def run_files(out):
+    """The files of the run folder `out`, without the lock of the run writing there."""
+    return sorted(set(os.listdir(out)) - {video_data.LOCK_NAME})
+
+
 def saved_nothing(out):
     """True if `out` is a folder holding only RUN_LEFTOVERS (or nothing)."""
-    return os.path.isdir(out) and set(os.listdir(out)) <= RUN_LEFTOVERS
+    return os.path.isdir(out) and set(run_files(out)) <= RUN_LEFTOVERS
 
 
 def prepare_out(args, ddp):
     """Never overwrite a run by accident: an existing, non-empty --out needs --resume, unless the
     run there saved nothing; then its leftovers are removed and the run starts afresh."""
-    leftovers = sorted(os.listdir(args.out)) if saved_nothing(args.out) else []
-    if not args.resume and os.path.isdir(args.out) and os.listdir(args.out) and not leftovers:
-        found = ", ".join(sorted(os.listdir(args.out))[:4])
+    leftovers = run_files(args.out) if saved_nothing(args.out) else []
+    if not args.resume and os.path.isdir(args.out) and run_files(args.out) and not leftovers:
+        found = ", ".join(run_files(args.out)[:4])
         raise SystemExit(f"{args.out} already holds a run ({found}): pass --resume to continue it, "
                          f"or choose another --out")
     if ddp.world > 1:
@@ -871,11 +913,63 @@ def save_checkpoint(run, names):
                    epoch_end_pending=run.epoch_end_pending, args=vars(run.args))
     for name in names:
         path = checkpoint_path(run.args, name)
+        try:
+            write_checkpoint(payload, path)
+        except OSError as e:                           # a full disk, a quota, an I/O error
+            raise SystemExit(failed_save(run, path, e)) from None
+
+
+class WriteErrors:
+    """A file that keeps the OSError its write raised: torch.save turns it into a RuntimeError
+    ("unexpected pos ...") that no longer says why."""
+
+    def __init__(self, file):
+        self.file, self.error = file, None
+
+    def write(self, data):
+        try:
+            return self.file.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def flush(self):
+        self.file.flush()
+
+
+def write_checkpoint(payload, path):
+    """torch.save to path.tmp, on disk, then renamed to path. A failed write raises its OSError,
+    path.tmp removed and path untouched."""
+    try:
         with open(path + ".tmp", "wb") as f:
-            torch.save(payload, f)
+            file = WriteErrors(f)
+            try:
+                torch.save(payload, file)
+            except RuntimeError:
+                if file.error is None:
+                    raise
+                raise file.error from None
             f.flush()
             os.fsync(f.fileno())                      # on disk before it replaces the old one
-        os.replace(path + ".tmp", path)
+    except BaseException:
+        if os.path.exists(path + ".tmp"):
+            os.remove(path + ".tmp")
+        raise
+    os.replace(path + ".tmp", path)
+
+
+def failed_save(run, path, error):
+    """The line a failed checkpoint write ends the run with: why, what is intact, how to go on."""
+    free = shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free / 2 ** 20
+    try:
+        kept = prompts.read_checkpoint(path, mmap=True)
+        intact = f"{path} is intact (step {kept['step']}, epoch {kept['epoch']:g})"
+    except (FileNotFoundError, ValueError, KeyError):
+        intact = f"no {os.path.basename(path)} was written before"
+    why = error.strerror or error
+    return (f"error: step {run.step}: writing {path} failed ({why}; {free:.0f} MiB "
+            f"free there); its temporary file is removed and {intact}. Free some space, then "
+            f"continue with: {resume_command(run.args.out)}")
 
 
 def restore_checkpoint(run):
@@ -1392,7 +1486,7 @@ def claim_demo_folder(out):
     one."""
     if os.path.exists(out) and not os.path.isdir(out):
         raise SystemExit(f"--out {out} is a file, not a folder: choose another --out")
-    if os.path.isdir(out) and os.listdir(out) and \
+    if os.path.isdir(out) and set(os.listdir(out)) - {video_data.LOCK_NAME} and \
             not os.path.isfile(os.path.join(out, DEMO_MARKER)):
         raise SystemExit(f"{out} is not empty and was not written by --demo: choose another --out")
     for name in ("data", *DEMO_PROMPTS):
@@ -1680,7 +1774,8 @@ def demo(args):
 def main(argv=None):
     args = parse_args(argv)
     if args.demo:
-        demo(args)
+        with claim_out(args.out or os.path.join("runs", "demo"), Dist()):  # demo() rewrites it
+            demo(args)
     else:
         train(args)
 

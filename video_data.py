@@ -13,6 +13,7 @@ Sections, in order (the method first, the machinery after):
                  the worker or in a batch on the device
   parsers        load_split: UCF101, HMDB51, Kinetics-400/600/700, Charades, generic list files
   synthetic      coloured shapes that move, written as real .mp4 files (demo and tests)
+  locks          OutputLock: one command at a time writes a run folder or a report
   prepare        convert a dataset once into frame folders or short-GOP videos (decoding is the
                  bottleneck)
   CLI            python video_data.py prepare ...
@@ -35,6 +36,7 @@ import argparse
 import bisect
 import collections
 import csv
+import fcntl
 import glob
 import hashlib
 import io
@@ -47,6 +49,7 @@ import random
 import re
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 import threading
@@ -1840,6 +1843,91 @@ def make_synthetic_dataset(root, classes, videos_per_class, num_frames=16, size=
     return list_file
 
 
+# --- Output locks: one writer per run folder or report at a time ---------------------------------
+
+
+LOCK_NAME = ".lock"  # in a folder a command writes (train.py --out, prepare --out)
+
+
+class OutputInUse(ValueError):
+    """Another live process holds the lock of an output."""
+
+
+class OutputLock:
+    """Held for a command's life over what it writes: `path` is the lock file, `flag` and `target`
+    the output it guards (e.g. "--out", "runs/k400"). The file holds the holder's host and pid. It is
+    also flock'ed: the kernel drops that lock when the holder ends, even by SIGKILL, so a file left
+    by a killed run is recognised as stale and taken over. Under torchrun only rank 0 takes it."""
+
+    def __init__(self, path, flag, target):
+        self.path, self.flag, self.target, self.fd, self.stale = path, flag, target, None, ""
+
+    @classmethod
+    def folder(cls, folder, flag):
+        """The lock of a folder a command writes into, made if need be; an OSError (a read-only
+        file system, no permission) becomes a ValueError of one line naming the flag."""
+        if os.path.exists(folder) and not os.path.isdir(folder):
+            raise ValueError(f"{flag} {folder} is a file; give a folder")
+        try:
+            os.makedirs(folder, exist_ok=True)
+            return cls(os.path.join(folder, LOCK_NAME), flag, folder).acquire()
+        except OSError as e:
+            raise ValueError(f"{flag} {folder}: cannot write there ({e.strerror}): choose a "
+                             f"writable folder") from None
+
+    @classmethod
+    def file(cls, path, flag):
+        """The lock of one output file: `path`.lock beside it."""
+        try:
+            return cls(path + ".lock", flag, path).acquire()
+        except OSError as e:
+            raise ValueError(f"{flag} {path}: cannot write there ({e.strerror}): choose a "
+                             f"writable folder") from None
+
+    def acquire(self):
+        """Take the lock, or raise OutputInUse naming the live holder."""
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 200).decode(errors="replace").strip() or "a process that is "\
+                    "just starting"
+                os.close(fd)
+                raise OutputInUse(f"{self.flag} {self.target} is in use by {holder} (lock file "
+                                  f"{self.path}): wait for it to end, or choose another "
+                                  f"{self.flag}") from None
+            # A holder that ended between our open and our flock removed the file we opened: retry
+            # on the path's current file, or two processes would each hold a different one.
+            try:
+                current = os.stat(self.path)
+            except FileNotFoundError:
+                current = None
+            mine = os.fstat(fd)
+            if current and (current.st_ino, current.st_dev) == (mine.st_ino, mine.st_dev):
+                break
+            os.close(fd)
+        self.fd, self.stale = fd, os.read(fd, 200).decode(errors="replace").strip()
+        if self.stale:                                 # written by a holder that never released
+            print(f"{self.flag} {self.target}: taking over the lock {self.path} left by "
+                  f"{self.stale}, which is no longer running", file=sys.stderr, flush=True)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on host {socket.gethostname()}\n".encode(), 0)
+        return self
+
+    def release(self):
+        if self.fd is not None:
+            os.unlink(self.path)                       # while held: see acquire's retry
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+
+
 # --- Prepare: convert a dataset once into a form that is cheap to sample --------------------------
 # Decoding is the bottleneck: a 10 s clip with x264's default keyframe interval (250) must be
 # decoded almost whole to reach 8 spread frames. Frame folders cost one small JPEG decode per
@@ -2037,28 +2125,25 @@ def prepare(dataset, root, out, form="frames", short_side=256, workers=1, qualit
     settings.update({"quality": quality} if form == "frames" else {"gop": gop})
     _check_same_settings(out, settings)
     sources = _dataset_videos(dataset, root, **kw)
-    try:
-        os.makedirs(out, exist_ok=True)  # the record first: walks skip `out` even if killed
-    except OSError as e:
-        raise ValueError(f"--out {out}: cannot create the folder ({e.strerror})") from None
-    _write_json(os.path.join(out, PREPARED_RECORD), settings)
-    jobs, skipped = [], 0
-    for src in sources:
-        dst = os.path.join(out, _prepared_rel(src, root)) + (".mp4" if form == "video" else "")
-        if os.path.exists(dst):
-            skipped += 1
-        else:
-            jobs.append((src, dst, form, short_side, quality, gop))
-    progress = _Progress(len(jobs), f"prepare {dataset} -> {out} ({skipped} done before)")
-    failed = []
-    for src, error in _run_jobs(jobs, workers):
-        progress.update(error is not None)
-        if error:
-            failed.append(src)
-            log.warning("prepare: %s", error)
-    counts = {"converted": len(jobs) - len(failed), "skipped": skipped, "failed": failed}
-    _write_json(os.path.join(out, PREPARED_RECORD), {**settings, **counts})
-    return len(jobs) - len(failed), skipped, failed
+    with OutputLock.folder(out, "--out"):      # makes `out`; one prepare writes there at a time
+        _write_json(os.path.join(out, PREPARED_RECORD), settings)  # first: walks skip `out`
+        jobs, skipped = [], 0
+        for src in sources:
+            dst = os.path.join(out, _prepared_rel(src, root)) + (".mp4" if form == "video" else "")
+            if os.path.exists(dst):
+                skipped += 1
+            else:
+                jobs.append((src, dst, form, short_side, quality, gop))
+        progress = _Progress(len(jobs), f"prepare {dataset} -> {out} ({skipped} done before)")
+        failed = []
+        for src, error in _run_jobs(jobs, workers):
+            progress.update(error is not None)
+            if error:
+                failed.append(src)
+                log.warning("prepare: %s", error)
+        counts = {"converted": len(jobs) - len(failed), "skipped": skipped, "failed": failed}
+        _write_json(os.path.join(out, PREPARED_RECORD), {**settings, **counts})
+        return len(jobs) - len(failed), skipped, failed
 
 
 # --- CLI ------------------------------------------------------------------------------------------

@@ -27,7 +27,8 @@ sample std (ddof=1). With 3 splits the two differ by a factor of sqrt(3/2).
 
 The model: plain CLIP (--weights, any clip_model.load name or file; frame features averaged,
 "meanP": no temporal module, no new parameters) or a fine-tuned ActionCLIP (--checkpoint, with its
-own visual prompt). Class texts: the 16-template ensemble of prompts.py, encoded once per run.
+own visual prompt). Class texts: the 16-template ensemble of prompts.py (bare labels for a
+checkpoint trained on them, as evaluate.py), encoded once per run.
 Under torchrun the videos are split over processes as in evaluate.py. A video's class is the
 candidate whose text matches it best [Eq. 1], among classes it never trained on [Sec. 4.4].
 
@@ -233,6 +234,9 @@ def run_k600_novel(ctx):
         raise SystemExit(f"error: --k600-splits: {e}") from None
     wanted = set().union(*subsets)                     # decode only the novel classes' videos
     records = [r for r in split.records if r.label in wanted]
+    if not records:
+        raise SystemExit(f"error: --k600-splits: the {split_name} split has no video of their "
+                         f"classes: there is nothing to evaluate")
     split = video_data.DatasetSplit(records, split.classnames)
     names = [f"subset {i + 1} ({os.path.basename(p)})" for i, p in enumerate(args.k600_splits)]
     facts = {"runs": len(subsets), "files": ", ".join(args.k600_splits), "split": split_name}
@@ -357,6 +361,8 @@ def benchmark_results(runs):
                 **evaluate.summarize(preds, classnames)} for name, classnames, preds in runs]
     summary = {"mean": {}, "std": {}, "std_sample": {}}
     for metric in ("top1", "top5"):
+        if any(metric not in r for r in results):             # top5_omitted: too few classes
+            continue
         values = [math.nan if r[metric] is None else r[metric] for r in results]
         mean, std, std_sample = mean_std(values)
         summary["mean"][metric], summary["std"][metric], summary["std_sample"][metric] = \
@@ -369,15 +375,19 @@ def format_benchmark(header, results, summary):
     width = max(len(r["name"]) for r in results)
     lines = header + [""]
     for r in results:
-        lines.append(f"  {r['name']:<{width}}  top-1 {score(r['top1'])}  "
-                     f"top-5 {score(r['top5'])}   "
+        top5 = f"top-5 {score(r['top5'])}   " if "top5" in r else ""
+        lines.append(f"  {r['name']:<{width}}  top-1 {score(r['top1'])}  {top5}"
                      f"{r['num_classes']} classes, {r['evaluated']} videos; "
                      f"{video_data.unreadable_report(r['unreadable'], r['total'])}")
     if len(results) > 1:
         mean, std = summary["mean"], summary["std"]
+        top5 = (f"  top-5 {score(mean['top5'])} +- {score(std['top5']).strip()}"
+                if "top5" in mean else "")
         lines += ["", f"  mean +- std over {len(results)} ({STD_TEXT}):  "
-                      f"top-1 {score(mean['top1'])} +- {score(std['top1']).strip()}  "
-                      f"top-5 {score(mean['top5'])} +- {score(std['top5']).strip()}"]
+                      f"top-1 {score(mean['top1'])} +- {score(std['top1']).strip()}{top5}"]
+    omitted = next((r["top5_omitted"] for r in results if "top5_omitted" in r), None)
+    if omitted:
+        lines += ["", f"  no top-5: {omitted}"]
     return "\n".join(lines)
 
 
@@ -481,6 +491,7 @@ def rank_videos(args, ctx, labels):
     if dist.is_initialized() and dist.get_rank() != 0:
         return
     texts = "bare labels" if args.no_templates else f"{len(prompts.TEMPLATES)}-template ensemble"
+    texts += " as trained" * getattr(args, "texts_as_trained", False)
     model = describe_zeroshot_model(args, ctx.model)
     print(f"zero-shot: {len(labels)} labels ({texts}); model: {model}; "
           f"{evaluate.views_text(args.clips, args.crops)}\n")
@@ -505,6 +516,7 @@ def run_benchmark(args, ctx):
     results, summary = benchmark_results(runs)
     texts = "bare class names" if args.no_templates else \
         f"{len(prompts.TEMPLATES)}-template ensemble"
+    texts += " (as trained)" * getattr(args, "texts_as_trained", False)
     header = [f"Zero-shot {args.dataset} [Sec. 4.4]",
               f"protocol: {protocol}: " + PROTOCOL_TEXT[protocol].format(**facts),
               f"model: {describe_zeroshot_model(args, ctx.model)}",
@@ -519,6 +531,13 @@ def run_benchmark(args, ctx):
 
 def main(argv=None):
     args = parse_args(argv)
+    with evaluate.output_locks(args, "--json"):
+        run_zeroshot(args)
+
+
+def run_zeroshot(args):
+    """main(), once --json is this run's."""
+    evaluate.follow_training(args, args.checkpoint)        # its texts, unless a flag says otherwise
     labels = video_labels(args) if args.video else None    # a bad label list fails before loading
     if not args.video:
         evaluate.dataset_root(args)                        # so does a dataset that is not there

@@ -210,7 +210,7 @@ def test_checkpoint_on_ucf101_multi_view_equals_the_mean_of_single_views(ucf101,
                         for v in views]
             assert torch.allclose(saved["scores"][i], torch.cat(per_view).mean(dim=0), atol=1e-5)
     expected = evaluate.topk_accuracy(saved["scores"], saved["targets"])
-    assert result["top1"] == pytest.approx(expected["top1"]) and result["top5"] == pytest.approx(expected["top5"])
+    assert result["top1"] == pytest.approx(expected["top1"]) and "top5" not in result  # 3 classes
 
 
 def free_port():
@@ -235,7 +235,7 @@ def test_two_processes_give_the_numbers_of_one(ucf101, tmp_path, one_thread):
     double, double_scores = json.load(open(out)), torch.load(scores)
     assert single["total"] == double["total"] == 9
     assert "processes: 2" in double["header"][-1]
-    for key in ("total", "unreadable", "evaluated", "top1", "top5", "mean_class_top1", "per_class"):
+    for key in ("total", "unreadable", "evaluated", "top1", "top5_omitted", "mean_class_top1", "per_class"):
         assert double[key] == single[key], key
     assert double_scores["paths"] == single_scores["paths"]
     assert torch.equal(double_scores["targets"], single_scores["targets"])
@@ -419,3 +419,114 @@ def test_confusion_matrix_image_only_with_matplotlib(ucf101, tmp_path, capsys, o
         assert not png.exists() and "matplotlib is not installed" in capsys.readouterr().err
     matrix = evaluate.confusion_matrix(torch.eye(3)[[0, 1, 1]], torch.tensor([0, 1, 2]), 3)
     assert matrix.tolist() == [[1, 0, 0], [0, 1, 0], [0, 1, 0]]      # row: true class, column: predicted
+
+
+# ----------------------------------------------------------------------------------------------------
+# What a checkpoint was trained with, an empty list, more frames than trained, top-5 of few classes
+
+
+def trained_checkpoint(path, *train_flags):
+    """save_checkpoint's model with the configuration train.py saves beside it (its `args`)."""
+    import train
+    checkpoint = torch.load(save_checkpoint(path), weights_only=True)
+    checkpoint["args"] = vars(train.parse_args(["--root", "x", "--frames", "4", *train_flags]))
+    torch.save(checkpoint, path)
+    return str(path)
+
+
+def test_the_texts_default_to_what_the_checkpoint_was_trained_with(ucf101, tmp_path, capsys,
+                                                                  one_thread):
+    from test_options import hand_scores
+    checkpoint = trained_checkpoint(tmp_path / "bare.pt", "--no-text-prompts")
+    model = prompts.load_actionclip(checkpoint)
+    common = ["--checkpoint", checkpoint, "--dataset", "ucf101", "--root", ucf101["root"]]
+    capsys.readouterr()
+    result, saved = run_main(common, tmp_path, "default")
+    printed = capsys.readouterr().out
+    assert torch.allclose(saved["scores"], hand_scores(model, saved["paths"], 4,
+                                                       prompts.LABEL_ONLY), atol=1e-5)
+    assert "text: bare class names (as trained)" in printed and "as asked" not in printed
+    assert result["header"][2].endswith("text: bare class names (as trained)")
+    result, saved = run_main(common + ["--templates", "--frames", "2"], tmp_path, "asked")
+    printed = capsys.readouterr().out.splitlines()
+    assert torch.allclose(saved["scores"], hand_scores(model, saved["paths"], 2,
+                                                       prompts.TEMPLATES), atol=1e-5)
+    assert f"--templates: the 16-template ensemble, as asked; {checkpoint} was trained and " \
+           f"validated with bare class names" in printed
+    assert f"--frames 2: 2 frames per video, as asked; {checkpoint} was trained and validated " \
+           f"with 4" in printed
+    templated = trained_checkpoint(tmp_path / "templates.pt")      # trained on the templates
+    result, saved = run_main(["--checkpoint", templated, *common[2:]], tmp_path, "templated")
+    assert result["header"][2].endswith("16-template ensemble (mean of per-template softmax) "
+                                        "(as trained)")
+
+
+def test_zeroshot_texts_default_to_what_the_checkpoint_was_trained_with(ucf101, tmp_path, capsys,
+                                                                       one_thread):
+    import zeroshot
+    checkpoint = trained_checkpoint(tmp_path / "bare.pt", "--no-text-prompts")
+    video = ucf101["test"][1][0][0]
+    common = ["--checkpoint", checkpoint, "--video", video, "--labels", *ucf101["classnames"],
+              "--workers", "0", "--device", "cpu"]
+    for extra, templates in (([], prompts.LABEL_ONLY), (["--templates"], prompts.TEMPLATES)):
+        out = str(tmp_path / "zs.json")
+        zeroshot.main(common + extra + ["--json", out])
+        probabilities = json.load(open(out))["videos"][0]["probabilities"]
+        model = prompts.load_actionclip(checkpoint)
+        transform = video_data.test_transform(32)
+        indices = video_data.sample_indices(video_data.count_frames(video), 4, "test")
+        frames = transform(video_data.read_frames(video, indices))    # (T, 3, S, S), normalised
+        with torch.no_grad():
+            text = prompts.text_features(model, ucf101["classnames"], templates)
+            expected = prompts.ensemble_scores(model.encode_video(frames[None]), text,
+                                               model.logit_scale.exp())[0]
+        assert list(probabilities.values()) == pytest.approx(expected.tolist(), abs=1e-5), extra
+    printed = capsys.readouterr().out
+    assert "(bare labels as trained)" in printed and "--templates: the 16-template ensemble, as " \
+        "asked" in printed
+
+
+def test_an_empty_list_file_gets_one_line(ucf101, tmp_path):
+    import zeroshot
+    args = list_dataset(tmp_path, ucf101, "\n".join(ucf101["classnames"]).encode())
+    (tmp_path / "list.txt").write_text("")
+    checkpoint = save_checkpoint(tmp_path / "ckpt.pt")
+    expected = (f"error: --list-file {tmp_path / 'list.txt'} lists no videos: there is nothing to "
+                f"evaluate; give a list with at least one video")
+    for main in (evaluate.main, zeroshot.main):
+        with pytest.raises(SystemExit) as exit:
+            main(["--checkpoint", checkpoint, *args, "--workers", "0", "--device", "cpu"])
+        assert exit.value.code == expected
+
+
+def test_more_frames_than_the_checkpoint_s_positions_name_the_frames_flag(ucf101, tmp_path):
+    checkpoint = save_checkpoint(tmp_path / "ckpt.pt", "transf", num_frames=4)
+    with pytest.raises(SystemExit) as exit:
+        evaluate.main(["--checkpoint", checkpoint, "--dataset", "ucf101", "--root", ucf101["root"],
+                       "--frames", "8"])
+    assert exit.value.code == (f"error: --frames 8: {checkpoint} has per-frame position tables "
+                               f"for 4 frames only (its visual prompt, like every transf, "
+                               f"transf_cls and joint, runs at most the frames it was trained "
+                               f"with); pass --frames 4 or fewer, or leave --frames out")
+
+
+def test_top5_only_where_it_means_something(ucf101, tmp_path, capsys, one_thread):
+    import zeroshot
+    checkpoint = save_checkpoint(tmp_path / "ckpt.pt")
+    result, _ = run_main(["--checkpoint", checkpoint, "--dataset", "ucf101", "--root",
+                          ucf101["root"]], tmp_path)
+    printed = capsys.readouterr().out
+    assert "top5" not in result and "top-5" not in printed.replace("no top-5", "")
+    why = "with 3 classes every video's class is among its top 5"
+    assert result["top5_omitted"] == why and f"; no top-5: {why})" in printed
+    out = str(tmp_path / "zs.json")
+    zeroshot.main(["--checkpoint", checkpoint, "--dataset", "ucf101", "--root", ucf101["root"],
+                   "--workers", "0", "--device", "cpu", "--json", out])
+    printed, report = capsys.readouterr().out, json.load(open(out))
+    assert "top-5" not in printed.replace("no top-5", "") and f"no top-5: {why}" in printed
+    assert all("top5" not in part for part in (report["mean"], report["std"], *report["runs"]))
+    six = table([[2, 0, 1, 3, 4, 5], [4, 3, 0, 1, 2, 5], [0, 1, 2, 3, 4, 5]])  # 6 classes
+    predictions = Predictions(six, torch.tensor([2, 0, 5]), torch.ones(3, dtype=torch.bool))
+    summary = summarize(predictions, list("abcdef"))                 # top-5: 2 of 3 by hand
+    assert summary["top5"] == pytest.approx(200 / 3) and "top5_omitted" not in summary
+    assert "top-5  66.67" in evaluate.headline(summary)

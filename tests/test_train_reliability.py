@@ -10,7 +10,9 @@ Tiny CLIPs and 16 x 16 synthetic videos, as in test_train.py.
 """
 
 import contextlib
+import errno
 import glob
+import io
 import json
 import os
 import shutil
@@ -23,6 +25,7 @@ import pytest
 import torch
 
 import evaluate
+import prompts
 import train
 from test_train import REPO, assert_same_parameters, flags, free_port, run, saved_model
 from test_train import data  # noqa: F401 (a fixture)
@@ -296,3 +299,117 @@ def test_resume_of_a_finished_run_says_so_with_its_figures(finished, capsys):
     said = capsys.readouterr().out
     assert done.value.code == 0 and "is complete, nothing is left to do" in said
     assert "top-1" in said and "best.pt scored" in said
+
+
+# --------------------------------------------------------------------------------------------------
+# A full disk, a failed validation, a validation list without videos, an --out that cannot be
+# written, more frames than a checkpoint's positions cover
+
+
+class FullDisk(io.FileIO):
+    """A file on a disk with `room` bytes left: the write that goes past them writes what fits and
+    raises ENOSPC, as a full disk does."""
+
+    def __init__(self, path, room):
+        super().__init__(path, "w")
+        self.room = room
+
+    def write(self, data):
+        data = bytes(data)
+        if len(data) > self.room:
+            super().write(data[:self.room])
+            self.room = 0
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self.room -= len(data)
+        return super().write(data)
+
+
+def test_a_full_disk_during_a_checkpoint_keeps_the_last_one_and_says_how_to_go_on(
+        data, tmp_path, monkeypatch):
+    out = tmp_path / "full"
+    run(data, out, "--epochs", "2", "--stop-after-steps", "2")           # last.pt: step 2
+    before = checkpoint(out)
+    real_open = open
+    monkeypatch.setattr(train, "open", lambda path, mode="r", *rest: FullDisk(path, 100_000)
+                        if path.endswith(".pt.tmp") else real_open(path, mode, *rest),
+                        raising=False)                        # checkpoints: 100 kB of room left
+    with pytest.raises(SystemExit) as error:
+        train.main(["--resume", "--out", str(out)])                   # steps 3, 4, then a save
+    message = error.value.code
+    assert message.startswith(f"error: step 4: writing {out / 'last.pt'} failed (No space left "
+                              f"on device; ") and "\n" not in message, message
+    assert f"its temporary file is removed and {out / 'last.pt'} is intact (step 2, epoch 1)" \
+           in message and message.endswith(f"continue with: python train.py --resume --out {out}")
+    assert sorted(os.listdir(out)) == ["last.pt", "metrics.jsonl"]    # no last.pt.tmp
+    after = checkpoint(out)
+    assert after["step"] == 2 and after["epoch_end_pending"] == before["epoch_end_pending"]
+    assert_same_parameters(after["model"], before["model"])
+    prompts.load_actionclip(str(out / "last.pt"))                     # it loads
+    monkeypatch.undo()
+    train.main(["--resume", "--out", str(out)])                       # space again: it goes on
+    assert checkpoint(out)["step"] == 4
+
+
+def test_a_validation_that_fails_loses_no_epoch(data, tmp_path, monkeypatch):
+    out = tmp_path / "oom"
+
+    def out_of_memory(run):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    monkeypatch.setattr(train, "validate", out_of_memory)
+    with pytest.raises(SystemExit) as error:
+        run(data, out, "--eval-every", "1")
+    message = error.value.code
+    assert message.startswith("error: epoch 1: validation ran out of memory on cpu; ") and \
+        "\n" not in message and message.endswith(f"python train.py --resume --out {out}")
+    assert checkpoint(out)["step"] == 2 and checkpoint(out)["epoch_end_pending"]
+
+    def crash(run):
+        raise RuntimeError("a bug in validation")
+    monkeypatch.setattr(train, "validate", crash)
+    with pytest.raises(RuntimeError, match="a bug in validation"):      # not a user's mistake
+        train.main(["--resume", "--out", str(out)])
+    monkeypatch.undo()
+    train.main(["--resume", "--out", str(out)])                       # validates epoch 1 first
+    validated = [r["epoch"] for r in map(json.loads, open(out / "metrics.jsonl")) if "val" in r]
+    assert validated == [1] and checkpoint(out)["step"] == 2
+    assert not checkpoint(out)["epoch_end_pending"] and (out / "best.pt").is_file()
+
+
+def test_a_validation_list_without_videos_is_found_at_start_up(data, tmp_path, monkeypatch):
+    (tmp_path / "empty.txt").write_text("")
+    listed = ["--dataset", "list", "--list-file", "train.txt", "--classnames-file",
+              "train_classnames.txt", "--val-list-file", str(tmp_path / "empty.txt")]
+
+    def built(*args):
+        raise AssertionError("the model was built before the validation list was checked")
+    monkeypatch.setattr(train, "build_video_model", built)
+    with pytest.raises(SystemExit) as error:
+        run(data, tmp_path / "out", *listed, "--eval-every", "1")
+    assert error.value.code == (f"error: --val-list-file {tmp_path / 'empty.txt'} lists no "
+                                f"videos: validation needs at least one; fix it, or pass "
+                                f"--eval-every 0 to train without validating")
+    monkeypatch.undo()
+    run(data, tmp_path / "out", *listed, "--eval-every", "0")          # never validated: fine
+    assert checkpoint(tmp_path / "out")["step"] == 2
+
+
+# /sys: no file or folder can be made there, even by root (a folder without write permission would
+# not stop root): EPERM, or EROFS where sysfs is mounted read-only
+@pytest.mark.parametrize("out", ["/sys/actionclip_run", "/sys/kernel"], ids=["new", "existing"])
+def test_an_out_that_cannot_be_written_gets_one_line(data, out):
+    with pytest.raises(SystemExit) as error:
+        train.main(flags(data, out))
+    message = error.value.code
+    assert message.startswith(f"error: --out {out}: cannot write there (") and \
+        message.endswith("): choose a writable folder") and "\n" not in message, message
+
+
+def test_more_frames_than_a_checkpoint_s_positions_name_the_frames_flag(data, finished,
+                                                                         tmp_path):
+    checkpoint_4 = str(finished / "last.pt")                          # transf, 4 frames
+    with pytest.raises(SystemExit) as error:
+        run(data, tmp_path / "new", "--finetune-from", checkpoint_4, "--frames", "8")
+    assert error.value.code == (f"error: --frames 8: --finetune-from {checkpoint_4} has "
+                                f"per-frame position tables for 4 frames only (its visual prompt, "
+                                f"like every transf, transf_cls and joint, runs at most the "
+                                f"frames it was trained with); pass --frames 4 or fewer")
