@@ -436,7 +436,8 @@ def probe_video(path):
     return video_data.count_frames(path), video_index.frame_rate(path)
 
 
-def test_sampling(num_frames, frames):
+def window_sampling(num_frames, frames):
+    """The test sampling [Sec. 4.1] of a window's `num_frames` frames: `frames` indices."""
     return video_data.sample_indices(num_frames, frames, "test")
 
 
@@ -506,7 +507,7 @@ def build_video_index(args, ctx, videos):
         if dist.is_initialized() else video_index.Shard()
     meta = index_meta(args, ctx.model)
     try:
-        summary = video_index.build_index(args.out, videos, meta, probe_video, test_sampling,
+        summary = video_index.build_index(args.out, videos, meta, probe_video, window_sampling,
                                           window_embedder(args, ctx), shard)
     except video_index.IndexMismatch as e:
         raise SystemExit(f"error: --out {e}") from None
@@ -576,7 +577,7 @@ def video_timeline(args, ctx, labels):
     path = args.video[0]
     settings = {"window": args.window, "stride": args.stride,
                 "frames": ctx.model.config["num_frames"]}
-    plans, unreadable = video_index.plan_videos([path], probe_video, settings, test_sampling)
+    plans, unreadable = video_index.plan_videos([path], probe_video, settings, window_sampling)
     if unreadable:
         raise SystemExit(f"error: --video {path}: {unreadable[path]}")
     progress = video_index.Progress(len(plans[0].windows), "timeline")

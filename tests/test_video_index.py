@@ -214,19 +214,31 @@ def test_ctrl_c_keeps_the_videos_done_and_the_rerun_finishes(tmp_path):
                                           np.ones((1, 2), np.float16) * n,
                                           np.zeros(1, np.float32), np.ones(1, np.float32),
                                           np.zeros((1, 1), np.int32)), ""
+        if stop_after is not None:                          # Ctrl-C before the run could end
+            raise KeyboardInterrupt
 
     out = str(tmp_path / "v.idx")
     probe = lambda path: (5, 5.0)
     sample = lambda n, t: [0]
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt):                            # one process: into out
         video_index.build_index(out, paths, meta, probe, sample,
                                 lambda plans, p: embed(plans, p, stop_after=2))
-    assert np.load(out + ".part-0")["paths"].tolist() == paths[:2]    # saved on the way out
+    assert np.load(out)["paths"].tolist() == paths[:2] and not os.path.exists(out + ".part-0")
     summary = video_index.build_index(out, paths, meta, probe, sample, embed)
-    assert embedded == paths[:2] + paths[2:]                          # a and b were not redone
+    assert embedded == paths                                          # a and b were not redone
     assert (summary["embedded"], summary["kept"]) == (1, 2)
     assert np.load(out)["paths"].tolist() == paths
-    assert not os.path.exists(out + ".part-0")
+
+    os.remove(out)                                         # process 1 of 2 (b), stopped at once
+    with pytest.raises(KeyboardInterrupt):
+        video_index.build_index(out, paths, meta, probe, sample,
+                                lambda plans, p: embed(plans, p, stop_after=1),
+                                video_index.Shard(rank=1, world_size=2))
+    assert np.load(out + ".part-1")["paths"].tolist() == [paths[1]]  # its part, for the next run
+    embedded.clear()
+    summary = video_index.build_index(out, paths, meta, probe, sample, embed)
+    assert embedded == [paths[0], paths[2]] and summary["kept"] == 1
+    assert np.load(out)["paths"].tolist() == paths and not os.path.exists(out + ".part-1")
 
 
 def test_two_processes_index_what_one_process_indexes(folder, tmp_path, one_thread):

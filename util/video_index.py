@@ -425,7 +425,8 @@ def build_index(out, paths, meta, probe, sample, embed, shard=Shard(), save_ever
     """Bring `out` up to date with `paths`: keep unchanged videos, embed new and changed ones (this
     process: every world_size-th of them), drop videos no longer there. Every process saves its
     part every `save_every` s and when interrupted (KeyboardInterrupt is re-raised: the next run
-    folds the parts in); process 0 merges the parts into `out`. Returns process 0's summary dict."""
+    folds the parts in; a single process folds its own at once); process 0 merges the parts into
+    `out`. Returns process 0's summary dict."""
     if shard.rank == 0:
         fold_parts(out, meta)
     shard.barrier()
@@ -450,6 +451,8 @@ def build_index(out, paths, meta, probe, sample, embed, shard=Shard(), save_ever
                 last_save = time.time()
     except KeyboardInterrupt:
         part.save(part_path)
+        if shard.world_size == 1:                  # alone: into `out` now, searchable at once
+            fold_parts(out, meta)
         raise
     part.save(part_path)
     shard.barrier()
