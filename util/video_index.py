@@ -485,8 +485,8 @@ def merge_parts(out, paths, old, meta, todo):
 # Search: one matrix product and a top-k
 
 
-# fp16 scores are within 1e-4 of exact ones for |score| <= 1 (rounding of the query and of each
-# output, accumulated in fp32); rows within this margin of the k-th are rescored in fp32.
+# An fp16 score (accumulated in fp32, rounded once) is off by at most half an fp16 step, 5e-4 for
+# |score| <= 1, plus ~1e-4 from the query's rounding; rows this close to the k-th are rescored.
 RESCORE_MARGIN = 2e-3
 
 
@@ -495,7 +495,7 @@ def search(embeddings, query, top):
     L2-normalised) to query (E,), best first.
 
     One pass over the table in fp16 (torch's half matrix-vector product runs near memory speed;
-    converting the table to fp32 first was 25x slower on a 2-core CPU), then the few rows that can
+    converting the table to fp32 first was far slower, BENCHMARKS.md), then the few rows that can
     be in the top k rescored in fp32, so that near-ties are ordered exactly.
     """
     table = torch.from_numpy(np.ascontiguousarray(embeddings))             # (N, E) fp16
