@@ -6,6 +6,9 @@
     python zeroshot.py --dataset kinetics600 --root data/k600 --checkpoint runs/k400/last.pt \\
         --k600-splits k600_novel_split1.csv k600_novel_split2.csv k600_novel_split3.csv
     python zeroshot.py --video a.mp4 b.mp4 --labels "playing guitar" "riding a bike" "juggling"
+    python zeroshot.py --index my_videos/ --out my_videos.idx     # embeddings of every video
+    python zeroshot.py --search "someone jumping on a trampoline" --index my_videos.idx --top 10
+    python zeroshot.py --video long.mp4 --labels-file labels.txt --timeline long.csv
 
 The number depends heavily on the protocol, so each run states its own. Protocols (--protocol):
   splits        UCF101 / HMDB51 (default there): the three official test splits, all 101 / 51
@@ -37,9 +40,11 @@ Shapes: V views per video (clips x crops), K templates, C classes, E joint embed
 """
 
 import argparse
+import csv
 import json
 import math
 import os
+import sys
 
 import numpy as np
 import torch
@@ -49,6 +54,7 @@ import clip_model
 import evaluate
 import prompts
 import video_data
+from util import video_index, video_pictures
 
 PROTOCOLS = ("auto", "splits", "half-classes", "k600-novel", "all-classes")
 PROTOCOL_TEXT = {
@@ -409,7 +415,287 @@ def write_json(path, payload):
 
 
 # --------------------------------------------------------------------------------------------------
+# Your videos as an index: embeddings out (--index), text-to-video search (--search), a timeline of
+# labels over a long video (--timeline). The machinery (file format, windows, sharding, pictures)
+# is util/video_index.py and util/video_pictures.py; here are the model's side and the reports.
+
+DEFAULT_WINDOW, DEFAULT_STRIDE = 10.0, 5.0  # s: Kinetics-length windows, each moment in two
+INDEX_FLAGS = {"index", "out", "window", "stride", "search", "picture", "timeline"}
+MODEL_FLAGS = {"weights", "checkpoint", "device", "fp32"}
+# What each of these runs reads; any other flag given is an error rather than silently ignored.
+INDEX_MODE_READS = {
+    "--index": MODEL_FLAGS | {"index", "out", "window", "stride", "frames", "batch_size",
+                              "workers", "json"},
+    "--search": MODEL_FLAGS | {"index", "search", "top", "picture", "no_templates", "json"},
+    "--timeline": MODEL_FLAGS | {"video", "labels", "labels_file", "timeline", "window", "stride",
+                                 "frames", "top", "no_templates", "batch_size", "workers"},
+}
+SAMPLING_TEXT = ("test sampling in each window: the centre frame of each of T equal segments "
+                 "(video_data.sample_indices)")
+
+
+def read_window(path, indices):
+    """video_data.read_frames; one decoder thread in a DataLoader worker (workers are the
+    parallelism)."""
+    in_worker = torch.utils.data.get_worker_info() is not None
+    return video_data.read_frames(path, indices, 1 if in_worker else 0)
+
+
+def probe_video(path):
+    """(frames, frames per second) of a video file; VideoReadError if it cannot be read."""
+    return video_data.count_frames(path), video_index.frame_rate(path)
+
+
+def window_sampling(num_frames, frames):
+    """The test sampling [Sec. 4.1] of a window's `num_frames` frames: `frames` indices."""
+    return video_data.sample_indices(num_frames, frames, "test")
+
+
+def window_embedder(args, ctx):
+    """video_index.Embedder for ctx's model: windows decoded in --workers processes, one view each,
+    encoded as evaluate.py encodes a test view."""
+    model, device, dtype = ctx.model, ctx.device, ctx.dtype
+    size, T = evaluate.clip_of(model).input_resolution, model.config["num_frames"]
+
+    @torch.no_grad()
+    def encode(video):                                                # uint8 (B, T, 3, S, S)
+        with evaluate.autocast(device, dtype):
+            video = video_data.finish_batch(video, device)[:, None]    # (B, 1, T, 3, S, S)
+            return evaluate.encode_views(model, video)[:, 0]           # (B, E), normalised
+
+    return video_index.Embedder(
+        read_window, video_data.test_transform(size, on_device=True), (T, 3, size, size),
+        lambda dataset: evaluate.eval_loader(dataset, args.batch_size, args.workers), encode)
+
+
+def index_meta(args, model):
+    """What an index records of the model and the sampling (its SAME_SETTINGS must match)."""
+    clip = evaluate.clip_of(model)
+    return {"format": video_index.FORMAT, "version": video_index.VERSION,
+            "model": describe_zeroshot_model(args, model),
+            "model_flags": ["--checkpoint", args.checkpoint] if args.checkpoint else
+            ["--weights", args.weights],
+            "weights_sha256": video_index.weights_sha256(model.state_dict()),
+            "embed_dim": clip.embed_dim, "frames": model.config["num_frames"],
+            "size": clip.input_resolution, "window": args.window, "stride": args.stride,
+            "sampling": SAMPLING_TEXT, "root": os.path.abspath(args.index or "")}
+
+
+def index_inputs(args):
+    """Before any model loads: --index's videos (a list), or --search's index ({name: array})."""
+    if args.search:
+        try:
+            if os.path.isdir(args.index):
+                raise ValueError(f"{args.index} is a folder: --search reads an index file; make "
+                                 f"one with --index {args.index} --out NAME.idx")
+            if not os.path.isfile(args.index):
+                raise ValueError(f"no index file at {args.index}: make one with --index DIR "
+                                 f"--out {args.index}")
+            return video_index.read_index(args.index)
+        except ValueError as e:
+            raise SystemExit(f"error: --index {e}") from None
+    if not os.path.isdir(args.index):
+        raise SystemExit(f"error: --index {args.index}: no such folder; give the folder of videos "
+                         f"to index")
+    if os.path.exists(args.out):
+        try:
+            video_index.read_index(args.out)
+        except ValueError as e:                        # never overwrite a file that is not ours
+            raise SystemExit(f"error: --out {e}: give another --out") from None
+    videos = video_index.list_videos(args.index, video_data.VIDEO_EXTS)
+    if not videos:
+        kinds = ", ".join(video_data.VIDEO_EXTS)
+        raise SystemExit(f"error: --index {args.index}: no video files ({kinds}) under it")
+    return videos
+
+
+def build_video_index(args, ctx, videos):
+    """--index DIR --out NAME.idx: embed the new and changed videos (this process's share under
+    torchrun), keep the rest; report."""
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    shard = video_index.Shard(rank, dist.get_world_size(), dist.barrier) \
+        if dist.is_initialized() else video_index.Shard()
+    meta = index_meta(args, ctx.model)
+    try:
+        summary = video_index.build_index(args.out, videos, meta, probe_video, window_sampling,
+                                          window_embedder(args, ctx), shard)
+    except video_index.IndexMismatch as e:
+        raise SystemExit(f"error: --out {e}") from None
+    except KeyboardInterrupt:
+        kept = args.out if shard.world_size == 1 else f"{args.out}.part-{rank}"
+        print(f"\ninterrupted: the videos embedded so far are kept in {kept}; run the same "
+              f"command again to finish", file=sys.stderr)
+        raise SystemExit(130) from None
+    if summary is not None:
+        report_index(args, meta, summary, len(videos))
+
+
+def report_index(args, meta, summary, total):
+    print(f"{args.out}: {summary['videos']} videos, {summary['windows']} windows of "
+          f"{meta['frames']} frames ({args.window:g} s every {args.stride:g} s); "
+          f"{summary['embedded']} embedded now, {summary['kept']} unchanged, "
+          f"{summary['removed']} gone from {args.index} and dropped; model: {meta['model']}")
+    bad = summary["unreadable"]
+    if bad:
+        print(f"{video_data.unreadable_report(len(bad), total)}:")
+        print("\n".join(f"  {path}: {reason}" for path, reason in sorted(bad.items())))
+    write_json(args.json, {"index": args.out, **{k: v for k, v in summary.items()}})
+    if not summary["videos"]:
+        raise SystemExit(f"error: none of the {total} videos under {args.index} could be read: "
+                         f"the index is empty")
+
+
+def query_feature(args, ctx, text):
+    """The query's text embedding (E,): the mean of its template embeddings, L2-normalised (CLIP's
+    prompt ensemble), or the bare text with --no-templates."""
+    feats = ctx.text_features([text])[:, 0].float().cpu()                    # (K, E)
+    return torch.nn.functional.normalize(feats.mean(0), dim=0)
+
+
+def search_index(args, ctx, index):
+    """--search TEXT --index NAME.idx: the --top windows whose embedding is closest to the text."""
+    meta = index["meta"]
+    if meta["weights_sha256"] != video_index.weights_sha256(ctx.model.state_dict()):
+        raise SystemExit(f"error: --index {args.index} was made with {meta['model']}, not with "
+                         f"this run's {describe_zeroshot_model(args, ctx.model)}: search it with "
+                         f"{' '.join(meta['model_flags'])}")
+    scores, rows = video_index.search(index["embeddings"], query_feature(args, ctx, args.search),
+                                      args.top)
+    hits = [{"rank": r, "score": float(score), "path": str(index["paths"][index["window_file"][i]]),
+             "start_s": float(index["start_s"][i]), "end_s": float(index["end_s"][i]),
+             "frame_indices": index["frame_indices"][i].tolist()}
+            for r, (score, i) in enumerate(zip(scores, rows), 1)]
+    print(f"search {args.search!r} in {args.index} ({len(index['start_s'])} windows of "
+          f"{len(index['paths'])} videos; cosine similarity)\n")
+    for hit in hits:
+        print(f"  {hit['rank']:>3}. {hit['score']:.4f}  {hit['path']}  "
+              f"{clock_range(hit['start_s'], hit['end_s'])}")
+    write_json(args.json, {"query": args.search, "index": args.index, "hits": hits})
+    if args.picture:
+        sheet, _ = video_pictures.contact_sheet(hits, read_window)
+        sheet.save(args.picture)
+        print(f"\nwrote {args.picture}")
+
+
+def clock_range(start, end):
+    """'01:02.5-01:12.5'"""
+    return "-".join(f"{int(t // 60):02d}:{t % 60:04.1f}" for t in (start, end))
+
+
+def video_timeline(args, ctx, labels):
+    """--video V --labels ... --timeline T.csv: every window's top labels, as CSV and T.png."""
+    path = args.video[0]
+    settings = {"window": args.window, "stride": args.stride,
+                "frames": ctx.model.config["num_frames"]}
+    plans, unreadable = video_index.plan_videos([path], probe_video, settings, window_sampling)
+    if unreadable:
+        raise SystemExit(f"error: --video {path}: {unreadable[path]}")
+    progress = video_index.Progress(len(plans[0].windows), "timeline")
+    (_, video, reason), = window_embedder(args, ctx)(plans, progress)
+    if video is None:
+        raise SystemExit(f"error: --video {path}: no window could be read ({reason})")
+    feats = torch.from_numpy(video.embeddings).float()[:, None]       # (W, 1, E): one view
+    probs = evaluate.view_averaged_scores(feats, ctx.text_features(labels).float().cpu(),
+                                          ctx.logit_scale().detach())  # (W, C)
+    rows = timeline_rows(video, probs, labels, min(args.top, len(labels)))
+    write_timeline(args.timeline, rows, min(args.top, len(labels)))
+    picture = os.path.splitext(args.timeline)[0] + ".png"
+    image, _ = video_pictures.timeline_picture(video.start_s, video.end_s, probs.numpy(), labels,
+                                               plans[0].num_frames / plans[0].fps)
+    image.save(picture)
+    for row in rows:
+        print(f"  {clock_range(row[0], row[1])}  {row[2]} ({100 * row[3]:.1f}%)")
+    print(f"wrote {args.timeline}, {picture}")
+
+
+def timeline_rows(video, probs, labels, top):
+    """[start_s, end_s, label 1, p 1, ..., label top, p top] per window."""
+    rows = []
+    for start, end, p in zip(video.start_s.tolist(), video.end_s.tolist(), probs):
+        best = p.topk(top)
+        row = [round(start, 3), round(end, 3)]
+        for value, c in zip(best.values.tolist(), best.indices.tolist()):
+            row += [labels[c], round(value, 4)]
+        rows.append(row)
+    return rows
+
+
+def write_timeline(path, rows, top):
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["start_s", "end_s"] + [f"{name}_{k}" for k in range(1, top + 1)
+                                                for name in ("label", "p")])
+        writer.writerows(rows)
+
+
+# --------------------------------------------------------------------------------------------------
 # Command line
+
+
+def add_index_args(parser):
+    g = parser.add_argument_group("your videos as an index (see the README, 'Search your videos')")
+    g.add_argument("--index", metavar="PATH",
+                   help="with --out: the folder of videos to index (all below it, symlinks "
+                   "followed); with --search: the index file to search")
+    g.add_argument("--out", metavar="NAME.idx",
+                   help="--index: the index file to write; if it exists, only new and changed "
+                   "videos are embedded")
+    g.add_argument("--window", type=evaluate.positive_float, default=DEFAULT_WINDOW,
+                   metavar="SECONDS",
+                   help=f"--index, --timeline: one embedding per window of this many seconds of a "
+                   f"longer video (default {DEFAULT_WINDOW:g}); a shorter video is one window")
+    g.add_argument("--stride", type=evaluate.positive_float, default=DEFAULT_STRIDE,
+                   metavar="SECONDS",
+                   help=f"--index, --timeline: seconds from one window's start to the next "
+                   f"(default {DEFAULT_STRIDE:g}; at most --window)")
+    g.add_argument("--search", metavar="TEXT",
+                   help="the windows of --index NAME.idx that match this text best, --top of them")
+    g.add_argument("--picture", metavar="PNG",
+                   help="--search: draw the hits as a contact sheet (frames, score, time range)")
+    g.add_argument("--timeline", metavar="CSV",
+                   help="--video (one) with --labels: the --top labels of every window, as CSV "
+                   "and as a picture beside it (the same name, .png)")
+
+
+def index_mode(parser, args):
+    """'--search', '--index', '--timeline', or None (a benchmark, or --video's ranking)."""
+    if args.search is not None:
+        if not args.index:
+            parser.error("--search needs --index NAME.idx: the index to search (made with --index "
+                         "DIR --out NAME.idx)")
+        if args.picture and not args.picture.lower().endswith((".png", ".jpg", ".jpeg")):
+            parser.error(f"--picture {args.picture}: give a .png (or .jpg) file name")
+        return "--search"
+    if args.index:
+        if not args.out:
+            parser.error("--index DIR needs --out NAME.idx: the index file to write (or update)")
+        if args.stride > args.window:
+            parser.error(f"--stride {args.stride:g} is longer than --window {args.window:g}: the "
+                         f"windows would leave gaps; give a stride at most the window")
+        return "--index"
+    if args.timeline:
+        if not args.video or len(args.video) != 1:
+            parser.error("--timeline needs --video with one video file (and --labels)")
+        if args.timeline.lower().endswith(".png"):
+            parser.error(f"--timeline {args.timeline}: give the CSV file's name; the picture is "
+                         f"written beside it as .png")
+        if args.stride > args.window:
+            parser.error(f"--stride {args.stride:g} is longer than --window {args.window:g}: the "
+                         f"windows would leave gaps; give a stride at most the window")
+        return "--timeline"
+    return None
+
+
+def search_text(args):
+    """--search's text: not blank, and it fits CLIP's text context in every template."""
+    if not args.search.strip():
+        raise SystemExit("error: --search: the text is empty; say what to find, e.g. --search "
+                         "\"someone jumping on a trampoline\"")
+    templates = prompts.LABEL_ONLY if args.no_templates else prompts.TEMPLATES
+    try:
+        check_label_lengths([args.search], "--search", templates)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
 
 
 def parse_args(argv=None):
@@ -443,10 +729,14 @@ def parse_args(argv=None):
     parser.add_argument("--labels-file", metavar="FILE",
                         help="--video: candidate labels, one per line")
     parser.add_argument("--top", type=evaluate.positive_int, default=5,
-                        help="--video: how many labels to print per video")
+                        help="--video: how many labels to print per video (per window with "
+                        "--timeline); --search: how many windows")
+    add_index_args(parser)
     args = parser.parse_args(argv)
-    if not args.video and not args.dataset:
-        parser.error("give --dataset (a benchmark), or --video with --labels / --labels-file")
+    mode = index_mode(parser, args)
+    if not args.video and not args.dataset and not mode:
+        parser.error("give --dataset (a benchmark), --video with --labels / --labels-file, "
+                     "--index DIR --out NAME.idx, or --search TEXT --index NAME.idx")
     if args.video and args.dataset:
         parser.error("--video and --dataset are two different runs: give one")
     if args.labels and args.labels_file:
@@ -457,13 +747,17 @@ def parse_args(argv=None):
     if args.dataset:
         evaluate.check_dataset_flags(parser, args)
     evaluate.check_device(parser, args)
-    evaluate.check_output_files(parser, args, "--json",
-                                inputs=("--checkpoint", "--weights", "--labels-file"))
-    protocol = "--video" if args.video else choose_protocol(args)
-    ignored = sorted(IGNORED_BY[protocol].intersection(evaluate.given_flags(parser, argv)))
+    evaluate.check_output_files(parser, args, "--json", "--out", "--picture", "--timeline",
+                                inputs=("--checkpoint", "--weights", "--labels-file", "--index"))
+    protocol = mode or ("--video" if args.video else choose_protocol(args))
+    given = evaluate.given_flags(parser, argv)
+    if mode:
+        ignored = sorted(set(given) - INDEX_MODE_READS[mode])
+    else:
+        ignored = sorted((IGNORED_BY[protocol] | INDEX_FLAGS).intersection(given))
     if ignored:
         flags = ", ".join("--" + dest.replace("_", "-") for dest in ignored)
-        used = protocol if args.video else "--protocol " + protocol
+        used = protocol if args.video or mode else "--protocol " + protocol
         parser.error(f"{flags} has no effect with {used}: drop it")
     return args
 
@@ -539,14 +833,23 @@ def run_zeroshot(args):
     """main(), once --json is this run's."""
     evaluate.follow_training(args, args.checkpoint)        # its texts, unless a flag says otherwise
     labels = video_labels(args) if args.video else None    # a bad label list fails before loading
-    if not args.video:
+    if args.dataset:
         evaluate.dataset_root(args)                        # so does a dataset that is not there
+    found = index_inputs(args) if args.index else None     # and a folder or index that is not
+    if args.search:
+        search_text(args)
     rank, world_size, device = evaluate.setup_distributed(args.device)
     model = load_model(args, device)
     dtype = evaluate.autocast_dtype(device, "fp32" if args.fp32 else "auto")
     ctx = Context(args, model, device, dtype, distributed=world_size > 1)
     try:
-        if args.video:
+        if args.search:
+            search_index(args, ctx, found)
+        elif args.index:
+            build_video_index(args, ctx, found)
+        elif args.timeline:
+            video_timeline(args, ctx, labels)
+        elif args.video:
             rank_videos(args, ctx, labels)
         else:
             run_benchmark(args, ctx)
