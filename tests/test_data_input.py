@@ -13,6 +13,7 @@ round 2): nothing silently wrong.
 - test views of a 2000x20 frame are cut out before scaling: no frame-sized intermediate.
 """
 
+import itertools
 import json
 import logging
 import os
@@ -288,6 +289,21 @@ def test_time_sampling_takes_the_frames_shown_at_equal_times(vfr):
                                            times=video_data.frame_times(vfr))
         assert all(shown_at(times, s / T * end) <= i <= shown_at(times, (s + 1) / T * end)
                    for s, i in enumerate(picked))
+
+
+def test_time_sampling_at_a_constant_frame_rate_takes_the_frame_sampling_s_frames(tmp_path):
+    path = video_data.write_video(str(tmp_path / "cfr.mp4"), [index_frame(i) for i in range(90)],
+                                  fps=Fraction(30000, 1001), bframes=3)
+    times = video_data.frame_times(path)
+    assert len(times) == 90 and times[1] == pytest.approx(1001 / 30000)
+    for T in (3, 7, 8, 16):
+        for clips in (1, 2, 3):
+            assert video_data.sample_indices(90, T, "test", clips, times=times) == \
+                video_data.sample_indices(90, T, "test", clips)
+    for n, step, T in itertools.product(range(16, 300), (0.04, 0.1), (4, 8)):  # 25 and 10 fps
+        times = [i * step for i in range(n)]    # a start on a sampled point can round below it
+        assert video_data.sample_indices(n, T, "test", times=times) == \
+            video_data.sample_indices(n, T, "test"), (n, step, T)
 
 
 def test_sample_by_time_is_one_flag_in_train_evaluate_and_zeroshot(vfr, tmp_path):
