@@ -219,6 +219,11 @@ def test_a_name_with_a_newline_stays_on_one_line_in_every_report(tmp_path, capsy
     out = capsys.readouterr().out.splitlines()
     assert repr(str(bad)) in out and repr(good) in out                # each name one line
     assert [v["path"] for v in json.loads(json_path.read_text())["videos"]] == [str(bad), good]
+    with pytest.raises(SystemExit) as stop:                          # --strict, from a worker
+        zeroshot.main(["--video", good, str(bad), "--weights", weights, "--labels", "a", "b",
+                       "--workers", "1", "--device", "cpu", "--frames", "2", "--strict"])
+    assert str(stop.value).startswith(f"error: {str(bad)!r}: cannot open (")
+    assert "\n" not in str(stop.value)
     data = dataset_fixtures.make_kinetics(tmp_path / "k4", videos_per_class=1, missing=0)
     with open(os.path.join(data["root"], "train.csv"), "a", newline="") as f:
         f.write('zumba,"odd\nid",0,10,train\n')                        # a quoted id, a newline
