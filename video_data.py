@@ -118,15 +118,15 @@ def _time_indices(times, num_segments, mode, num_clips, generator):
     random point of each (train), or at the points of each clip (test). `times`: each frame's start
     in seconds, ascending; the last frame lasts as long as the mean frame."""
     start, n = times[0], len(times)
-    frame = (times[-1] - start) / (n - 1)                      # the mean frame's length
+    frame_length = (times[-1] - start) / (n - 1)               # the mean frame's
     if mode == "train":
         points = [s + float(torch.rand((), generator=generator)) for s in range(num_segments)]
     else:
         points = [s + (c + 0.5) / num_clips for c in range(num_clips) for s in range(num_segments)]
     # a point on a frame's start is that frame's, also where rounding puts it a hair before: so
     # at a constant frame rate these are the frames of _train_indices / _test_indices
-    ends = [start + (p / num_segments * n + 1e-6) * frame for p in points]
-    return [bisect.bisect_right(times, t) - 1 for t in ends]
+    instants = [start + (p / num_segments * n + 1e-6) * frame_length for p in points]
+    return [bisect.bisect_right(times, t) - 1 for t in instants]
 
 
 def sample_indices(num_frames, num_segments, mode="train", num_clips=1, generator=None,
