@@ -98,8 +98,8 @@ def describe_zeroshot_model(args, model):
     if args.checkpoint:
         return f"ActionCLIP {video_data.shown_path(args.checkpoint)}: " \
                f"{evaluate.describe_model(model)}"
-    return (f"plain CLIP {video_data.shown_path(args.weights)}, no temporal module: the {model.config['num_frames']} "
-            f"frame features are averaged (meanP)")
+    return (f"plain CLIP {video_data.shown_path(args.weights)}, no temporal module: the "
+            f"{model.config['num_frames']} frame features are averaged (meanP)")
 
 
 def subset_predictions(features, targets, ok, text_feats, logit_scale, classes):

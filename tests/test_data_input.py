@@ -51,7 +51,7 @@ def pairs(split):
     return [(r.path, r.label) for r in split.records]
 
 
-# ------------------------------------------------------------------------------ prepare: one stem, two videos
+# -------------------------------------------------------------------- prepare: one stem, two videos
 
 
 @pytest.mark.parametrize("form", ["frames", "video"])
@@ -93,7 +93,7 @@ def test_prepare_refuses_a_copy_inside_another_videos_frame_folder(tmp_path, cap
     assert "prepared 2 videos" in capsys.readouterr().out
 
 
-# --------------------------------------------------------------------------------- symbolic links, empty classes
+# -------------------------------------------------------------------- symbolic links, empty classes
 
 
 def test_linked_split_and_class_folders_are_followed_and_a_loop_ends(tmp_path, caplog):
@@ -129,7 +129,7 @@ def test_a_class_without_videos_is_named(tmp_path, caplog):
                       "finished?)"]
 
 
-# ------------------------------------------------------------------------------------------- list files
+# --------------------------------------------------------------------------------------- list files
 
 
 def test_list_paths_may_hold_spaces(tmp_path, caplog):
@@ -193,7 +193,7 @@ def test_shots_above_a_class_s_videos_is_said_once_per_class(tmp_path, capsys):
         "--shots 5: class 'one' has 1 training videos; it trains on those"]
 
 
-# ------------------------------------------------------------------------------ names holding a newline
+# -------------------------------------------------------------------------- names holding a newline
 
 
 def test_a_name_with_a_newline_stays_on_one_line_in_every_report(tmp_path, capsys, caplog):
@@ -238,7 +238,7 @@ def test_a_name_with_a_newline_stays_on_one_line_in_every_report(tmp_path, capsy
     assert len(warned) == 1 and repr(bad_copy) in warned[0] and "\n" not in warned[0]
 
 
-# --------------------------------------------------------------------------------- variable frame rate
+# ------------------------------------------------------------------------------ variable frame rate
 
 
 def write_vfr(path, pts_ms):
@@ -340,7 +340,7 @@ def test_sample_by_time_is_one_flag_in_train_evaluate_and_zeroshot(vfr, tmp_path
         assert torch.equal(evaluate.eval_dataset(split, model, flags)[0][0][0], expected)
 
 
-# ----------------------------------------------------------------------------- test views of long frames
+# ------------------------------------------------------------------------ test views of long frames
 
 
 def test_a_long_frame_is_cut_into_views_before_it_is_scaled(monkeypatch):
