@@ -545,6 +545,10 @@ def add_data_args(parser):
     parser.add_argument("--crops", type=int, default=1, choices=(1, 3),
                         help="spatial crops per clip: 1 centre crop (default, the paper's) or 3 "
                         "along the long side (its best results)")
+    parser.add_argument("--sample-by", choices=video_data.SAMPLE_BY, default="frame",
+                        help="frame: T segments of equal frame count (default; the paper's TSN "
+                        "sampling); time: of equal duration, by the file's timestamps (variable "
+                        "frame rate video, e.g. from phones)")
     parser.add_argument("--no-templates", action="store_true", default=None,
                         help="bare class names instead of the 16-template ensemble (Table 3's "
                         "ablation; the default for a checkpoint trained with --no-text-prompts)")
@@ -687,7 +691,8 @@ def eval_dataset(split, model, args):
     size = clip_of(model).input_resolution
     transform = video_data.test_transform(size, args.crops, on_device=True)  # uint8 from workers
     return video_data.VideoDataset(split, model.config["num_frames"], "test", transform,
-                                   num_clips=args.clips, num_crops=args.crops, strict=args.strict)
+                                   num_clips=args.clips, num_crops=args.crops, strict=args.strict,
+                                   sample_by=args.sample_by)
 
 
 def check_classifier_classes(model, split, checkpoint):
@@ -822,7 +827,7 @@ def evaluate_checkpoint(args):
                          f"read)") from None
     if rank == 0:
         num_templates = None if text_feats is None else len(text_feats)
-        header = [f"ActionCLIP evaluation of {args.checkpoint}",
+        header = [f"ActionCLIP evaluation of {video_data.shown_path(args.checkpoint)}",
                   f"model: {describe_model(model)}",
                   f"protocol: {describe_protocol(args, split_name, num_templates)}",
                   f"processes: {world_size}, device: {device.type}"]

@@ -497,9 +497,11 @@ def build_data(args, ddp, train_split, val_split, size):
     pixels."""
     videos = video_data.VideoDataset(train_split, args.frames, "train", augmentation(args, size),
                                      in_memory=args.in_memory, seed=args.seed,
-                                     jpeg_bytes=jpeg_on_device(args, ddp, train_split))
+                                     jpeg_bytes=jpeg_on_device(args, ddp, train_split),
+                                     sample_by=args.sample_by)
     views = video_data.test_transform(size, on_device=True)           # uint8: normalised on device
-    val = video_data.VideoDataset(val_split, args.frames, "test", views, in_memory=args.in_memory)
+    val = video_data.VideoDataset(val_split, args.frames, "test", views, in_memory=args.in_memory,
+                                  sample_by=args.sample_by)
     if args.in_memory:
         warm_cache(videos, "decoding training videos", ddp.master)
         warm_cache(val, "decoding validation videos", ddp.master)
@@ -561,6 +563,11 @@ def few_shot(split, shots, seed):
         if taken.get(label, 0) < shots:
             taken[label] = taken.get(label, 0) + 1
             picked.append(i)
+    master = int(os.environ.get("RANK", 0)) == 0               # said once, before training
+    for label, name in enumerate(split.classnames):
+        if master and taken.get(label, 0) < shots:
+            print(f"--shots {shots}: class {name!r} has {taken.get(label, 0)} training videos; "
+                  f"it trains on those", file=sys.stderr)
     records = [split.records[i] for i in sorted(picked)]
     return video_data.DatasetSplit(records, split.classnames, split.multilabel)
 
@@ -1246,6 +1253,10 @@ def add_training_data_args(p):
                    "(UCF101/HMDB51/Charades: val is their test list)")
     d.add_argument("--shots", type=positive_int, metavar="K", help="few-shot (Fig. 3): train on K "
                    "videos per class, drawn with --seed; paper: K = 2, 4, 8, 16")
+    d.add_argument("--sample-by", choices=video_data.SAMPLE_BY, default="frame",
+                   help="frame: T segments of equal frame count (default; the paper's TSN "
+                   "sampling); time: of equal duration, by the file's timestamps (variable frame "
+                   "rate video, e.g. from phones), in training and validation")
     d.add_argument("--augment", default="official", choices=["official", "crop", "none"],
                    help="official: TSN multi-scale crop, flip, colour jitter, grayscale [Sec. "
                    "4.1]; crop: the crop only (for data whose labels a flip or a colour change "

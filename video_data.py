@@ -37,6 +37,7 @@ import bisect
 import collections
 import csv
 import fcntl
+import functools
 import glob
 import hashlib
 import io
@@ -116,12 +117,31 @@ def _test_indices(num_frames, num_segments, num_clips):
     ]
 
 
-def sample_indices(num_frames, num_segments, mode="train", num_clips=1, generator=None):
+def _time_indices(times, num_segments, mode, num_clips, generator):
+    """As _train_indices / _test_indices, with T segments of equal duration: the frame shown at a
+    random point of each (train), or at the points of each clip (test). `times`: each frame's start
+    in seconds, ascending; the last frame lasts as long as the mean frame."""
+    start, n = times[0], len(times)
+    frame_length = (times[-1] - start) / (n - 1)               # the mean frame's
+    if mode == "train":
+        points = [s + float(torch.rand((), generator=generator)) for s in range(num_segments)]
+    else:
+        points = [s + (c + 0.5) / num_clips for c in range(num_clips) for s in range(num_segments)]
+    # a point on a frame's start is that frame's, also where rounding puts it a hair before: so
+    # at a constant frame rate these are the frames of _train_indices / _test_indices
+    instants = [start + (p / num_segments * n + 1e-6) * frame_length for p in points]
+    return [bisect.bisect_right(times, t) - 1 for t in instants]
+
+
+def sample_indices(num_frames, num_segments, mode="train", num_clips=1, generator=None,
+                   times=None):
     """Frame indices to read from a video of `num_frames` frames [Sec. 4.1].
 
     train: T indices, one uniformly random frame in each of T equal segments (torch RNG, or
     `generator`, a torch.Generator). test: num_clips*T indices, clip-major, segment centres for
     one clip.
+    Segments are equal in frame count; given `times` (frame_times: num_frames start times,
+    ascending), equal in duration instead, which differs for variable frame rate video.
     Videos with fewer than T frames repeat frames deterministically and in order (3 frames, T = 8:
     0,0,0,1,1,1,2,2), in both modes.
     """
@@ -133,6 +153,8 @@ def sample_indices(num_frames, num_segments, mode="train", num_clips=1, generato
     if num_frames < num_segments:  # as the official code: frame i * n // T, the same in both modes
         starts = [start for start, _ in _segment_bounds(num_frames, num_segments)]
         return starts * (num_clips if mode == "test" else 1)
+    if times is not None and len(times) == num_frames > 1 and times[-1] > times[0]:
+        return _time_indices(times, num_segments, mode, num_clips, generator)
     if mode == "train":
         return _train_indices(num_frames, num_segments, generator)
     return _test_indices(num_frames, num_segments, num_clips)
@@ -312,11 +334,20 @@ def _three_crop_boxes(image_w, image_h, size):
     return [(left, y) for y in (0, (image_h - size) // 2, image_h - size)]
 
 
+MAX_TEST_ASPECT = 4  # test views of frames longer than 4:1 are cut out before they are scaled
+
+
 class TestTransform:
     """Deterministic test views [Sec. 4.1]: resize the short side to size * 256/224, then a centre
     crop (num_crops=1 -> (T, 3, S, S)) or 3 crops along the long side (num_crops=3 ->
     (3, T, 3, S, S)). Input: uint8 (T, h, w, 3). on_device=True leaves the views uint8, for
-    finish_batch."""
+    finish_batch.
+
+    Memory: a frame more than MAX_TEST_ASPECT times longer than wide is not scaled whole (a 4000x16
+    frame would become 64000x256, 0.75 GB for 8 frames): each crop is cut from the frame as decoded
+    and scaled alone. So a view never holds more than T frames of scale_size x 4 * scale_size
+    pixels, whatever the aspect ratio.
+    """
 
     __test__ = False  # not a pytest class
 
@@ -330,8 +361,29 @@ class TestTransform:
     def finish(self, views):
         return views if self.on_device else _normalise(views)
 
+    def _crops_first(self, video):
+        """The same views of a very long frame, each cut out of the frame as decoded, then scaled:
+        (T, 3, S, S) or (3, T, 3, S, S)."""
+        h, w = video.shape[-2:]
+        scale = self.scale_size / min(h, w)
+        sh, sw = (self.scale_size, int(w * scale)) if h <= w else (int(h * scale), self.scale_size)
+        if self.num_crops == 1:                                  # TF.center_crop's box
+            boxes = [(round((sw - self.size) / 2), round((sh - self.size) / 2))]
+        else:
+            boxes = _three_crop_boxes(sw, sh, self.size)
+        fy, fx = sh / h, sw / w                                  # scaled pixels per pixel
+        crops = []
+        for left, top in boxes:
+            crop_h, crop_w = max(1, round(self.size / fy)), max(1, round(self.size / fx))
+            top, left = min(round(top / fy), h - crop_h), min(round(left / fx), w - crop_w)
+            crops.append(TF.resized_crop(video, top, left, crop_h, crop_w,
+                                         [self.size, self.size], antialias=True))
+        return crops[0] if self.num_crops == 1 else torch.stack(crops)
+
     def __call__(self, clip):
         video = _as_tchw(clip)                                       # (T, 3, h, w)
+        if max(video.shape[-2:]) > MAX_TEST_ASPECT * min(video.shape[-2:]):
+            return self.finish(self._crops_first(video))
         video = TF.resize(video, [self.scale_size], antialias=True)  # short side -> scale_size
         if self.num_crops == 1:
             return self.finish(TF.center_crop(video, [self.size, self.size]))  # (T, 3, S, S)
@@ -485,6 +537,14 @@ class DatasetSplit:
 MAX_REPLACEMENTS = 20  # a training item tries this many other videos before giving up
 
 
+def shown_path(path):
+    """`path` as reports print it: as is, or quoted with Python's escapes when it holds a newline,
+    a tab or another character that is not printable (a name that is not UTF-8), so that one
+    record stays one line and the name can still be told apart from every other."""
+    path = os.fsdecode(path)
+    return path if path.isprintable() else repr(path)
+
+
 def unreadable_report(num_failed, num_total):
     """The line an evaluation prints about unreadable videos."""
     return f"{num_failed} of {num_total} videos could not be read"
@@ -516,6 +576,34 @@ def _remove_own_folder(folder, pid):
         shutil.rmtree(folder, ignore_errors=True)
 
 
+SAMPLE_BY = ("frame", "time")  # segments equal in frame count (TSN, official) or in duration
+
+
+@functools.lru_cache(maxsize=20_000)
+def _frame_times(path, size, mtime_ns):
+    try:
+        with av.open(path, options={"skip_frame": "all"}, **_METADATA_ERRORS) as container:
+            stream = container.streams.video[0]
+            pts = [p.pts for p in container.demux(stream) if p.size and not p.is_discard]
+            time_base = stream.time_base
+    except (av.FFmpegError, IndexError, OSError, UnicodeDecodeError):
+        return None
+    if not pts or None in pts or len(set(pts)) < len(pts) or time_base is None:
+        return None
+    return tuple(float(t * time_base) for t in sorted(pts))
+
+
+def frame_times(path):
+    """The start of each frame of a video file in seconds, in read_frames' order (presentation
+    order), from the timestamps the file gives its frames; None for a frame folder, or a file
+    whose frames lack distinct timestamps. Read by demuxing, without decoding; cached per file."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return None if os.path.isdir(path) else _frame_times(path, st.st_size, st.st_mtime_ns)
+
+
 class ClipReader:
     """The sampled uint8 frames (num_clips*T, h, w, 3), clip-major, of a VideoRecord [Sec. 4.1].
 
@@ -523,11 +611,17 @@ class ClipReader:
     (a truncated file, a list that overstates a frame folder), the frames on disk are trusted and
     the clip resampled once. in_memory=True keeps every decoded video (for tiny datasets).
     jpeg_bytes=True reads frame folders' JPEG files undecoded: a list of T (n,) uint8 tensors.
+    sample_by='time': segments of equal duration, by frame_times (video files whose timestamps
+    count every frame; others keep segments of equal frame count: frame folders, and `prepare`'s
+    copies, written at a constant rate, carry no timing of the original).
     """
 
-    def __init__(self, num_frames, mode, num_clips=1, in_memory=False, jpeg_bytes=False):
+    def __init__(self, num_frames, mode, num_clips=1, in_memory=False, jpeg_bytes=False,
+                 sample_by="frame"):
+        if sample_by not in SAMPLE_BY:
+            raise ValueError(f"ClipReader: sample_by must be one of {SAMPLE_BY}, got {sample_by!r}")
         self.num_frames, self.mode, self.num_clips = num_frames, mode, num_clips
-        self.in_memory, self.jpeg_bytes = in_memory, jpeg_bytes
+        self.in_memory, self.jpeg_bytes, self.sample_by = in_memory, jpeg_bytes, sample_by
         self._frames = {}  # path -> decoded uint8 video
         self._counts = {}  # path -> corrected frame count
 
@@ -541,7 +635,8 @@ class ClipReader:
 
     def _read(self, record):
         n = self._count(record)
-        indices = sample_indices(n, self.num_frames, self.mode, self.num_clips)
+        times = frame_times(record.path) if self.sample_by == "time" else None
+        indices = sample_indices(n, self.num_frames, self.mode, self.num_clips, times=times)
         in_worker = torch.utils.data.get_worker_info() is not None
         threads = 1 if in_worker else 0  # workers are the parallelism
         if self.jpeg_bytes and os.path.isdir(record.path):
@@ -578,10 +673,12 @@ class VideoDataset(torch.utils.data.Dataset):
     test_transform(224).
     jpeg_bytes=True (train mode, frame folders): items carry JpegClips, decoded on the model's
     device by finish_batch; a DataLoader needs collate_fn=collate for them.
+    sample_by: 'frame' (segments of equal frame count) or 'time' (of equal duration; ClipReader).
     """
 
     def __init__(self, split_or_records, num_frames, mode="train", transform=None, num_clips=1,
-                 num_crops=1, strict=False, in_memory=False, seed=0, jpeg_bytes=False):
+                 num_crops=1, strict=False, in_memory=False, seed=0, jpeg_bytes=False,
+                 sample_by="frame"):
         if mode not in ("train", "test"):
             raise ValueError(f"VideoDataset: mode must be 'train' or 'test', got {mode!r}")
         split = split_or_records
@@ -597,7 +694,7 @@ class VideoDataset(torch.utils.data.Dataset):
         if jpeg_bytes and (mode != "train" or in_memory):
             raise ValueError("VideoDataset: jpeg_bytes is for training clips read from disk "
                              "(mode='train', in_memory=False)")
-        self.read = ClipReader(num_frames, mode, self.num_clips, in_memory, jpeg_bytes)
+        self.read = ClipReader(num_frames, mode, self.num_clips, in_memory, jpeg_bytes, sample_by)
         self._bad = set()  # indices found unreadable
         self._blank = None  # zeros for a failed test item
         self._logged = FirstTime()  # each bad path logged once, whatever the workers and epochs
@@ -716,7 +813,7 @@ class VideoReadError(RuntimeError):
         if reason is None and "\n" in path:  # DataLoader's re-raise: the worker's traceback
             last = path.rstrip().rsplit("\n", 1)[-1]  # 'video_data.VideoReadError: <our message>'
             path = last.split(": ", 1)[-1]
-        super().__init__(path if reason is None else f"{path}: {reason}")
+        super().__init__(path if reason is None else f"{shown_path(path)}: {reason}")
         self.path, self.reason = path, reason
 
     # rebuilt from (path, reason), so it crosses DataLoader worker boundaries intact
@@ -1503,14 +1600,18 @@ def _read_kinetics_csv(path):
 
 def _find_videos(video_dir):
     """{file stem: path} of every video file below video_dir (per-class folders or flat), walked in
-    sorted order (a stem found twice: the last one, on every machine). A subfolder holding a
-    PREPARED_RECORD is a copy `prepare` wrote, not originals: it is not walked."""
-    found = {}
-    for folder, subfolders, files in os.walk(video_dir):
-        subfolders.sort()
-        if PREPARED_RECORD in files and folder != video_dir:
+    sorted order (a stem found twice: the last one, on every machine). Symbolic links to folders
+    are followed (a split or class folder linked from another disk), each real folder walked once,
+    so a link to a folder above it ends no walk in a loop. A subfolder holding a PREPARED_RECORD is
+    a copy `prepare` wrote, not originals: it is not walked."""
+    found, walked = {}, set()
+    for folder, subfolders, files in os.walk(video_dir, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in walked or (PREPARED_RECORD in files and folder != video_dir):
             subfolders.clear()
             continue
+        walked.add(real)
+        subfolders.sort()
         for name in sorted(files):
             stem, ext = os.path.splitext(name)
             if ext.lower() in VIDEO_EXTS:
@@ -1550,7 +1651,7 @@ def load_kinetics(root, dataset="kinetics400", split="train", videos_dir=None):
                          f"check --root / --videos-dir")
     if missing:
         log.warning("%s %s: %d of %d listed videos are missing under %s", dataset, split, missing,
-                    missing + len(records), video_dir)
+                    missing + len(records), shown_path(video_dir))
     return DatasetSplit(records, classes, missing=missing)
 
 
@@ -1617,57 +1718,110 @@ def read_classnames(path):
     return _names_by_id(path, rows, first_id=0)
 
 
+_LIST_LINE = re.compile(r"(?P<video>.*?\S)(?:\s+(?P<frames>\d+))?\s+(?P<label>\d+)")
+
+
 def _parse_list_line(path, n, line, root):
-    """'path label' (video file) or 'path num_frames label' (TSN frame folder) -> VideoRecord."""
-    parts = line.split()
-    if len(parts) not in (2, 3) or not all(p.isdigit() for p in parts[1:]):
-        raise _bad_line(path, n, line, "'<path> <label>' or '<path> <num_frames> <label>'")
-    video = parts[0] if os.path.isabs(parts[0]) else os.path.join(root, parts[0])
-    num_frames = int(parts[1]) if len(parts) == 3 else None
-    return VideoRecord(video, int(parts[-1]), num_frames)
+    """'path label' (video file) or 'path num_frames label' (TSN frame folder) -> VideoRecord.
+
+    The label is the last field and a frame count the one before it, so a path may hold spaces.
+    'clip 120 3' is the frame folder 'clip' of 120 frames, unless only 'clip 120' exists.
+    """
+    match = _LIST_LINE.fullmatch(line)
+    if not match:
+        raise _bad_line(path, n, line, "'<path> <label>' or '<path> <num_frames> <label>' (the "
+                                       "label a whole number, the last field)")
+    video, frames = os.path.join(root, match["video"]), match["frames"]  # absolute paths stay
+    if frames is not None and not os.path.exists(video):
+        whole = os.path.join(root, line[:match.start("label")].rstrip())
+        if os.path.exists(whole):                        # a path that ends in a number
+            video, frames = whole, None
+    return VideoRecord(video, int(match["label"]), None if frames is None else int(frames))
+
+
+def _drop_repeated_lines(list_file, lines, records):
+    """Records of a list file with each video once. A video listed again with the same label is
+    kept once, with a warning; with another label it is an error: one video has one class."""
+    first, kept, repeats = {}, [], []
+    for (n, line), record in zip(lines, records):
+        key = os.path.normpath(record.path)
+        if key not in first:
+            first[key] = (n, record)
+            kept.append(record)
+        elif first[key][1].label != record.label:
+            m, earlier = first[key]
+            raise ValueError(f"{list_file}, lines {m} and {n}: {shown_path(record.path)} has label "
+                             f"{earlier.label}, then {record.label}; a video has one class: "
+                             f"remove the wrong line")
+        else:
+            repeats.append((first[key][0], n))
+    if repeats:
+        m, n = repeats[0]
+        log.warning("%s: %d lines repeat a video listed before (e.g. line %d repeats line %d); "
+                    "each video is counted once", list_file, len(repeats), n, m)
+    return kept
 
 
 def load_list(root, list_file, classnames_file):
     """A generic list file, 'path label' or 'path num_frames label' per line (paths relative to
-    root unless absolute), with class names from a text file or an 'id,name' CSV (both paths
-    relative to root unless absolute)."""
+    root unless absolute, and may hold spaces), with class names from a text file or an 'id,name'
+    CSV (both paths relative to root unless absolute). A video listed twice counts once."""
     list_file = os.path.join(root, list_file)
-    records = [_parse_list_line(list_file, n, line, root) for n, line in _read_lines(list_file)]
+    lines = _read_lines(list_file)
+    records = [_parse_list_line(list_file, n, line, root) for n, line in lines]
+    records = _drop_repeated_lines(list_file, lines, records)
     classnames = read_classnames(os.path.join(root, classnames_file))
     for r in records:
         if not 0 <= r.label < len(classnames):
-            raise ValueError(f"{list_file}: label {r.label} of {r.path} is not a class of "
-                             f"{classnames_file} ({len(classnames)} classes)")
+            raise ValueError(f"{list_file}: label {r.label} of {shown_path(r.path)} is not a class "
+                             f"of {classnames_file} ({len(classnames)} classes)")
     return DatasetSplit(records, classnames)
 
 
 # Prepared forms and the one entry point -----------------------------------------------------------
 
 
-def _prepared_rel(path, root):
+def _prepared_rel(path, root, keep_ext=False):
     """Where a video's prepared form lives, relative to the prepared folder: its path below root
-    without extension (a video outside root keeps its absolute path below the prepared folder)."""
+    without extension (a video outside root keeps its absolute path below the prepared folder).
+    keep_ext: with it ('clip.avi'), for videos that share a stem with another ('clip.mp4')."""
     rel = os.path.relpath(os.path.abspath(path), os.path.abspath(root))
     if rel.startswith(".."):
         rel = os.path.abspath(path).lstrip(os.sep)
-    return os.path.splitext(rel)[0]
+    return rel if keep_ext else os.path.splitext(rel)[0]
 
 
 def _use_prepared(split, root, prepared):
     """Point each record at its prepared frame folder or .mp4 when one exists (else the
-    original)."""
+    original). A video that shares its stem with another was prepared under its name with the
+    extension: that form is looked for first."""
     _require(prepared, "prepared folder (written by `python video_data.py prepare`)")
     found = 0
     for r in split.records:
+        whole = os.path.join(prepared, _prepared_rel(r.path, root, keep_ext=True))
         stem = os.path.join(prepared, _prepared_rel(r.path, root))
-        for candidate in (stem, stem + ".mp4"):
-            if os.path.exists(candidate):
+        for candidate, form in ((whole, "frames"), (whole + ".mp4", "video"), (stem, "frames"),
+                                (stem + ".mp4", "video")):
+            if os.path.isdir(candidate) if form == "frames" else os.path.isfile(candidate):
                 r.path, r.num_frames, found = candidate, None, found + 1
                 break
     if found < len(split.records):
         log.warning("%s: %d of %d videos have no prepared form; reading the originals",
-                    prepared, len(split.records) - found, len(split.records))
+                    shown_path(prepared), len(split.records) - found, len(split.records))
     return split
+
+
+def _warn_empty_classes(dataset, split_name, split):
+    """Say which classes of a split have no video: they would train or score nothing, silently."""
+    present = set()
+    for r in split.records:
+        present.update(r.label if isinstance(r.label, list) else [r.label])
+    empty = [name for i, name in enumerate(split.classnames) if i not in present]
+    if empty:
+        names = ", ".join(repr(name) for name in empty[:10]) + (" ..." if len(empty) > 10 else "")
+        log.warning("%s %s: %d of %d classes have no videos (%s): check that their videos are "
+                    "there (a link that cannot be followed? a copy not finished?)", dataset,
+                    split_name, len(empty), len(split.classnames), names)
 
 
 def load_split(dataset, root, split="train", fold=1, prepared=None, **kw):
@@ -1696,6 +1850,7 @@ def load_split(dataset, root, split="train", fold=1, prepared=None, **kw):
         out = load_list(root, f"{split}.txt", f"{split}_classnames.txt")
     else:
         raise ValueError(f"load_split: unknown dataset {dataset!r}; expected one of {DATASETS}")
+    _warn_empty_classes(dataset, split, out)
     return _use_prepared(out, root, prepared) if prepared else out
 
 
@@ -1855,8 +2010,8 @@ class OutputInUse(ValueError):
 
 class OutputLock:
     """Held for a command's life over what it writes: `path` is the lock file, `flag` and `target`
-    the output it guards (e.g. "--out", "runs/k400"). The file holds the holder's host and pid. It is
-    also flock'ed: the kernel drops that lock when the holder ends, even by SIGKILL, so a file left
+    the output it guards (e.g. "--out", "runs/k400"). The file holds the holder's host and pid. It
+    is also flock'ed: the kernel drops that lock when the holder ends, even by SIGKILL, so a file left
     by a killed run is recognised as stale and taken over. Under torchrun only rank 0 takes it."""
 
     def __init__(self, path, flag, target):
@@ -2111,6 +2266,32 @@ def _write_json(path, payload):
     os.replace(path + ".tmp", path)
 
 
+def _prepared_paths(sources, root, out, form):
+    """{source: where its prepared form goes}, one distinct place per source. Videos that share a
+    stem in one folder ('clip.avi', 'clip.mp4') keep their extension ('clip.avi[.mp4]'); any other
+    clash (a place taken twice, or inside another video's frame folder) is refused before a video
+    is converted."""
+    stems = collections.Counter(_prepared_rel(src, root) for src in sources)
+    suffix = ".mp4" if form == "video" else ""
+    by_place = {}
+    for src in sources:
+        rel = _prepared_rel(src, root)
+        dst = os.path.join(out, _prepared_rel(src, root, keep_ext=stems[rel] > 1)) + suffix
+        if dst in by_place:
+            raise ValueError(f"prepare: {shown_path(by_place[dst])} and {shown_path(src)} would "
+                             f"both be prepared as {shown_path(dst)}; rename one of them")
+        by_place[dst] = src
+    for dst, src in by_place.items() if form == "frames" else ():
+        parent = os.path.dirname(dst)
+        while parent not in by_place and len(parent) > len(out):
+            parent = os.path.dirname(parent)
+        if parent in by_place:                      # a frame folder holds frames, no other copy
+            raise ValueError(f"prepare: {shown_path(src)} would be prepared inside the frame "
+                             f"folder of {shown_path(by_place[parent])}; rename one of them, or "
+                             f"use --form video")
+    return {src: dst for dst, src in by_place.items()}
+
+
 def prepare(dataset, root, out, form="frames", short_side=256, workers=1, quality=90,
             gop=PREPARED_GOP, **kw):
     """Convert every video of a dataset into frame folders (form='frames': img_00001.jpg ..., the
@@ -2125,16 +2306,17 @@ def prepare(dataset, root, out, form="frames", short_side=256, workers=1, qualit
     settings.update({"quality": quality} if form == "frames" else {"gop": gop})
     _check_same_settings(out, settings)
     sources = _dataset_videos(dataset, root, **kw)
+    places = _prepared_paths(sources, root, out, form)  # distinct names, checked before any work
     with OutputLock.folder(out, "--out"):      # makes `out`; one prepare writes there at a time
         _write_json(os.path.join(out, PREPARED_RECORD), settings)  # first: walks skip `out`
         jobs, skipped = [], 0
-        for src in sources:
-            dst = os.path.join(out, _prepared_rel(src, root)) + (".mp4" if form == "video" else "")
+        for src, dst in places.items():
             if os.path.exists(dst):
                 skipped += 1
             else:
                 jobs.append((src, dst, form, short_side, quality, gop))
-        progress = _Progress(len(jobs), f"prepare {dataset} -> {out} ({skipped} done before)")
+        progress = _Progress(len(jobs), f"prepare {dataset} -> {shown_path(out)} ({skipped} done "
+                                        f"before)")
         failed = []
         for src, error in _run_jobs(jobs, workers):
             progress.update(error is not None)
@@ -2204,8 +2386,8 @@ def main(argv=None):
                                              **kw)
     except (OSError, ValueError) as e:  # a missing or unreadable root, annotation file or --out
         raise SystemExit(f"error: {e}") from None
-    print(f"prepared {converted} videos into {args.out} ({skipped} were done before); "
-          f"{unreadable_report(len(failed), converted + len(failed))}")
+    print(f"prepared {converted} videos into {shown_path(args.out)} ({skipped} were done "
+          f"before); {unreadable_report(len(failed), converted + len(failed))}")
     return 1 if failed and not (converted or skipped) else 0  # fail only if none could be prepared
 
 

@@ -103,9 +103,10 @@ def load_model(args, device):
 def describe_zeroshot_model(args, model):
     """--checkpoint's ActionCLIP (evaluate.describe_model), or plain CLIP (--weights)."""
     if args.checkpoint:
-        return f"ActionCLIP {args.checkpoint}: {evaluate.describe_model(model)}"
-    return (f"plain CLIP {args.weights}, no temporal module: the {model.config['num_frames']} "
-            f"frame features are averaged (meanP)")
+        return f"ActionCLIP {video_data.shown_path(args.checkpoint)}: " \
+               f"{evaluate.describe_model(model)}"
+    return (f"plain CLIP {video_data.shown_path(args.weights)}, no temporal module: the "
+            f"{model.config['num_frames']} frame features are averaged (meanP)")
 
 
 def subset_predictions(features, targets, ok, text_feats, logit_scale, classes):
@@ -400,12 +401,13 @@ def format_benchmark(header, results, summary):
 def format_ranking(path, scores, labels, ok, top):
     """One video's labels, most probable first: '  1. playing guitar   87.31%'."""
     if not ok:
-        return f"{path}\n  could not be read (the warning on stderr says why)"
+        shown = video_data.shown_path(path)
+        return f"{shown}\n  could not be read (the warning on stderr says why)"
     probability, order = scores.sort(descending=True)
     width = max(len(label) for label in labels)
     rows = [f"  {rank:>2}. {labels[i]:<{width}}  {100 * p:6.2f}%"
             for rank, (p, i) in enumerate(zip(probability[:top].tolist(), order[:top].tolist()), 1)]
-    return "\n".join([path] + rows)
+    return "\n".join([video_data.shown_path(path)] + rows)
 
 
 def write_json(path, payload):
@@ -778,7 +780,8 @@ def rank_videos(args, ctx, labels):
     """--video: every video against every label; a ranked table per video."""
     missing = [path for path in args.video if not os.path.exists(path)]
     if missing:
-        raise SystemExit(f"error: --video: no such file: {', '.join(missing)}")
+        raise SystemExit(f"error: --video: no such file: "
+                         f"{', '.join(map(video_data.shown_path, missing))}")
     records = [video_data.VideoRecord(path, 0) for path in args.video]  # label unused
     preds = ctx.predict(video_data.DatasetSplit(records, labels), ctx.text_features(labels),
                         "videos")

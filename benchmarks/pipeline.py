@@ -190,7 +190,7 @@ def evaluate_part(run, clips, crops, batch, workers):
     model, device = run.model.eval(), run.ddp.device
     dtype = run.dtype                                        # None: fp32, as train.predict
     split = video_data.DatasetSplit(run.val.records, run.classnames)
-    views = argparse.Namespace(crops=crops, clips=clips, strict=False)
+    views = argparse.Namespace(crops=crops, clips=clips, strict=False, sample_by="frame")
     dataset = evaluate.eval_dataset(split, model, views)
     with run.autocast:
         text = prompts.text_features(model, run.classnames, run.templates, device=device)

@@ -19,6 +19,7 @@ train.py
   --dataset --root --fold --val-split --videos-dir --prepared --train-list --val-list
   --classnames             t_train_data_flags_pick_the_videos (which videos train and validate)
   --shots                  test_train: shots_draws_k_videos_per_class_with_a_fixed_seed
+  --sample-by              test_data_input: sample_by_time_is_one_flag_in_train_evaluate_and_...
   --augment                t_augment_pixels (none: the whole frame; crop: no flip, no colour
                            change; official: flips and colour changes)
   --randaugment            t_randaugment_changes_pixels
@@ -44,6 +45,7 @@ evaluate.py
                            t_evaluate_flags_change_the_scores (paths, targets, scores by hand)
   --videos-dir --list-file --classnames-file --prepared   t_evaluate_data_flags (videos scored)
   --clips --crops          test_evaluate: checkpoint_on_ucf101_multi_view_equals_the_mean_of...
+  --sample-by              test_data_input: sample_by_time_is_one_flag_in_train_evaluate_and_...
   --device --fp32          CUDA: t_cuda_evaluate_fp32_and_autocast
   --strict                 test_evaluate: unreadable_videos_are_counted_and_strict_stops
   --json --save-scores     every evaluate.main test

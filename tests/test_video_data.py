@@ -601,13 +601,14 @@ def test_charades_bad_actions_name_file_and_line(tmp_path):
 def test_generic_list_files(tmp_path, videos):
     root = tmp_path
     shutil.copy(videos["mp4-h264-bframes"], root / "a.mp4")
+    shutil.copy(videos["mp4-h264-bframes"], root / "b.mp4")
     shutil.copytree(videos["frames"], root / "a_frames")
-    (root / "videos.txt").write_text("a.mp4 1\n\na.mp4 0\n")
+    (root / "videos.txt").write_text("a.mp4 1\n\nb.mp4 0\n")
     (root / "frames.txt").write_text(f"a_frames {NUM_FRAMES} 1\n")
     (root / "names.txt").write_text("walking\nplaying guitar\n")
     (root / "names.csv").write_text('id,name\n0,walking\n1,"playing guitar, badly"\n')
     got = video_data.load_split("list", str(root), list_file="videos.txt", classnames_file="names.txt")
-    assert pairs(got) == [(str(root / "a.mp4"), 1), (str(root / "a.mp4"), 0)]
+    assert pairs(got) == [(str(root / "a.mp4"), 1), (str(root / "b.mp4"), 0)]
     assert got.classnames == ["walking", "playing guitar"]
     got = video_data.load_split("list", str(root), list_file="frames.txt", classnames_file="names.csv")
     assert got.records == [video_data.VideoRecord(str(root / "a_frames"), 1, NUM_FRAMES)]
