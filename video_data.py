@@ -2011,8 +2011,9 @@ class OutputInUse(ValueError):
 class OutputLock:
     """Held for a command's life over what it writes: `path` is the lock file, `flag` and `target`
     the output it guards (e.g. "--out", "runs/k400"). The file holds the holder's host and pid. It
-    is also flock'ed: the kernel drops that lock when the holder ends, even by SIGKILL, so a file left
-    by a killed run is recognised as stale and taken over. Under torchrun only rank 0 takes it."""
+    is also flock'ed: the kernel drops that lock when the holder ends, even by SIGKILL, so a file
+    left by a killed run is recognised as stale and taken over. Under torchrun only rank 0 takes
+    it."""
 
     def __init__(self, path, flag, target):
         self.path, self.flag, self.target, self.fd, self.stale = path, flag, target, None, ""
