@@ -213,6 +213,19 @@ MUTATIONS = [
              "return x * torch.sigmoid(1.702 * x)",
              "return x * torch.sigmoid(1.5 * x)",
              (t("test_matches_open_clip_on_the_same_weights", "test_clip_model"),)),
+    # --- issue #24: the bugs that passed unnoticed in round 2
+    Mutation("lstm-prompt-no-residual", "prompts.py",
+             "y, _ = self.lstm_visual(x)                                    # (B, T, E)\n"
+             "        return (x + y).mean(dim=1)",
+             "y, _ = self.lstm_visual(x)                                    # (B, T, E)\n"
+             "        return y.mean(dim=1)",
+             (t("test_lstm_prompt_is_the_mean_of_frames_plus_lstm_outputs_by_hand",
+                "test_prompts"),)),
+    Mutation("temporal-heads-from-embed-dim", "prompts.py",
+             "return max(1, clip.transformer.width // 64)",
+             "return max(1, clip.embed_dim // 64)",
+             (t("test_temporal_transformer_heads_follow_the_text_width_not_the_embed_dim",
+                "test_prompts"),)),
 ]
 
 
