@@ -261,7 +261,25 @@ MUTATIONS = [
     Mutation("validation-loader-not-persistent", "train.py",
              "persistent=True",
              "persistent=False",
-             (t("test_the_validation_workers_live_through_the_run", "test_train"),)),
+             (t("test_the_validation_workers_live_through_the_run", "test_train"),)),    Mutation("resume-forgets-the-best-score", "train.py",
+             'run.step, run.best = checkpoint["step"], checkpoint["best"]',
+             'run.step = checkpoint["step"]',
+             (t("test_resume_keeps_the_best_score_when_validation_falls_after_it",
+                "test_train_reliability"),)),
+    Mutation("save-every-counts-within-the-epoch", "train.py",
+             "if every and run.step % every == 0 and run.step % run.steps_per_epoch:",
+             "if every and run.step % run.steps_per_epoch % every == 0 and "
+             "run.step % run.steps_per_epoch:",
+             (t("test_save_every_counts_steps_across_epochs", "test_train_reliability"),)),
+    Mutation("finetune-from-with-random-init-accepted", "train.py",
+             'if args.finetune_from and "random" in (args.init_text, args.init_vision):',
+             "if False:",
+             (t("test_finetune_from_with_a_flag_it_overrides_ends_the_command_with_one_line",
+                "test_train_reliability"),)),
+    Mutation("loader-workers-take-sigint", "video_data.py",
+             "    signal.signal(signal.SIGINT, signal.SIG_IGN)\n",
+             "",
+             (t("test_a_sigint_that_reaches_a_loader_worker_costs_no_step", "test_train_reliability"),)),
 ]
 
 

@@ -24,6 +24,7 @@ import torch
 
 import evaluate
 import train
+import video_data
 from test_train import REPO, assert_same_parameters, flags, free_port, run, saved_model
 from test_train import data  # noqa: F401 (a fixture)
 
@@ -296,3 +297,87 @@ def test_resume_of_a_finished_run_says_so_with_its_figures(finished, capsys):
     said = capsys.readouterr().out
     assert done.value.code == 0 and "is complete, nothing is left to do" in said
     assert "top-1" in said and "best.pt scored" in said
+
+
+# --------------------------------------------------------------------------------------------------
+# Issue #24: a resumed run's best score, --save-every across epochs, SIGINT in a loader worker,
+# flags that contradict each other
+
+
+def test_resume_keeps_the_best_score_when_validation_falls_after_it(data, tmp_path, monkeypatch):
+    """Validation top-1 80, 50, 60 in epochs 1-3 (the scores given here; the model is real): best.pt
+    stays epoch 1's, as in the uninterrupted run, though the run stopped and resumed after it."""
+    validate = train.validate
+
+    def falling(run_):
+        metrics = validate(run_)
+        metrics["top1"] = {1: 80.0, 2: 50.0, 3: 60.0}[run_.step // run_.steps_per_epoch]
+        return metrics
+    monkeypatch.setattr(train, "validate", falling)
+    extra = ("--epochs", "3", "--eval-every", "1")
+    run(data, tmp_path / "straight", *extra)
+    run(data, tmp_path / "resumed", *extra, "--stop-after-steps", "2")   # after epoch 1's check
+    train.train(train.parse_args(["--resume", "--out", str(tmp_path / "resumed")]))
+    for out in ("straight", "resumed"):
+        best = checkpoint(tmp_path / out, "best.pt")
+        assert best["step"] == 2 and best["best"] == 80.0, out
+        assert checkpoint(tmp_path / out)["best"] == 80.0, out
+    assert_same_parameters(saved_model(tmp_path / "straight", "best.pt"),
+                           saved_model(tmp_path / "resumed", "best.pt"))
+
+
+def test_save_every_counts_steps_across_epochs(data, tmp_path, monkeypatch):
+    """4 steps an epoch, --save-every 3: last.pt at steps 3 and 6 (and 4, the epoch's end), so a
+    crash in step 7 loses one step, not the three since the epoch began."""
+    contrastive_loss, calls = train.contrastive_loss, iter(range(100))
+
+    def crash_in_step_7(*inputs):                         # one call per step (no --grad-accum)
+        if next(calls) == 6:
+            raise RuntimeError("the machine went away")
+        return contrastive_loss(*inputs)
+    monkeypatch.setattr(train, "contrastive_loss", crash_in_step_7)
+    with pytest.raises(RuntimeError, match="went away"):
+        run(data, tmp_path, "--epochs", "2", "--batch-size", "4", "--save-every", "3")
+    assert checkpoint(tmp_path)["step"] == 6
+
+
+def test_a_sigint_that_reaches_a_loader_worker_costs_no_step(data, tmp_path, monkeypatch):
+    """Ctrl-C reaches the loader workers too. Here each training worker gets a SIGINT as it
+    decodes every video, and the main process none: the run goes on, and ends as a run without
+    workers does (the main process alone decides when to stop)."""
+    getitem = video_data.VideoDataset.__getitem__
+
+    def interrupted(self, i):
+        if self.mode == "train" and torch.utils.data.get_worker_info() is not None:
+            os.kill(os.getpid(), signal.SIGINT)
+        return getitem(self, i)
+    monkeypatch.setattr(video_data.VideoDataset, "__getitem__", interrupted)
+    run(data, tmp_path / "workers", "--epochs", "2", "--workers", "2")
+    assert logged_steps(tmp_path / "workers") == [1, 2, 3, 4]
+    run(data, tmp_path / "plain", "--epochs", "2", "--workers", "0")
+    assert_same_parameters(saved_model(tmp_path / "plain"), saved_model(tmp_path / "workers"))
+
+
+CONTRADICTIONS = [("--init-text", "random", "--init-* random"),     # flag, value, named in the
+                  ("--init-vision", "random", "--init-* random"),   # error line
+                  ("--visual-prompt", "transf", "drop --visual-prompt")]
+
+
+@pytest.mark.parametrize("flag,value,named", CONTRADICTIONS,
+                         ids=[f"{f}={v}" for f, v, _ in CONTRADICTIONS])
+def test_finetune_from_with_a_flag_it_overrides_ends_the_command_with_one_line(
+        data, finished, tmp_path, flag, value, named, monkeypatch, capsys):
+    """--finetune-from brings trained weights and their visual prompt: a random encoder or another
+    prompt asked for beside it would be silently overridden (or would discard the weights)."""
+    def built(*args):
+        raise AssertionError("a model or the data was built before the flags were checked")
+    for name in ("build_run", "build_video_model", "load_splits"):
+        monkeypatch.setattr(train, name, built)
+    monkeypatch.setattr(train.Dist, "from_environment", built)
+    with pytest.raises(SystemExit) as error:                          # a readable checkpoint
+        train.main(flags(data, tmp_path / "out", "--finetune-from", str(finished / "last.pt"),
+                         flag, value))
+    err = capsys.readouterr().err
+    message = err.strip().splitlines()[-1]                            # after argparse's usage
+    assert error.value.code == 2 and "--finetune-from" in message and named in message, message
+    assert "Traceback" not in err
