@@ -279,7 +279,20 @@ MUTATIONS = [
     Mutation("loader-workers-take-sigint", "video_data.py",
              "    signal.signal(signal.SIGINT, signal.SIG_IGN)\n",
              "",
-             (t("test_a_sigint_that_reaches_a_loader_worker_costs_no_step", "test_train_reliability"),)),
+             (t("test_a_sigint_that_reaches_a_loader_worker_costs_no_step", "test_train_reliability"),)),    Mutation("multi-scale-crop-two-steps-of-distortion", "video_data.py",
+             "if abs(i - j) <= 1]",
+             "if abs(i - j) <= 2]",
+             (t("test_multi_scale_crop_distorts_the_aspect_by_one_scale_step_at_most",
+                "test_video_data"),)),
+    Mutation("prepared-json-omits-quality-and-gop", "video_data.py",
+             'settings.update({"quality": quality} if form == "frames" else {"gop": gop})',
+             "settings.update({})",
+             (t("test_prepare_rerun_with_another_quality_or_gop_is_refused", "test_video_data"),)),
+    Mutation("half-classes-test-lists-only", "zeroshot.py",
+             'for s in ("train", "test")])',
+             'for s in ("test",)])',
+             (t("test_half_classes_score_every_listed_video_of_the_drawn_classes",
+                "test_zeroshot"),)),
 ]
 
 
