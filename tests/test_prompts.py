@@ -535,7 +535,8 @@ def transformer_blocks_by_hand(x, weights, heads, layers=6):
     for i in range(layers):
         p = f"transformer.resblocks.{i}."
         h = F.layer_norm(x, (E,), w(p + "ln_1.weight"), w(p + "ln_1.bias"), eps=1e-12)
-        q, k, v = (h @ w(p + "attn.in_proj_weight").t() + w(p + "attn.in_proj_bias")).chunk(3, dim=-1)
+        qkv = h @ w(p + "attn.in_proj_weight").t() + w(p + "attn.in_proj_bias")
+        q, k, v = qkv.chunk(3, dim=-1)
         split = lambda t: t.reshape(L, B * heads, E // heads).transpose(0, 1)
         attn = torch.softmax(split(q) / math.sqrt(E // heads) @ split(k).transpose(1, 2), dim=-1)
         a = (attn @ split(v)).transpose(0, 1).reshape(L, B, E)

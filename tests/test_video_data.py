@@ -1062,7 +1062,8 @@ def test_multi_scale_crop_distorts_the_aspect_by_one_scale_step_at_most():
 def test_prepare_rerun_with_another_quality_or_gop_is_refused(ucf101, tmp_path, capsys):
     """--quality shapes frame folders and --gop prepared videos: a rerun into the same --out with
     another value would mix two kinds of copies under one PREPARED.json, so it is refused."""
-    (tmp_path / "list.txt").write_text(f"{os.path.relpath(ucf101['test'][1][0][0], ucf101['root'])} 0\n")
+    video = os.path.relpath(ucf101["test"][1][0][0], ucf101["root"])   # one video, listed
+    (tmp_path / "list.txt").write_text(f"{video} 0\n")
     (tmp_path / "names.txt").write_text("a\n")
     common = ["prepare", "--dataset", "list", "--root", ucf101["root"], "--list-file",
               str(tmp_path / "list.txt"), "--classnames-file", str(tmp_path / "names.txt"),
