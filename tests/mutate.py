@@ -280,7 +280,7 @@ MUTATIONS = [
     Mutation("loader-workers-take-sigint", "video_data.py",
              "    signal.signal(signal.SIGINT, signal.SIG_IGN)\n",
              "",
-             (t("test_a_sigint_that_reaches_a_loader_worker_costs_no_step",
+             (t("test_a_sigint_that_reaches_the_loader_workers_costs_no_step",
                 "test_train_reliability"),)),
     Mutation("multi-scale-crop-two-steps-of-distortion", "video_data.py",
              "if abs(i - j) <= 1]",

@@ -12,6 +12,7 @@ Tiny CLIPs and 16 x 16 synthetic videos, as in test_train.py.
 import contextlib
 import glob
 import json
+import multiprocessing
 import os
 import shutil
 import signal
@@ -341,20 +342,35 @@ def test_save_every_counts_steps_across_epochs(data, tmp_path, monkeypatch):
     assert checkpoint(tmp_path)["step"] == 6
 
 
-def test_a_sigint_that_reaches_a_loader_worker_costs_no_step(data, tmp_path, monkeypatch):
-    """Ctrl-C reaches the loader workers too. Here each training worker gets a SIGINT as it
-    decodes every video, and the main process none: the run goes on, and ends as a run without
-    workers does (the main process alone decides when to stop)."""
-    getitem = video_data.VideoDataset.__getitem__
+@pytest.fixture
+def forkserver_workers():
+    """DataLoader workers started by a fork server (Python 3.14's default on Linux): unlike forked
+    ones, they inherit no signal handler from train.py's process."""
+    previous = multiprocessing.get_start_method()
+    multiprocessing.set_start_method("forkserver", force=True)
+    yield
+    multiprocessing.set_start_method(previous, force=True)
 
-    def interrupted(self, i):
-        if self.mode == "train" and torch.utils.data.get_worker_info() is not None:
-            os.kill(os.getpid(), signal.SIGINT)
-        return getitem(self, i)
-    monkeypatch.setattr(video_data.VideoDataset, "__getitem__", interrupted)
-    run(data, tmp_path / "workers", "--epochs", "2", "--workers", "2")
-    assert logged_steps(tmp_path / "workers") == [1, 2, 3, 4]
-    run(data, tmp_path / "plain", "--epochs", "2", "--workers", "0")
+
+def test_a_sigint_that_reaches_the_loader_workers_costs_no_step(data, tmp_path, monkeypatch,
+                                                               forkserver_workers):
+    """Ctrl-C reaches the loader workers too. Here, after step 1, each training worker gets a
+    SIGINT and the main process none: the run goes on (the main process alone decides when to
+    stop), and ends as a run without workers does."""
+    train_step, signalled = train.train_step, []
+
+    def then_interrupt_the_workers(run_, batches):
+        loss = train_step(run_, batches)
+        if run_.step == 1 and run_.args.workers:
+            signalled.extend(multiprocessing.active_children())
+            for worker in signalled:
+                os.kill(worker.pid, signal.SIGINT)
+        return loss
+    monkeypatch.setattr(train, "train_step", then_interrupt_the_workers)
+    extra = ("--epochs", "2", "--batch-size", "4")                    # 8 steps: more than prefetched
+    run(data, tmp_path / "workers", *extra, "--workers", "2")
+    assert len(signalled) == 2 and logged_steps(tmp_path / "workers") == list(range(1, 9))
+    run(data, tmp_path / "plain", *extra, "--workers", "0")
     assert_same_parameters(saved_model(tmp_path / "plain"), saved_model(tmp_path / "workers"))
 
 
