@@ -329,7 +329,7 @@ def test_resume_keeps_the_best_score_when_validation_falls_after_it(data, tmp_pa
 
 def test_save_every_counts_steps_across_epochs(data, tmp_path, monkeypatch):
     """4 steps an epoch, --save-every 3: last.pt at steps 3 and 6 (and 4, the epoch's end), so a
-    crash in step 7 loses one step, not the three since the epoch began."""
+    crash in step 7 finds last.pt at step 6; counted within each epoch, it would be step 4's."""
     contrastive_loss, calls = train.contrastive_loss, iter(range(100))
 
     def crash_in_step_7(*inputs):                         # one call per step (no --grad-accum)
