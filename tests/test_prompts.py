@@ -471,3 +471,78 @@ def test_not_a_checkpoint(tmp_path):
         load_actionclip(str(tmp_path / "other.pt"))
     with pytest.raises(FileNotFoundError):
         load_actionclip(str(tmp_path / "missing.pt"))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Visual prompts against hand computations on their own weights (issue #24)
+
+
+def test_lstm_prompt_is_the_mean_of_frames_plus_lstm_outputs_by_hand(clip):
+    """One LSTM layer over the frames, written out with nn.LSTM's own weights (gates i, f, g, o),
+    then the residual: the mean over frames of x_t + h_t [Sec. 3.3]."""
+    prompt = VISUAL_PROMPTS["lstm"](clip, 8)
+    perturb(prompt, std=0.2)                                           # gates away from 0.5
+    lstm = prompt.lstm_visual
+    x = torch.randn(2, 5, 64, generator=torch.Generator().manual_seed(4))
+    w_ih, w_hh, b = lstm.weight_ih_l0, lstm.weight_hh_l0, lstm.bias_ih_l0 + lstm.bias_hh_l0
+    expected = []
+    for video_frames in x:                                             # (T, E)
+        h, c, outputs = torch.zeros(64), torch.zeros(64), []
+        for frame in video_frames:
+            i, f, g, o = (w_ih @ frame + w_hh @ h + b).chunk(4)
+            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+            h = torch.sigmoid(o) * torch.tanh(c)
+            outputs.append(frame + h)                                  # the residual
+        expected.append(torch.stack(outputs).mean(0))
+    with torch.no_grad():
+        torch.testing.assert_close(prompt(x), torch.stack(expected), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["transf", "transf_cls"])
+def test_temporal_transformer_heads_follow_the_text_width_not_the_embed_dim(name):
+    """RN50's CLIP has embed dim 1024 and text width 512: the official code's temporal transformer
+    has 512 / 64 = 8 heads, not 16. Here embed dim 128, text width 64: one head of width 128. The
+    head computed by hand with one head gives the same features; with two it would not."""
+    clip = tiny_clip(dict(TINY, embed_dim=128))                        # text width 64
+    prompt = VISUAL_PROMPTS[name](clip, 8)
+    perturb(prompt, std=0.2)
+    x = torch.randn(2, 8, 128, generator=torch.Generator().manual_seed(6))
+    weights = {"module." + k: v for k, v in prompt.state_dict().items()}
+    with torch.no_grad():
+        if name == "transf":
+            expected = official_transf_head(x, weights, heads=1)
+            other = official_transf_head(x, weights, heads=2)
+        else:                                                          # the class token first
+            token = prompt.cls_token.expand(2, 1, -1)
+            pooled = lambda heads: transf_cls_by_hand(torch.cat([token, x], 1), weights, heads)
+            expected, other = pooled(1), pooled(2)
+        assert rel_err(expected, other) > 1e-3                         # the heads matter here
+        assert rel_err(prompt(x), expected) < 1e-5
+
+
+def transf_cls_by_hand(x, weights, heads):
+    """transf_cls on (B, 1 + T, E), the class token first: positions, official_transf_head's
+    blocks, the output at the class token."""
+    x = x + weights["module.frame_position_embeddings.weight"][:x.shape[1]]
+    return transformer_blocks_by_hand(x, weights, heads)[:, 0]
+
+
+def transformer_blocks_by_hand(x, weights, heads, layers=6):
+    """official_transf_head's pre-LN blocks alone (no positions, residual or mean): (B, L, E)."""
+    B, L, E = x.shape
+    w = lambda name: weights["module." + name]
+    x = x.permute(1, 0, 2)                                             # (L, B, E)
+    for i in range(layers):
+        p = f"transformer.resblocks.{i}."
+        h = F.layer_norm(x, (E,), w(p + "ln_1.weight"), w(p + "ln_1.bias"), eps=1e-12)
+        qkv = h @ w(p + "attn.in_proj_weight").t() + w(p + "attn.in_proj_bias")
+        q, k, v = qkv.chunk(3, dim=-1)
+        split = lambda t: t.reshape(L, B * heads, E // heads).transpose(0, 1)
+        attn = torch.softmax(split(q) / math.sqrt(E // heads) @ split(k).transpose(1, 2), dim=-1)
+        a = (attn @ split(v)).transpose(0, 1).reshape(L, B, E)
+        x = x + a @ w(p + "attn.out_proj.weight").t() + w(p + "attn.out_proj.bias")
+        h = F.layer_norm(x, (E,), w(p + "ln_2.weight"), w(p + "ln_2.bias"), eps=1e-12)
+        h = h @ w(p + "mlp.c_fc.weight").t() + w(p + "mlp.c_fc.bias")
+        h = h * torch.sigmoid(1.702 * h)                               # QuickGELU
+        x = x + h @ w(p + "mlp.c_proj.weight").t() + w(p + "mlp.c_proj.bias")
+    return x.permute(1, 0, 2)

@@ -215,6 +215,9 @@ def test_two_processes_equal_one_process_on_the_same_global_batch(data, tmp_path
     assert result.returncode == 0, result.stderr[-3000:]
     run(data, one, *sgd_like)
     assert_same_parameters(saved_model(two), saved_model(one), atol=1e-5)
+    losses = [[r["loss"] for r in map(json.loads, open(d / "metrics.jsonl")) if "loss" in r]
+              for d in (two, one)]                            # the log: Eq. 4 on the global batch
+    assert len(losses[1]) == 4 and losses[0] == pytest.approx(losses[1], rel=1e-5)
     moved = (saved_model(one)["clip.visual.conv1.weight"] - clip_weights(data["clip"])["clip.visual.conv1.weight"])
     assert moved.abs().max() > 1e-3                          # the steps are far larger than the tolerance
 
@@ -631,3 +634,123 @@ def test_demo_left_right_weighs_a_video_s_class_against_its_mirror():
     moving = torch.tensor([True, True, True, False])
     assert train.left_or_right(predictions, classnames, moving) == pytest.approx(200 / 3)
     assert train.top1(predictions, moving) == 0
+
+
+# ----------------------------------------------------------------------------------------------------
+# What the log shows and what the weights do (issue #24)
+
+
+def logged(out, key="loss"):
+    """The metrics.jsonl records of `out` that hold `key`."""
+    return [r for r in map(json.loads, open(os.path.join(out, "metrics.jsonl"))) if key in r]
+
+
+def schedule_by_hand(epoch, lr, warmup, epochs):
+    """Sec. 4.1's schedule, written out: linear warm-up from 0, then a half cosine to 0."""
+    if epoch < warmup:
+        return lr * epoch / warmup
+    return lr * (1 + math.cos(math.pi * (epoch - warmup) / (epochs - warmup))) / 2
+
+
+def test_the_lr_changes_every_step_and_the_log_shows_the_lr_each_step_used(data, tmp_path,
+                                                                          monkeypatch):
+    """2 steps an epoch, 1 epoch of warm-up in 2: the step starting at fractional epoch e runs at
+    schedule(e) (steps at e = 0, 0.5, 1, 1.5; not at the whole epoch), read from the optimiser as
+    it steps, and the log line of that step shows that lr (not the next step's)."""
+    used, build_optimizer = [], train.build_optimizer
+
+    def recording(model, args):
+        optimizer = build_optimizer(model, args)
+        optimizer.register_step_pre_hook(
+            lambda opt, *_: used.append({g["name"]: g["lr"] for g in opt.param_groups}))
+        return optimizer
+    monkeypatch.setattr(train, "build_optimizer", recording)
+    run(data, tmp_path, "--epochs", "2", "--warmup-epochs", "1", "--lr", "0.01")
+    records = logged(tmp_path)
+    assert [r["step"] for r in records] == [1, 2, 3, 4] and len(used) == 4
+    for record, groups in zip(records, used):
+        start = record["epoch"] - 1 / 2                                # the epoch the step began at
+        expected = schedule_by_hand(start, 0.01, 1, 2)
+        assert groups["clip"] == pytest.approx(expected, abs=1e-12), record
+        assert groups["new"] == pytest.approx(10 * expected, abs=1e-12), record  # --new-lr-mult
+        assert record["lr"] == pytest.approx(groups["clip"], abs=1e-12), record
+        assert record["lr_new"] == pytest.approx(groups["new"], abs=1e-12), record
+    assert [round(g["clip"], 6) for g in used] == [0, 0.005, 0.01, 0.005]
+
+
+def test_clip_grad_clips_the_unscaled_gradient_under_fp16_loss_scaling(data, tmp_path):
+    """--precision fp16 on the CPU: autocast in fp16 and a GradScaler whose scale (65536) the
+    gradients carry until unscaled. With --adam-eps 1 a first step is lr x the gradient: clipped to
+    norm c, the parameters move by lr x c in all (fp32's step); clipping the scaled gradient would
+    move them 65536 times less."""
+    sgd_like = ("--adam-eps", "1", "--lr", "0.1", "--new-lr-mult", "1", "--weight-decay", "0",
+                "--stop-after-steps", "1", "--clip-grad", "0.05",
+                "--device", "cpu")                 # on CUDA, an overflow may skip fp16's first step
+    before = clip_weights(data["clip"])
+
+    def step(out, *extra):
+        result = run(data, tmp_path / out, *sgd_like, *extra)
+        after = result.model.state_dict()
+        return result, torch.cat([(after[k] - v).flatten() for k, v in before.items()
+                                  if v.is_floating_point()])
+    fp16, half = step("fp16", "--precision", "fp16")
+    _, full = step("fp32", "--precision", "fp32")
+    assert fp16.scaler.is_enabled() and fp16.scaler.get_scale() == 65536  # scaled, not skipped
+    assert half.norm() == pytest.approx(0.1 * 0.05, rel=0.01)          # lr x c
+    assert torch.nn.functional.cosine_similarity(half, full, dim=0) > 0.99
+
+
+def test_the_eta_after_resume_counts_only_the_steps_this_process_ran(data, tmp_path):
+    """Resumed at step 3 of 100, the first log line's ETA extrapolates the one step run since (the
+    interval rate of that line, videos_per_s), not 4 steps' worth of work in that time."""
+    run(data, tmp_path, "--epochs", "50", "--stop-after-steps", "3")
+    train.train(train.parse_args(["--resume", "--out", str(tmp_path), "--stop-after-steps", "4"]))
+    (first,) = [r for r in logged(tmp_path) if r["step"] == 4]
+    seconds_per_step = 8 / first["videos_per_s"]                       # --batch-size 8, one step
+    assert first["eta_s"] == pytest.approx(seconds_per_step * 96, rel=0.5)  # 96 steps left
+
+
+def test_freeze_text_leaves_the_temperature_training(data, tmp_path):   # Table 5
+    """The temperature is neither encoder's: --freeze-text fixes the text encoder's weights (named
+    here by hand), and the learned temperature still moves."""
+    run(data, tmp_path, "--freeze-text", "--stop-after-steps", "1")
+    after, before = saved_model(tmp_path), clip_weights(data["clip"])
+    text = [n for n in before if not n.startswith(("clip.visual.", "clip.logit_scale"))]
+    assert "clip.token_embedding.weight" in text and "clip.text_projection" in text
+    assert all(torch.equal(after[n], before[n]) for n in text)
+    assert not torch.equal(after["clip.logit_scale"], before["clip.logit_scale"])
+
+
+def test_freeze_vision_keeps_a_resnet_s_batchnorm_statistics(data, tmp_path):   # Table 5
+    """RN50-style CLIPs normalise with BatchNorm: a frozen vision encoder keeps its running means
+    and variances too (in training mode they move without a gradient), which an unfrozen one
+    updates."""
+    before = clip_weights(data["resnet"])
+    statistics = [n for n in before if "running_" in n or "num_batches_tracked" in n]
+    assert statistics
+    for out, extra in (("frozen", ("--freeze-vision",)), ("trained", ())):
+        run(data, tmp_path / out, "--arch", data["resnet"], "--visual-prompt", "meanP",
+            "--stop-after-steps", "1", *extra)
+        after = saved_model(tmp_path / out)
+        moved = {n for n in statistics if not torch.equal(after[n], before[n])}
+        counters = {n for n in statistics if n.endswith("num_batches_tracked")}
+        if extra:
+            assert not moved, sorted(moved)
+        else:                                                          # every BatchNorm counted
+            assert counters < moved                                    # a batch, statistics moved
+
+
+def test_the_validation_workers_live_through_the_run(data, tmp_path, monkeypatch):
+    """One validation loader per run: the worker that decodes epoch 1's validation videos decodes
+    epoch 2's too (a worker started for each validation costs its start-up every epoch)."""
+    pids, getitem = tmp_path / "pids", video_data.VideoDataset.__getitem__
+
+    def noting_the_worker(self, i):
+        if self.mode == "test" and torch.utils.data.get_worker_info() is not None:
+            with open(pids, "a") as f:                                 # from the worker process
+                f.write(f"{os.getpid()}\n")
+        return getitem(self, i)
+    monkeypatch.setattr(video_data.VideoDataset, "__getitem__", noting_the_worker)
+    run(data, tmp_path / "out", "--epochs", "2", "--eval-every", "1", "--workers", "1")
+    seen = pids.read_text().split()
+    assert len(seen) == 2 * 8 and seen[:8] == seen[8:] and len(set(seen)) == 1

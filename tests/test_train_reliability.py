@@ -14,6 +14,7 @@ import errno
 import glob
 import io
 import json
+import multiprocessing
 import os
 import shutil
 import signal
@@ -27,6 +28,7 @@ import torch
 import evaluate
 import prompts
 import train
+import video_data
 from test_train import REPO, assert_same_parameters, flags, free_port, run, saved_model
 from test_train import data  # noqa: F401 (a fixture)
 
@@ -413,3 +415,101 @@ def test_more_frames_than_a_checkpoint_s_positions_name_the_frames_flag(data, fi
                                 f"per-frame position tables for 4 frames only (its visual prompt, "
                                 f"like every transf, transf_cls and joint, runs at most the "
                                 f"frames it was trained with); pass --frames 4 or fewer")
+
+
+# Issue #24: a resumed run's best score, --save-every across epochs, SIGINT in a loader worker,
+# flags that contradict each other
+
+
+def test_resume_keeps_the_best_score_when_validation_falls_after_it(data, tmp_path, monkeypatch):
+    """Validation top-1 80, then 50 (scores set here on the real validation): best.pt stays epoch
+    1's, as in the uninterrupted run, though the run stopped and resumed between the two."""
+    validate = train.validate
+
+    def falling(run_):
+        metrics = validate(run_)
+        metrics["top1"] = {1: 80.0, 2: 50.0}[run_.step // run_.steps_per_epoch]
+        return metrics
+    monkeypatch.setattr(train, "validate", falling)
+    extra = ("--epochs", "2", "--eval-every", "1")
+    run(data, tmp_path / "straight", *extra)
+    run(data, tmp_path / "resumed", *extra, "--stop-after-steps", "2")   # after epoch 1's check
+    train.train(train.parse_args(["--resume", "--out", str(tmp_path / "resumed")]))
+    for out in ("straight", "resumed"):
+        best = checkpoint(tmp_path / out, "best.pt")
+        assert best["step"] == 2 and best["best"] == 80.0, out
+        assert checkpoint(tmp_path / out)["best"] == 80.0, out
+    assert_same_parameters(saved_model(tmp_path / "straight", "best.pt"),
+                           saved_model(tmp_path / "resumed", "best.pt"))
+
+
+def test_save_every_counts_steps_across_epochs(data, tmp_path, monkeypatch):
+    """4 steps an epoch, --save-every 3: last.pt at steps 3 and 6 (and 4, the epoch's end), so a
+    crash in step 7 finds last.pt at step 6; counted within each epoch, it would be step 4's."""
+    contrastive_loss, calls = train.contrastive_loss, iter(range(100))
+
+    def crash_in_step_7(*inputs):                         # one call per step (no --grad-accum)
+        if next(calls) == 6:
+            raise RuntimeError("the machine went away")
+        return contrastive_loss(*inputs)
+    monkeypatch.setattr(train, "contrastive_loss", crash_in_step_7)
+    with pytest.raises(RuntimeError, match="went away"):
+        run(data, tmp_path, "--epochs", "2", "--batch-size", "4", "--save-every", "3")
+    assert checkpoint(tmp_path)["step"] == 6
+
+
+@pytest.fixture
+def forkserver_workers():
+    """DataLoader workers started by a fork server (Python 3.14's default on Linux): unlike forked
+    ones, they inherit no signal handler from train.py's process."""
+    previous = multiprocessing.get_start_method()
+    multiprocessing.set_start_method("forkserver", force=True)
+    yield
+    multiprocessing.set_start_method(previous, force=True)
+
+
+def test_a_sigint_that_reaches_the_loader_workers_costs_no_step(data, tmp_path, monkeypatch,
+                                                               forkserver_workers):
+    """Ctrl-C reaches the loader workers too. Here, after step 1, each training worker gets a
+    SIGINT and the main process none: the run goes on (the main process alone decides when to
+    stop), and ends as a run without workers does."""
+    train_step, signalled = train.train_step, []
+
+    def then_interrupt_the_workers(run_, batches):
+        loss = train_step(run_, batches)
+        if run_.step == 1 and run_.args.workers:
+            signalled.extend(multiprocessing.active_children())
+            for worker in signalled:
+                os.kill(worker.pid, signal.SIGINT)
+        return loss
+    monkeypatch.setattr(train, "train_step", then_interrupt_the_workers)
+    extra = ("--epochs", "2", "--batch-size", "4")                    # 8 steps: more than prefetched
+    run(data, tmp_path / "workers", *extra, "--workers", "2")
+    assert len(signalled) == 2 and logged_steps(tmp_path / "workers") == list(range(1, 9))
+    run(data, tmp_path / "plain", *extra, "--workers", "0")
+    assert_same_parameters(saved_model(tmp_path / "plain"), saved_model(tmp_path / "workers"))
+
+
+CONTRADICTIONS = [("--init-text", "random", "--init-* random"),     # flag, value, named in the
+                  ("--init-vision", "random", "--init-* random"),   # error line
+                  ("--visual-prompt", "transf", "drop --visual-prompt")]
+
+
+@pytest.mark.parametrize("flag,value,named", CONTRADICTIONS,
+                         ids=[f"{f}={v}" for f, v, _ in CONTRADICTIONS])
+def test_finetune_from_with_a_flag_it_overrides_ends_the_command_with_one_line(
+        data, finished, tmp_path, flag, value, named, monkeypatch, capsys):
+    """--finetune-from brings trained weights and their visual prompt: a random encoder or another
+    prompt asked for beside it would be silently overridden (or would discard the weights)."""
+    def built(*args):
+        raise AssertionError("a model or the data was built before the flags were checked")
+    for name in ("build_run", "build_video_model", "load_splits"):
+        monkeypatch.setattr(train, name, built)
+    monkeypatch.setattr(train.Dist, "from_environment", built)
+    with pytest.raises(SystemExit) as error:                          # a readable checkpoint
+        train.main(flags(data, tmp_path / "out", "--finetune-from", str(finished / "last.pt"),
+                         flag, value))
+    err = capsys.readouterr().err
+    message = err.strip().splitlines()[-1]                            # after argparse's usage
+    assert error.value.code == 2 and "--finetune-from" in message and named in message, message
+    assert "Traceback" not in err

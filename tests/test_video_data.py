@@ -1062,3 +1062,39 @@ def test_packets_numbered_otherwise_after_a_seek_are_noticed(videos, monkeypatch
     wanted = [k + 3 for k in true.keyframes[1:]]
     assert [frame_number(f) for f in video_data.read_frames(path, wanted, 1)] == wanted
     video_data._INDEX_CACHE.clear()
+
+
+# ----------------------------------------------------------------------------------------------------
+# Issue #24: the crop's aspect, and what PREPARED.json must record
+
+
+def test_multi_scale_crop_distorts_the_aspect_by_one_scale_step_at_most():
+    """TSN's rule (max_distort=1): width and height are two of the scaled sides 256 x (1, .875,
+    .75, .66) at most one place apart in that list; every such pair, and only those, is drawn."""
+    sides = [256, 224, 192, 168]                                      # the short side 256, scaled
+    allowed = {(w, h) for i, h in enumerate(sides) for j, w in enumerate(sides) if abs(i - j) <= 1}
+    assert len(allowed) == 10 and (256, 192) not in allowed          # two steps: never
+    torch.manual_seed(0)
+    drawn = {video_data._msc_box(340, 256, 224, video_data.MSC_SCALES)[2:] for _ in range(1000)}
+    assert drawn == allowed
+
+
+def test_prepare_rerun_with_another_quality_or_gop_is_refused(ucf101, tmp_path, capsys):
+    """--quality shapes frame folders and --gop prepared videos: a rerun into the same --out with
+    another value would mix two kinds of copies under one PREPARED.json, so it is refused."""
+    video = os.path.relpath(ucf101["test"][1][0][0], ucf101["root"])   # one video, listed
+    (tmp_path / "list.txt").write_text(f"{video} 0\n")
+    (tmp_path / "names.txt").write_text("a\n")
+    common = ["prepare", "--dataset", "list", "--root", ucf101["root"], "--list-file",
+              str(tmp_path / "list.txt"), "--classnames-file", str(tmp_path / "names.txt"),
+              "--workers", "1", "--short-side", "16"]
+    for form, flag, first, second in (("frames", "--quality", "90", "50"),
+                                      ("video", "--gop", "4", "8")):
+        out = tmp_path / form
+        args = common + ["--out", str(out), "--form", form]
+        assert video_data.main(args + [flag, first]) == 0
+        with pytest.raises(SystemExit, match=rf"other settings \({flag[2:]} {first} then, "
+                                             rf"{second} now"):
+            video_data.main(args + [flag, second])
+        assert json.load(open(out / video_data.PREPARED_RECORD))[flag[2:]] == int(first)
+        assert video_data.main(args + [flag, first]) == 0            # the same: resumed

@@ -286,3 +286,27 @@ def test_errors_say_where_and_how(tmp_path, monkeypatch):
             zeroshot.parse_args(["--dataset", "ucf101", *ignored])
     assert zeroshot.parse_args(["--dataset", "ucf101", "--protocol", "half-classes", "--draws", "3"]).draws == 3
     assert zeroshot.parse_args(["--dataset", "kinetics400", "--split", "val"]).split == "val"
+
+
+def test_half_classes_score_every_listed_video_of_the_drawn_classes(tmp_path, one_thread):
+    """UCF101's groups 22-25 are in no test list, only in the train lists: the half-classes
+    protocol scores every video either kind of list names, each once. Here the g03 videos are taken
+    out of every test list; the videos of each drawn class are counted from the list files."""
+    data = make_ucf101(tmp_path / "ucf101")                           # 3 classes x 3 videos
+    lists = os.path.join(data["root"], "ucfTrainTestlist")
+    for fold in (1, 2, 3):
+        path = os.path.join(lists, f"testlist0{fold}.txt")
+        kept = [line for line in open(path) if "_g03_" not in line]
+        open(path, "w").writelines(kept)
+    listed = set()
+    for kind in ("trainlist", "testlist"):
+        for fold in (1, 2, 3):
+            listed |= {line.split()[0] for line in open(os.path.join(lists, f"{kind}0{fold}.txt"))}
+    result = zeroshot_json(["--checkpoint", save_checkpoint(tmp_path / "ckpt.pt"), "--dataset",
+                            "ucf101", "--root", data["root"], "--protocol", "half-classes",
+                            "--draws", "2", "--seed", "1"], tmp_path)
+    for run in result["runs"]:
+        (row,) = run["per_class"]                                     # 3 // 2 = 1 drawn class
+        folder = ["ApplyEyeMakeup", "Basketball", "YoYo"][data["classnames"].index(row["class"])]
+        expected = sum(path.startswith(folder + "/") for path in listed)
+        assert expected == 3 and row["videos"] == expected and run["evaluated"] == expected, row
