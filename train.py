@@ -1233,7 +1233,7 @@ def add_run_args(p):
     r.add_argument("--demo", action="store_true", help="generate synthetic videos, train a "
                    "tiny CLIP from scratch on the CPU with transf and meanP at once, print seen, "
                    "direction and zero-shot top-1, draw runs/demo/demo.png (~4 min, 2 idle "
-                   "cores)")
+                   "cores); an earlier demo in --out is deleted, after a line that says so")
 
 
 def get_parser():
@@ -1372,6 +1372,7 @@ DEMO_EPOCHS, DEMO_WARMUP_EPOCHS = 48, 2.5
 DEMO_EVAL_EVERY = 3  # epochs: the held-out top-1 of curves.png
 DEMO_PROMPTS = ("transf", "meanP")
 DEMO_MARKER = "DEMO"  # the demo only ever deletes inside a folder that holds this file
+DEMO_DELETE_DELAY = 5  # seconds between saying an earlier demo will be deleted and deleting it
 # demo.png: the first video of each of these classes: held-out videos of seen classes, unseen ones
 DEMO_PICTURED = {
     "val": ["yellow square moving left", "yellow square moving right", "blue circle growing"],
@@ -1387,15 +1388,43 @@ def demo_classes():
     return seen, unseen
 
 
+def earlier_demo_note(out, names):
+    """The line said before an earlier demo's folders `names` in `out` are deleted: what goes (its
+    checkpoints by name), and how to keep it."""
+    checkpoints = sorted(os.path.join(name, f) for name in names if name in DEMO_PROMPTS
+                         for f in os.listdir(os.path.join(out, name)) if f.endswith(".pt"))
+    kept = f" (checkpoints {', '.join(checkpoints)})" if checkpoints else ""
+    return (f"{out} holds an earlier demo: deleting its {', '.join(f'{n}/' for n in names)}"
+            f"{kept} and overwriting its pictures and scores (to keep a demo, move its folder "
+            f"away or give --out another one)")
+
+
+def warn_before_deleting(out, names):
+    """Say what of an earlier demo is about to go; on a terminal, wait DEMO_DELETE_DELAY seconds
+    first, so that Ctrl-C can still keep it."""
+    print(earlier_demo_note(out, names), flush=True)
+    if not sys.stdout.isatty():
+        return
+    try:
+        print(f"deleting in {DEMO_DELETE_DELAY} s: Ctrl-C keeps it", flush=True)
+        time.sleep(DEMO_DELETE_DELAY)
+    except KeyboardInterrupt:
+        print(f"stopped: nothing deleted, {out} is as it was", file=sys.stderr)
+        raise SystemExit(130) from None                              # 128 + SIGINT, as training
+
+
 def claim_demo_folder(out):
-    """The demo re-creates its own folder (runs/demo) on every run, and refuses any other non-empty
-    one."""
+    """The demo re-creates its own folder (runs/demo) on every run, saying so before it deletes an
+    earlier demo there, and refuses any other non-empty one."""
     if os.path.exists(out) and not os.path.isdir(out):
         raise SystemExit(f"--out {out} is a file, not a folder: choose another --out")
     if os.path.isdir(out) and os.listdir(out) and \
             not os.path.isfile(os.path.join(out, DEMO_MARKER)):
         raise SystemExit(f"{out} is not empty and was not written by --demo: choose another --out")
-    for name in ("data", *DEMO_PROMPTS):
+    earlier = [name for name in ("data", *DEMO_PROMPTS) if os.path.isdir(os.path.join(out, name))]
+    if earlier:
+        warn_before_deleting(out, earlier)
+    for name in earlier:
         shutil.rmtree(os.path.join(out, name), ignore_errors=True)
     try:
         os.makedirs(out, exist_ok=True)

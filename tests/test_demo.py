@@ -111,3 +111,51 @@ def test_two_trainings_log_lines_each_start_with_their_prompt():
     assert out.getvalue() == ("transf | epoch 1 loss 2.0\ntransf | epoch 2 loss 1.0\ntransf | \n"
                               "transf | validate\n")
     assert not stream.isatty()                                        # progress lines come whole
+
+
+def earlier_demo(folder):
+    """A folder as an earlier `--demo` left it: the marker, videos, both runs' checkpoints."""
+    for name in ("data/videos", "transf", "meanP"):
+        (folder / name).mkdir(parents=True)
+    for name in (train.DEMO_MARKER, "data/videos/0000.mp4", "transf/last.pt", "transf/best.pt",
+                 "meanP/last.pt", "demo.png"):
+        (folder / name).write_bytes(b"x")
+
+
+def test_a_rerun_names_the_checkpoints_it_deletes_before_deleting_them(tmp_path, monkeypatch,
+                                                                        capsys):
+    earlier_demo(tmp_path)
+    said_before = []                                                  # stdout when each rmtree ran
+    real_rmtree = train.shutil.rmtree
+
+    def rmtree(path, *args, **kwargs):
+        said_before.append(capsys.readouterr().out)
+        real_rmtree(path, *args, **kwargs)
+    monkeypatch.setattr(train.shutil, "rmtree", rmtree)
+    train.claim_demo_folder(str(tmp_path))
+    assert len(said_before) == 3 and not any((tmp_path / n).exists() for n in ("data", "transf"))
+    note = said_before[0]                                             # all said before the first
+    assert note.count("\n") == 1 and "earlier demo" in note and "--out" in note
+    for name in ("data/", "transf/last.pt", "transf/best.pt", "meanP/last.pt"):
+        assert name in note
+    train.claim_demo_folder(str(tmp_path))                            # nothing left to delete
+    assert said_before[1:] == ["", ""] and "earlier demo" not in capsys.readouterr().out
+
+
+def test_on_a_terminal_ctrl_c_during_the_warning_keeps_the_earlier_demo(tmp_path, monkeypatch,
+                                                                         capsys):
+    earlier_demo(tmp_path)
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    waited = []
+
+    def sleep(seconds):                                               # the user presses Ctrl-C
+        waited.append(seconds)
+        raise KeyboardInterrupt
+    monkeypatch.setattr(train.time, "sleep", sleep)
+    with pytest.raises(SystemExit) as stopped:
+        train.claim_demo_folder(str(tmp_path))
+    assert stopped.value.code == 130 and waited == [train.DEMO_DELETE_DELAY]
+    assert (tmp_path / "transf" / "last.pt").exists() and (tmp_path / "data").exists()
+    printed = capsys.readouterr()
+    assert "transf/last.pt" in printed.out and "Ctrl-C" in printed.out
+    assert printed.err.strip() == f"stopped: nothing deleted, {tmp_path} is as it was"
