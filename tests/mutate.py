@@ -213,6 +213,15 @@ MUTATIONS = [
              "return x * torch.sigmoid(1.702 * x)",
              "return x * torch.sigmoid(1.5 * x)",
              (t("test_matches_open_clip_on_the_same_weights", "test_clip_model"),)),
+    # --- the demo's figures and picture (issue #24)
+    Mutation("demo-left-right-ties-win", "train.py",
+             "wins.append(bool(scores[target] > scores[index[",
+             "wins.append(bool(scores[target] >= scores[index[",
+             (t("test_left_right_counts_a_tie_with_the_mirror_class_as_a_miss", "test_demo"),)),
+    Mutation("demo-picture-training-frames", "train.py",
+             'indices = video_data.sample_indices(length, num_frames, "test")',
+             'indices = video_data.sample_indices(length, num_frames, "train")',
+             (t("test_demo_png_shows_the_frames_the_models_were_tested_on", "test_demo"),)),
 ]
 
 
