@@ -1480,7 +1480,8 @@ def top1(predictions, keep=None):
 
 def left_or_right(predictions, classnames, keep):
     """% of the videos where `keep` (moving left or right) that score their class above the same
-    colour and shape moving the other way: the direction alone, two candidates, chance 50."""
+    colour and shape moving the other way: the direction alone, two candidates, chance 50. A tie
+    is a miss: both scores can be 0.0, when a third class takes all the probability."""
     index = {name: c for c, name in enumerate(classnames)}
     mirror = {"left": "right", "right": "left"}
     wins = []
