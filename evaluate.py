@@ -38,6 +38,7 @@ import json
 import math
 import os
 import sys
+import textwrap
 import time
 from contextlib import ExitStack, nullcontext
 from typing import NamedTuple
@@ -302,9 +303,37 @@ def format_report(header, result):
     return "\n".join(lines + ["", headline(result)])
 
 
-def save_confusion_png(matrix, classnames, path):
+# What a confusion matrix image prints in its non-empty cells, by the number of classes C: the cell
+# side is about 0.18 inch (13 pt) up to 190 classes, and 40 inches / C beyond (Kinetics-400: 7 pt).
+CONFUSION_PERCENT_UP_TO = 20   # the count over its share of the row, in 8 pt
+CONFUSION_COUNT_UP_TO = 120    # the count alone, in 5 pt (UCF101, HMDB51); beyond: colour alone
+CONFUSION_DARK = 0.5           # cells above this share get white digits, the others black
+
+
+def confusion_cell_texts(matrix, rates):
+    """{(true, predicted): text} for the non-empty cells (empty ones stay blank, so that mistakes
+    stand out), and the font size; nothing beyond CONFUSION_COUNT_UP_TO classes."""
+    C = len(matrix)
+    if C > CONFUSION_COUNT_UP_TO:
+        return {}, 0
+    cells = [(i, j) for i, j in zip(*torch.nonzero(matrix, as_tuple=True))]
+    if C <= CONFUSION_PERCENT_UP_TO:
+        return {(int(i), int(j)): f"{matrix[i, j]}\n{rates[i, j]:.0%}" for i, j in cells}, 8
+    return {(int(i), int(j)): f"{matrix[i, j]}" for i, j in cells}, 5
+
+
+def confusion_note(C):
+    """The title's last line: what colours and numbers mean."""
+    numbers = ("numbers: videos, and their share of the row" if C <= CONFUSION_PERCENT_UP_TO else
+               "numbers: videos" if C <= CONFUSION_COUNT_UP_TO else
+               f"no numbers at {C} classes (too small to read): see --json or --save-scores")
+    return f"rows: true class (videos in brackets); colour: share of its videos; {numbers}"
+
+
+def save_confusion_png(matrix, classnames, path, title=()):
     """A row-normalised confusion matrix as an image, where matplotlib is installed (False
-    otherwise)."""
+    otherwise): a colour bar, `title` (lines: the run, the split, the scores) over it, the counts
+    in the cells where they fit (confusion_cell_texts)."""
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -313,15 +342,28 @@ def save_confusion_png(matrix, classnames, path):
         return False
     C = len(classnames)
     rates = matrix.float() / matrix.sum(dim=1, keepdim=True).clamp(min=1)  # true class: sums to 1
-    size = min(4 + C * 0.18, 40)
-    fig, ax = plt.subplots(figsize=(size, size))
-    ax.imshow(rates.numpy(), cmap="Blues", vmin=0, vmax=1)
-    if C <= 60:                                                        # readable tick labels only
+    size = min(5 + C * 0.18, 40)
+    fig, ax = plt.subplots(figsize=(size + 1, size + 0.6), layout="constrained")  # bar; title
+    shown = ax.imshow(rates.numpy(), cmap="Blues", vmin=0, vmax=1)
+    bar = fig.colorbar(shown, ax=ax, fraction=0.04, pad=0.02)
+    bar.set_label("share of the true class's videos (each row sums to 1)", fontsize=8)
+    bar.ax.tick_params(labelsize=8)
+    texts, fontsize = confusion_cell_texts(matrix, rates)
+    for (i, j), text in texts.items():
+        white = rates[i, j] > CONFUSION_DARK
+        ax.text(j, i, text, ha="center", va="center", fontsize=fontsize,
+                color="white" if white else "black")
+    if C <= CONFUSION_COUNT_UP_TO:                                     # readable tick labels only
+        rows = [f"{name} ({n})" for name, n in zip(classnames, matrix.sum(dim=1).tolist())]
         ax.set_xticks(range(C), classnames, rotation=90, fontsize=6)
-        ax.set_yticks(range(C), classnames, fontsize=6)
+        ax.set_yticks(range(C), rows, fontsize=6)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
-    fig.tight_layout()
+    width = int((size + 1) * 72 / 5.5)                                 # characters of 9 pt a line
+    lines = [*title, confusion_note(C)]
+    wrapped = [textwrap.fill(line, width, break_long_words=False, break_on_hyphens=False)
+               for line in lines]                                     # paths stay whole
+    fig.suptitle("\n".join(wrapped), x=0.02, ha="left", fontsize=9)
     fig.savefig(path, dpi=150)
     plt.close(fig)
     return True
@@ -763,7 +805,8 @@ def write_outputs(args, header, result, preds, split):
     if args.confusion and not split.multilabel:
         matrix = confusion_matrix(preds.scores[preds.ok], preds.targets[preds.ok],
                                   len(split.classnames))
-        if not save_confusion_png(matrix, split.classnames, args.confusion):
+        title = [header[0], header[2], headline(result)]             # the run, the split, scores
+        if not save_confusion_png(matrix, split.classnames, args.confusion, title):
             print("matplotlib is not installed: no confusion matrix image written (pip install "
                   "matplotlib)", file=sys.stderr)
 

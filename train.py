@@ -1338,7 +1338,7 @@ def add_run_args(p):
     r.add_argument("--demo", action="store_true", help="generate synthetic videos, train a "
                    "tiny CLIP from scratch on the CPU with transf and meanP at once, print seen, "
                    "direction and zero-shot top-1, draw runs/demo/demo.png (~4 min, 2 idle "
-                   "cores)")
+                   "cores); an earlier demo in --out is deleted, after a line that says so")
 
 
 def get_parser():
@@ -1477,6 +1477,7 @@ DEMO_EPOCHS, DEMO_WARMUP_EPOCHS = 48, 2.5
 DEMO_EVAL_EVERY = 3  # epochs: the held-out top-1 of curves.png
 DEMO_PROMPTS = ("transf", "meanP")
 DEMO_MARKER = "DEMO"  # the demo only ever deletes inside a folder that holds this file
+DEMO_DELETE_DELAY = 5  # seconds between saying an earlier demo will be deleted and deleting it
 # demo.png: the first video of each of these classes: held-out videos of seen classes, unseen ones
 DEMO_PICTURED = {
     "val": ["yellow square moving left", "yellow square moving right", "blue circle growing"],
@@ -1492,15 +1493,43 @@ def demo_classes():
     return seen, unseen
 
 
+def earlier_demo_note(out, names):
+    """The line said before an earlier demo's folders `names` in `out` are deleted: what goes (its
+    checkpoints by name), and how to keep it."""
+    checkpoints = sorted(os.path.join(name, f) for name in names if name in DEMO_PROMPTS
+                         for f in os.listdir(os.path.join(out, name)) if f.endswith(".pt"))
+    kept = f" (checkpoints {', '.join(checkpoints)})" if checkpoints else ""
+    return (f"{out} holds an earlier demo: deleting its {', '.join(f'{n}/' for n in names)}"
+            f"{kept} and overwriting its pictures and scores (to keep a demo, move its folder "
+            f"away or give --out another one)")
+
+
+def warn_before_deleting(out, names):
+    """Say what of an earlier demo is about to go; on a terminal, wait DEMO_DELETE_DELAY seconds
+    first, so that Ctrl-C can still keep it."""
+    print(earlier_demo_note(out, names), flush=True)
+    if not sys.stdout.isatty():
+        return
+    try:
+        print(f"deleting in {DEMO_DELETE_DELAY} s: Ctrl-C keeps it", flush=True)
+        time.sleep(DEMO_DELETE_DELAY)
+    except KeyboardInterrupt:
+        print(f"stopped: nothing deleted, {out} is as it was", file=sys.stderr)
+        raise SystemExit(130) from None                              # 128 + SIGINT, as training
+
+
 def claim_demo_folder(out):
-    """The demo re-creates its own folder (runs/demo) on every run, and refuses any other non-empty
-    one."""
+    """The demo re-creates its own folder (runs/demo) on every run, saying so before it deletes an
+    earlier demo there, and refuses any other non-empty one."""
     if os.path.exists(out) and not os.path.isdir(out):
         raise SystemExit(f"--out {out} is a file, not a folder: choose another --out")
     if os.path.isdir(out) and set(os.listdir(out)) - {video_data.LOCK_NAME} and \
             not os.path.isfile(os.path.join(out, DEMO_MARKER)):
         raise SystemExit(f"{out} is not empty and was not written by --demo: choose another --out")
-    for name in ("data", *DEMO_PROMPTS):
+    earlier = [name for name in ("data", *DEMO_PROMPTS) if os.path.isdir(os.path.join(out, name))]
+    if earlier:
+        warn_before_deleting(out, earlier)
+    for name in earlier:
         shutil.rmtree(os.path.join(out, name), ignore_errors=True)
     try:
         os.makedirs(out, exist_ok=True)
@@ -1556,7 +1585,8 @@ def top1(predictions, keep=None):
 
 def left_or_right(predictions, classnames, keep):
     """% of the videos where `keep` (moving left or right) that score their class above the same
-    colour and shape moving the other way: the direction alone, two candidates, chance 50."""
+    colour and shape moving the other way: the direction alone, two candidates, chance 50. A tie
+    is a miss: both scores can be 0.0, when a third class takes all the probability."""
     index = {name: c for c, name in enumerate(classnames)}
     mirror = {"left": "right", "right": "left"}
     wins = []
@@ -1642,15 +1672,19 @@ def demo_report(scores, seconds):
     print("\n".join(lines))
 
 
-# demo.png: blocks of [frames in a row; the true label; the top-3 of each prompt], held-out videos
-# in the left column, unseen ones in the right. Sizes in pixels.
+# demo.png, top to bottom: a legend, then each group of videos (held-out videos of seen classes,
+# unseen classes) under its heading. A video's block: its true class; its frames in time order with
+# an arrow between each two and the frame number under each; each prompt's top-3 beside the frames.
+# Sizes in pixels.
 PICTURE_SCALE = 3      # frames are drawn 3x (32 -> 96 px), nearest neighbour
-PICTURE_GAP = 4        # between frames
-PICTURE_MARGIN = 12    # around everything, and between blocks
+PICTURE_GAP = 20       # between frames: room for the arrow of time
+PICTURE_MARGIN = 12    # around everything, under each block, between the frames and the top-3s
 PICTURE_LINE = 16      # text line height
-PICTURE_COLUMN = 600   # width of a column of blocks
+PICTURE_TOP3 = 230     # width of a prompt's top-3: "100% yellow triangle moving right" fits
 PICTURE_BACKGROUND, PICTURE_INK = (255, 255, 255), (20, 20, 20)
 PICTURE_RIGHT, PICTURE_WRONG = (0, 130, 40), (200, 30, 30)  # a class that is (not) the true one
+PICTURE_LEGEND = ("Each video: its true class, the frames both models see (segment centres) in "
+                  "time order, and each prompt's top-3 classes.")
 
 
 def picture_font():
@@ -1660,53 +1694,92 @@ def picture_font():
         return ImageFont.load_default()
 
 
-def picture_block_size(num_frames, frame_size):
-    """(width, height) of a video's block: frames, the true label, each prompt's name and top-3."""
-    frames_height = frame_size * PICTURE_SCALE
-    return PICTURE_COLUMN, frames_height + PICTURE_LINE * 5 + PICTURE_MARGIN
+def picture_frames_width(num_frames, tile):
+    return num_frames * tile + (num_frames - 1) * PICTURE_GAP
+
+
+def picture_block_size(num_frames, frame_size, num_prompts):
+    """(width, height) of a video's block: the true class over the frames and their numbers; the
+    prompts' top-3s beside the frames; a margin under it all."""
+    tile = frame_size * PICTURE_SCALE
+    width = picture_frames_width(num_frames, tile) + num_prompts * (PICTURE_MARGIN + PICTURE_TOP3)
+    return width, PICTURE_LINE + tile + PICTURE_LINE + PICTURE_MARGIN
+
+
+def draw_frames(canvas, draw, font, x, y, video):
+    """A video's frames at (x, y) in a row, an arrow from each to the next, numbers under them."""
+    tile = video["frames"].shape[1] * PICTURE_SCALE
+    for t, (frame, index) in enumerate(zip(video["frames"], video["indices"])):  # (H, W, 3) uint8
+        left = x + t * (tile + PICTURE_GAP)
+        canvas.paste(Image.fromarray(frame).resize((tile, tile), Image.NEAREST), (left, y))
+        if t:                                                         # time: left to right
+            middle, head = y + tile // 2, left - 4
+            draw.line([(left - PICTURE_GAP + 4, middle), (head - 4, middle)], PICTURE_INK, 2)
+            draw.polygon([(head, middle), (head - 6, middle - 4), (head - 6, middle + 4)],
+                         PICTURE_INK)
+        number = f"frame {index + 1} of {video['length']}"
+        offset = (tile - draw.textlength(number, font=font)) // 2
+        draw.text((left + offset, y + tile + 2), number, fill=PICTURE_INK, font=font)
 
 
 def draw_video_block(canvas, draw, font, x, y, video):
-    """One video at (x, y): its frames, 'true: <label>', each prompt's top-3 with probabilities."""
-    tile = video["frames"].shape[1] * PICTURE_SCALE
-    for t, frame in enumerate(video["frames"]):                       # (H, W, 3) uint8
-        image = Image.fromarray(frame).resize((tile, tile), Image.NEAREST)
-        canvas.paste(image, (x + t * (tile + PICTURE_GAP), y))
-    y += tile + 2
+    """One video at (x, y): 'true: <label>', its frames, each prompt's top-3 with probabilities."""
     draw.text((x, y), f"true: {video['label']}", fill=PICTURE_INK, font=font)
-    half = PICTURE_COLUMN // 2
-    for column, (prompt, top3) in enumerate(video["top3"].items()):
-        left = x + column * half
-        draw.text((left, y + PICTURE_LINE), f"{prompt} top-3", fill=PICTURE_INK, font=font)
-        for rank, (label, probability) in enumerate(top3):
+    y += PICTURE_LINE
+    draw_frames(canvas, draw, font, x, y, video)
+    left = x + picture_frames_width(len(video["frames"]), video["frames"].shape[1] * PICTURE_SCALE)
+    for prompt, top3 in video["top3"].items():
+        left += PICTURE_MARGIN
+        draw.text((left, y), f"{prompt} top-3", fill=PICTURE_INK, font=font)
+        for rank, (label, probability) in enumerate(top3, 1):
             colour = PICTURE_RIGHT if label == video["label"] else PICTURE_WRONG
-            line = y + PICTURE_LINE * (rank + 2)
-            draw.text((left, line), f"{probability:4.0%} {label}", fill=colour, font=font)
+            draw.text((left, y + PICTURE_LINE * rank), f"{probability:4.0%} {label}",
+                      fill=colour, font=font)
+        left += PICTURE_TOP3
 
 
-def write_demo_picture(path, columns):
-    """demo.png. columns: [(heading, [video, ...]), ...]; a video: {"frames": uint8 (T, H, W, 3),
-    "label": the true class, "top3": {prompt: [(class, probability)] x 3}}. All share T, H, W."""
-    first = columns[0][1][0]["frames"]
-    block_w, block_h = picture_block_size(len(first), first.shape[1])
-    rows = max(len(videos) for _, videos in columns)
-    size = (PICTURE_MARGIN + len(columns) * (block_w + PICTURE_MARGIN),
-            PICTURE_MARGIN + PICTURE_LINE + rows * (block_h + PICTURE_MARGIN))
+def draw_legend(draw, font, x, y):
+    """Two lines at (x, y): what a block shows; a swatch of each class colour and its meaning."""
+    draw.text((x, y), PICTURE_LEGEND, fill=PICTURE_INK, font=font)
+    y += PICTURE_LINE
+    for colour, meaning in ((PICTURE_RIGHT, "the true class"), (PICTURE_WRONG, "another class")):
+        draw.rectangle([x, y + 3, x + 9, y + 12], fill=colour)
+        draw.text((x + 14, y), meaning, fill=colour, font=font)
+        x += 14 + draw.textlength(meaning, font=font) + 2 * PICTURE_MARGIN
+
+
+def write_demo_picture(path, groups):
+    """demo.png. groups: [(heading, [video, ...]), ...], one under the other; a video: {"frames":
+    uint8 (T, H, W, 3), "indices": their T frame numbers (from 0), "length": the video's frame
+    count, "label": the true class, "top3": {prompt: [(class, probability)] x 3}}. All share T, H,
+    W and the prompts. A group is a line for its heading, a margin above it, then its blocks."""
+    first = groups[0][1][0]
+    block_w, block_h = picture_block_size(len(first["frames"]), first["frames"].shape[1],
+                                          len(first["top3"]))
+    videos = sum(len(group) for _, group in groups)
+    size = (block_w + 2 * PICTURE_MARGIN,
+            PICTURE_MARGIN + 2 * PICTURE_LINE + len(groups) * (PICTURE_MARGIN + PICTURE_LINE)
+            + videos * block_h)
     canvas = Image.new("RGB", size, PICTURE_BACKGROUND)
     draw, font = ImageDraw.Draw(canvas), picture_font()
-    for c, (heading, videos) in enumerate(columns):
-        x = PICTURE_MARGIN + c * (block_w + PICTURE_MARGIN)
-        draw.text((x, PICTURE_MARGIN), heading, fill=PICTURE_INK, font=font)
-        for r, video in enumerate(videos):
-            y = PICTURE_MARGIN + PICTURE_LINE + r * (block_h + PICTURE_MARGIN) + PICTURE_MARGIN // 2
-            draw_video_block(canvas, draw, font, x, y, video)
+    draw_legend(draw, font, PICTURE_MARGIN, PICTURE_MARGIN)
+    y = PICTURE_MARGIN + 2 * PICTURE_LINE
+    for heading, group in groups:
+        y += PICTURE_MARGIN
+        draw.text((PICTURE_MARGIN, y), heading, fill=PICTURE_INK, font=font)
+        draw.line([(PICTURE_MARGIN, y + PICTURE_LINE - 1), (size[0] - PICTURE_MARGIN,
+                                                             y + PICTURE_LINE - 1)], PICTURE_INK)
+        y += PICTURE_LINE
+        for video in group:
+            draw_video_block(canvas, draw, font, PICTURE_MARGIN, y, video)
+            y += block_h
     canvas.save(path)
 
 
 def pictured_videos(root, split_name, classnames, predictions, num_frames):
-    """The DEMO_PICTURED videos of a split: their sampled frames (the models' input) and top-3s."""
+    """The DEMO_PICTURED videos of a split: the frames the models were tested on (segment centres,
+    no augmentation) and their top-3s."""
     split = video_data.load_split("synthetic", root, split_name)
-    reader = video_data.ClipReader(num_frames, "test")
     videos = []
     for name in DEMO_PICTURED[split_name]:
         i = next(i for i, r in enumerate(split.records) if split.classnames[r.label] == name)
@@ -1714,23 +1787,30 @@ def pictured_videos(root, split_name, classnames, predictions, num_frames):
         for prompt, prediction in predictions.items():
             probabilities, classes = prediction[split_name].scores[i].topk(3)
             top3[prompt] = [(classnames[int(c)], float(p)) for p, c in zip(probabilities, classes)]
-        videos.append({"frames": reader(split.records[i]).numpy(), "label": name, "top3": top3})
+        length = video_data.count_frames(split.records[i].path)
+        indices = video_data.sample_indices(length, num_frames, "test")
+        frames = video_data.read_frames(split.records[i].path, indices).numpy()
+        videos.append({"frames": frames, "indices": indices, "length": length, "label": name,
+                       "top3": top3})
     return videos
 
 
 def demo_picture(path, root, predictions, num_frames=DEMO_FRAMES):
-    """runs/demo/demo.png: a few held-out and unseen videos, each prompt's top-3 under them."""
-    columns = []
+    """runs/demo/demo.png: a few held-out and unseen videos, each prompt's top-3 beside them."""
+    groups = []
     headings = {"val": "held-out videos of seen classes", "unseen": "unseen classes (zero-shot)"}
     for split, heading in headings.items():
         names = video_data.load_split("synthetic", root, split).classnames
-        columns.append((heading, pictured_videos(root, split, names, predictions, num_frames)))
-    write_demo_picture(path, columns)
+        groups.append((heading, pictured_videos(root, split, names, predictions, num_frames)))
+    write_demo_picture(path, groups)
+
+
+CURVES_CHANCE = "tab:gray"  # curves.png's chance line
 
 
 def demo_curves(path, out):
     """runs/demo/curves.png from each prompt's metrics.jsonl: loss and held-out top-1 per epoch,
-    where matplotlib is installed (False otherwise)."""
+    the top-1 of a guess as a line, where matplotlib is installed (False otherwise)."""
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -1745,11 +1825,14 @@ def demo_curves(path, out):
         top1s = [(r["epoch"], r["val"]["top1"]) for r in records if "val" in r]
         loss_axes.plot(*zip(*losses), label=prompt)
         top1_axes.plot(*zip(*top1s), marker="o", label=prompt)
+    chance = 100 / len(demo_classes()[0])                             # a guess among the seen
+    top1_axes.axhline(chance, color=CURVES_CHANCE, linestyle="--", label=f"chance ({chance:.1f})")
     loss_axes.set(xlabel="epoch", ylabel="training loss (Eq. 4)", yscale="log")
     top1_axes.set(xlabel="epoch", ylabel="held-out top-1 (%)", ylim=(0, 100))
     for axes in (loss_axes, top1_axes):
         axes.grid(alpha=0.3)
-        axes.legend()
+    loss_axes.legend()
+    top1_axes.legend(loc="lower right", bbox_to_anchor=(1, 0.06))   # above the chance line
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)

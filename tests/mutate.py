@@ -303,6 +303,15 @@ MUTATIONS = [
              'for s in ("test",)])',
              (t("test_half_classes_score_every_listed_video_of_the_drawn_classes",
                 "test_zeroshot"),)),
+    # --- the demo's figures and picture (issue #24)
+    Mutation("demo-left-right-ties-win", "train.py",
+             "wins.append(bool(scores[target] > scores[index[",
+             "wins.append(bool(scores[target] >= scores[index[",
+             (t("test_left_right_counts_a_tie_with_the_mirror_class_as_a_miss", "test_demo"),)),
+    Mutation("demo-picture-training-frames", "train.py",
+             'indices = video_data.sample_indices(length, num_frames, "test")',
+             'indices = video_data.sample_indices(length, num_frames, "train")',
+             (t("test_demo_png_shows_the_frames_the_models_were_tested_on", "test_demo"),)),
 ]
 
 

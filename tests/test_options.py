@@ -37,7 +37,7 @@ train.py
   --out --resume --stop-after-steps   test_train: resume_equals_an_uninterrupted_run
   --seed                   t_seed_sets_new_weights_and_data_order
   --eval-every --log-every t_eval_every_and_log_every
-  --demo                   test_train: a_fast_demo_learns
+  --demo                   test_train: a_fast_demo_learns; test_demo (pictures, a rerun)
   (torchrun)               test_train: two_processes_... (gloo); CUDA: t_cuda_nccl_one_process_...
 evaluate.py
   --checkpoint             t_official_release_scores_by_hand; test_evaluate (ours, unimodal)
@@ -49,7 +49,8 @@ evaluate.py
   --device --fp32          CUDA: t_cuda_evaluate_fp32_and_autocast
   --strict                 test_evaluate: unreadable_videos_are_counted_and_strict_stops
   --json --save-scores     every evaluate.main test
-  --confusion              t_confusion_png_shows_row_normalised_rates (pixels of the image)
+  --confusion              t_confusion_png_shows_row_normalised_rates (pixels of the image);
+                           test_confusion_png (counts in cells, colour bar, title)
   (unimodal, metrics)      t_unimodal_scores_are_softmax_..., t_mean_class_top1_leaves_out_...
 zeroshot.py
   --weights --checkpoint   test_zeroshot: hmdb51_splits_with_plain_clip_weights, video_labels_...
