@@ -697,9 +697,9 @@ def dataset_root(args):
     return root
 
 
-def load_dataset_split(args, split, fold=None):
+def load_dataset_split(args, split, fold=None, may_be_empty=False):
     """video_data.load_split with the command line's dataset flags; a missing file ends the run,
-    named."""
+    named, and so does a split without videos (unless `may_be_empty`: one of several joined)."""
     root = dataset_root(args)
     extra = {k: v for k, v in (("videos_dir", args.videos_dir), ("list_file", args.list_file),
                                ("classnames_file", args.classnames_file)) if v}
@@ -709,7 +709,7 @@ def load_dataset_split(args, split, fold=None):
     except (FileNotFoundError, ValueError) as e:
         hint = "" if args.root else " (pass --root to say where the dataset is)"
         raise SystemExit(f"error: {args.dataset} {split}: {e}{hint}") from None
-    if not loaded.records:                             # nothing to evaluate: said before any model
+    if not loaded.records and not may_be_empty:        # nothing to evaluate: said before any model
         listed = f"--list-file {os.path.join(root, args.list_file)}" if args.dataset == "list" \
             else f"the {args.dataset} {split} split"
         raise SystemExit(f"error: {no_videos(loaded, listed)}: there is nothing to evaluate; "

@@ -164,9 +164,9 @@ class Context:
         return self.model.logit_scale.exp().float().cpu()
 
 
-def single_label_split(args, split_name, fold=None):
+def single_label_split(args, split_name, fold=None, may_be_empty=False):
     """evaluate.load_dataset_split, for single-label datasets only: zero-shot here reports top-k."""
-    split = evaluate.load_dataset_split(args, split_name, fold)
+    split = evaluate.load_dataset_split(args, split_name, fold, may_be_empty)
     if split.multilabel:
         raise SystemExit(f"error: {args.dataset} is multi-label; zero-shot here reports the top-k "
                          f"accuracy of single-label datasets: use evaluate.py for its mAP")
@@ -191,11 +191,14 @@ def run_splits(ctx):
 def union_split(args, names):
     """The videos of several (split, fold)s, each once, in a first-seen order."""
     records, classnames = {}, None
-    for split_name, fold in names:
-        split = single_label_split(args, split_name, fold)
+    for split_name, fold in names:                     # one list may be empty, not all of them
+        split = single_label_split(args, split_name, fold, may_be_empty=True)
         classnames = split.classnames
         for record in split.records:
             records.setdefault(record.path, record)
+    if not records:
+        raise SystemExit(f"error: none of the {args.dataset} lists ({len(names)} split files) "
+                         f"names a video on disk: there is nothing to evaluate")
     return video_data.DatasetSplit(list(records.values()), classnames)
 
 

@@ -310,3 +310,18 @@ def test_half_classes_score_every_listed_video_of_the_drawn_classes(tmp_path, on
         folder = ["ApplyEyeMakeup", "Basketball", "YoYo"][data["classnames"].index(row["class"])]
         expected = sum(path.startswith(folder + "/") for path in listed)
         assert expected == 3 and row["videos"] == expected and run["evaluated"] == expected, row
+
+
+def test_half_classes_needs_one_listed_video_in_all_lists_not_in_each(tmp_path):
+    """Half-classes joins the train and test lists of every fold: one empty list is fine (the test
+    above), all of them empty is one line, nothing evaluated."""
+    data = make_ucf101(tmp_path / "ucf101")
+    lists = os.path.join(data["root"], "ucfTrainTestlist")
+    for name in os.listdir(lists):
+        if name.startswith(("trainlist", "testlist")):
+            open(os.path.join(lists, name), "w").close()
+    with pytest.raises(SystemExit) as stop:
+        zeroshot.main(["--checkpoint", save_checkpoint(tmp_path / "ckpt.pt"), "--dataset", "ucf101",
+                       "--root", data["root"], "--protocol", "half-classes"])
+    assert str(stop.value.code) == ("error: none of the ucf101 lists (6 split files) names a "
+                                    "video on disk: there is nothing to evaluate")
