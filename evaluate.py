@@ -60,6 +60,8 @@ class Predictions(NamedTuple):
     targets: torch.Tensor  # (videos,) class ids, or (videos, C) multi-hot
     ok: torch.Tensor       # (videos,) bool: False where the video could not be read (its scores
                            # mean nothing)
+    damaged: torch.Tensor = None  # (videos,) bool: True where a damaged video was read as a player
+                                  # shows it (packets skipped); None: none was
 
 
 def encode_views(model, video):                                       # (B, V, T, 3, S, S)
@@ -100,25 +102,25 @@ def predict_videos(model, loader, text_feats, device, dtype=None, progress="pred
     dtype: of autocast (autocast_dtype), None for none.
     """
     model.eval()
-    scores, targets, ok = run_loader(loader, lambda video: score_views(model, video, text_feats),
-                                     device, dtype, progress)
-    return Predictions(scores, targets, ok.bool())
+    scores, targets, ok, damaged = run_loader(
+        loader, lambda video: score_views(model, video, text_feats), device, dtype, progress)
+    return Predictions(scores, targets, ok.bool(), damaged.bool())
 
 
 def encode_videos(model, loader, device, dtype=None, progress="encode"):
-    """Normalised features (videos, V, E) of every view of every video, with targets (videos, ...)
-    and ok (videos,)."""
+    """Normalised features (videos, V, E) of every view of every video, with targets (videos, ...),
+    ok and damaged (videos,)."""
     model.eval()
-    features, targets, ok = run_loader(loader, lambda video: encode_views(model, video), device,
-                                       dtype, progress)
-    return features, targets, ok.bool()
+    features, targets, ok, damaged = run_loader(loader, lambda video: encode_views(model, video),
+                                                device, dtype, progress)
+    return features, targets, ok.bool(), damaged.bool()
 
 
 @torch.no_grad()
 def run_loader(loader, fn, device, dtype=None, progress="predict"):
     """fn(video (B, V, T, 3, S, S) on device) -> (B, ...) for every video of loader.dataset.
 
-    Returns (outputs, targets, ok), each in dataset order. A sharded loader
+    Returns (outputs, targets, ok, damaged), each in dataset order. A sharded loader
     (eval_loader(distributed=True)) is gathered from every process, so every process must call this.
     progress: a label, or None.
     """
@@ -126,14 +128,14 @@ def run_loader(loader, fn, device, dtype=None, progress="predict"):
     world_size = dist.get_world_size() if sharded else 1
     shown = progress and (not sharded or dist.get_rank() == 0)
     bar = Progress(len(loader.dataset), progress) if shown else None
-    columns = [], [], [], []
-    for video, target, index, ok in loader:
+    columns = [], [], [], [], []
+    for video, target, index, ok, damaged in loader:
         video = video_data.finish_batch(video, device)                 # uint8: normalised here
         if video.ndim == 5:                                   # a train-mode dataset: no view axis
             video = video[:, None]                                     # (B, 1, T, 3, S, S)
         with autocast(device, dtype):
             out = fn(video)
-        for column, value in zip(columns, (index, out.float().cpu(), target, ok)):
+        for column, value in zip(columns, (index, out.float().cpu(), target, ok, damaged)):
             column.append(value)
         if bar:
             bar.update(len(index) * world_size)                # process 0's pace stands for all
@@ -241,13 +243,15 @@ def summarize(preds, classnames, multilabel=False):
     """Metrics of the readable videos: top-1/top-5 (mAP for multi-label), per class, and the
     counts.
 
-    {"total", "unreadable", "evaluated", "top1", "top5", "mean_class_top1" | "mAP",
+    {"total", "unreadable", "damaged", "evaluated", "top1", "top5", "mean_class_top1" | "mAP",
     "per_class": [...]}. Unreadable videos are left out of every metric and counted in "unreadable".
+    "damaged": videos read as a player shows them, packets skipped (in every metric).
     Top-5 of 5 classes or fewer is always 100: "top5_omitted" says so instead.
     """
     scores, targets = preds.scores[preds.ok], preds.targets[preds.ok]
     C = len(classnames)
-    result = {"total": len(preds.ok), "unreadable": int((~preds.ok).sum()),
+    damaged = 0 if preds.damaged is None else int(preds.damaged.sum())
+    result = {"total": len(preds.ok), "unreadable": int((~preds.ok).sum()), "damaged": damaged,
               "evaluated": len(scores)}
     if multilabel:
         result["mAP"] = mean_average_precision(scores, targets)
@@ -287,8 +291,10 @@ def headline(result):
         metrics = (f"top-1 {format_score(result['top1'])}  {top5}"
                    f"mean class top-1 {format_score(result['mean_class_top1'])}")
     omitted = f"; no top-5: {result['top5_omitted']}" if "top5_omitted" in result else ""
+    read = video_data.unreadable_report(result["unreadable"], result["total"],
+                                        result.get("damaged", 0))
     return f"{metrics}   ({result['evaluated']} video{'s' * (result['evaluated'] != 1)}; " \
-           f"{video_data.unreadable_report(result['unreadable'], result['total'])}{omitted})"
+           f"{read}{omitted})"
 
 
 def format_report(header, result):
@@ -459,18 +465,18 @@ def eval_loader(dataset, batch_size, workers, distributed=False, persistent=Fals
 
 
 def gather_in_order(part, size):
-    """The (indices, outputs, targets, ok) of every process, concatenated and put in dataset
-    order."""
+    """The (indices, outputs, targets, ok, damaged) of every process, concatenated and put in
+    dataset order."""
     parts = [None] * dist.get_world_size()
     dist.all_gather_object(parts, part)                               # CPU tensors, pickled
     columns = zip(*[p for p in parts if p is not None])
-    indices, outputs, targets, ok = (torch.cat(column) for column in columns)
+    indices, outputs, targets, ok, damaged = (torch.cat(column) for column in columns)
     order = indices.argsort()
     if not torch.equal(indices[order], torch.arange(size)):
         raise RuntimeError(f"the processes scored {len(indices)} videos "
                            f"({len(indices.unique())} distinct) for a dataset of {size}: each "
                            f"process needs eval_loader(..., distributed=True)")
-    return outputs[order], targets[order], ok[order]
+    return outputs[order], targets[order], ok[order], damaged[order]
 
 
 # --------------------------------------------------------------------------------------------------

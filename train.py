@@ -443,7 +443,7 @@ class TrainItems(Dataset):
         epoch, i = epoch_and_index
         with torch.random.fork_rng(devices=[]):
             torch.default_generator.manual_seed(mix_seed(self.seed, epoch, i))  # see mix_seed
-            video, target, _, _ = self.videos[i]                      # DeviceClip or JpegClip
+            video, target, *_ = self.videos[i]                        # DeviceClip or JpegClip
             template = int(torch.randint(self.num_templates, ()))     # one random template per
             if target.ndim:                                           # video [Sec. 3.2]
                 positives = target.nonzero().flatten()                # multi-hot: its text names

@@ -545,9 +545,10 @@ def shown_path(path):
     return path if path.isprintable() else repr(path)
 
 
-def unreadable_report(num_failed, num_total):
-    """The line an evaluation prints about unreadable videos."""
-    return f"{num_failed} of {num_total} videos could not be read"
+def unreadable_report(num_failed, num_total, num_damaged=0):
+    """The line an evaluation prints about unreadable videos, and damaged ones read (if any)."""
+    damaged = f"; {num_damaged} damaged, read as a player shows them" if num_damaged else ""
+    return f"{num_failed} of {num_total} videos could not be read{damaged}"
 
 
 class FirstTime:
@@ -660,7 +661,7 @@ class ClipReader:
 class VideoDataset(torch.utils.data.Dataset):
     """Sampled, transformed clips of a DatasetSplit (or a list of VideoRecords) [Sec. 4.1].
 
-    __getitem__(i) -> (video, target, index, ok):
+    __getitem__(i) -> (video, target, index, ok, damaged):
       train: video (T, 3, S, S). A bad video is replaced by another one (a deterministic choice
              from `seed` and i), its path logged once (across DataLoader workers and epochs;
              once per process under torchrun); index is the video returned.
@@ -668,6 +669,8 @@ class VideoDataset(torch.utils.data.Dataset):
              of that shape and ok=False; strict=True raises VideoReadError (naming the path)
              instead.
       target: int64 class id, or a float multi-hot (C,) for multi-label splits.
+      damaged: True for a damaged video read as a player shows it (logged once a run), so that a
+             run's summary counts it: a count kept here would stay in a DataLoader worker.
     Annotations are parsed once, before; items only decode. Picklable for DataLoader workers, where
     decoding uses one thread per worker. Default transforms: train_transform(224),
     test_transform(224).
@@ -718,11 +721,13 @@ class VideoDataset(torch.utils.data.Dataset):
         self._bad.add(i)
 
     def _note_damaged(self, i):
+        """True if video i is damaged (logged the first time)."""
         path = self.records[i].path
         damaged = damaged_packets(path)
         if damaged and self._logged.first("damaged " + path):
             log.warning("damaged video (read): %s: %d packets could not be decoded or decoded "
                         "with errors; its frames are those a player shows", path, damaged)
+        return damaged > 0
 
     def _train_item(self, i):
         rng = random.Random(self.seed * 1_000_003 + i)  # replacements: a fixed order per (seed, i)
@@ -730,8 +735,7 @@ class VideoDataset(torch.utils.data.Dataset):
             if j not in self._bad:
                 try:
                     video = self.transform(self.read(self.records[j]))
-                    self._note_damaged(j)
-                    return video, self._target(j), j, True
+                    return video, self._target(j), j, True, self._note_damaged(j)
                 except VideoReadError as e:
                     self._note_bad(j, e, "replaced by another training video")
         raise RuntimeError(f"VideoDataset: video {i} and {MAX_REPLACEMENTS} replacements could not "
@@ -754,14 +758,13 @@ class VideoDataset(torch.utils.data.Dataset):
     def _test_item(self, i):
         try:
             views = self._views(self.read(self.records[i]))
-            self._note_damaged(i)
-            return views, self._target(i), i, True
+            return views, self._target(i), i, True, self._note_damaged(i)
         except VideoReadError as e:
             self._note_bad(i, e, "counted as failed")
             if self._blank is None:  # zeros shaped like a view: a black clip transformed once
                 self._blank = torch.zeros_like(self._views(torch.zeros(
                     self.num_clips * self.num_frames, 256, 256, 3, dtype=torch.uint8)))
-            return self._blank.clone(), self._target(i), i, False
+            return self._blank.clone(), self._target(i), i, False, False
 
     def __getitem__(self, i):
         return self._train_item(i) if self.mode == "train" else self._test_item(i)
@@ -2100,11 +2103,12 @@ def _scaled_size(width, height, short_side):
     return max(2, round(width * scale / 2) * 2), max(2, round(height * scale / 2) * 2)
 
 
-def _decoded_rgb(src, short_side):
-    """Every frame of `src`, in order, as uint8 (h, w, 3) with the short side at most short_side."""
+def _decoded_rgb(src, short_side, damage=None):
+    """Every frame of `src`, in order, as uint8 (h, w, 3) with the short side at most short_side.
+    `damage` (a list) gets an entry for each packet not decoded or decoded with errors."""
     container, stream = _open_video(src, threads=1)
     try:
-        context, damage = stream.codec_context, []
+        context, damage = stream.codec_context, [] if damage is None else damage
         width, height = _scaled_size(context.width, context.height, short_side)
         packets = (p for p in container.demux(stream) if p.size)  # frame i as read_frames has it
         for frame in _frames_in_order(packets, context, damage):  # upright: no flag on the copy
@@ -2118,10 +2122,10 @@ def _decoded_rgb(src, short_side):
         container.close()
 
 
-def _write_frame_folder(src, tmp, short_side, quality):
+def _write_frame_folder(src, tmp, short_side, quality, damage=None):
     os.makedirs(tmp)
     count = 0
-    for count, rgb in enumerate(_decoded_rgb(src, short_side), 1):
+    for count, rgb in enumerate(_decoded_rgb(src, short_side, damage), 1):
         with warnings.catch_warnings():  # torchvision 0.29 deprecates its (libjpeg-turbo) codecs
             warnings.simplefilter("ignore", DeprecationWarning)
             chw = torch.from_numpy(rgb).permute(2, 0, 1)
@@ -2132,13 +2136,13 @@ def _write_frame_folder(src, tmp, short_side, quality):
         raise VideoReadError(src, "has no decodable frames")
 
 
-def _write_short_gop(src, tmp, short_side, gop):
+def _write_short_gop(src, tmp, short_side, gop, damage=None):
     container, stream = _open_video(src)
     rate = stream.guessed_rate or stream.average_rate  # PyAV 19: unset is a falsy AVRational
     rate = Fraction(rate.numerator, rate.denominator) if rate else Fraction(30)
     container.close()
     try:
-        write_video(tmp, _decoded_rgb(src, short_side), fps=rate,
+        write_video(tmp, _decoded_rgb(src, short_side, damage), fps=rate,
                     codec="libx264", gop=gop, bframes=0, options=PREPARED_X264)
     except ValueError as e:  # no frames
         raise VideoReadError(src, str(e)) from e
@@ -2153,22 +2157,24 @@ def _remove(path):
 
 def _prepare_one(job):
     """Convert one video (job: src, dst, form, short_side, quality, gop); returns (src, error or
-    None). Writes to a temporary name and renames, so a killed run leaves no half output behind."""
+    None, damaged: True if some packets could not be decoded, the copy holding what a player shows).
+    Writes to a temporary name and renames, so a killed run leaves no half output behind."""
     src, dst, form, short_side, quality, gop = job
     for stale in glob.glob(glob.escape(dst) + ".tmp*"):  # left by a killed run
         _remove(stale)
     tmp = f"{dst}.tmp{os.getpid()}" + (".mp4" if form == "video" else "")
     os.makedirs(os.path.dirname(dst), exist_ok=True)
+    damage = []
     try:
         if form == "frames":
-            _write_frame_folder(src, tmp, short_side, quality)
+            _write_frame_folder(src, tmp, short_side, quality, damage)
         else:
-            _write_short_gop(src, tmp, short_side, gop)
+            _write_short_gop(src, tmp, short_side, gop, damage)
         os.rename(tmp, dst)
-        return src, None
+        return src, None, bool(damage)
     except (VideoReadError, av.FFmpegError, OSError) as e:
         _remove(tmp)
-        return src, str(e)
+        return src, str(e), False
 
 
 class _Progress:
@@ -2215,8 +2221,8 @@ def _worker_init():
 
 
 def _run_jobs(jobs, workers):
-    """(src, error) of each job as it finishes: in this process for one worker, else a process
-    pool."""
+    """(src, error, damaged) of each job as it finishes: in this process for one worker, else a
+    process pool."""
     if workers <= 1:
         yield from map(_prepare_one, jobs)
         return
@@ -2299,7 +2305,8 @@ def prepare(dataset, root, out, form="frames", short_side=256, workers=1, qualit
     official format) or short-keyframe-interval H.264 (form='video') with the short side scaled to
     `short_side` (never up), below `out` mirroring the layout below root. Resumable: finished
     outputs are skipped; a rerun with other settings is refused (out/PREPARED.json records them).
-    Returns (converted, skipped, failed paths). Read with load_split(..., prepared=out)."""
+    Returns (converted, skipped, failed paths, damaged paths: converted as a player shows them).
+    Read with load_split(..., prepared=out)."""
     _check_settings(form, short_side, quality, gop)
     _check_out(out, root, kw.get("videos_dir"))
     settings = {"dataset": dataset, "root": os.path.abspath(root), "form": form,
@@ -2318,15 +2325,18 @@ def prepare(dataset, root, out, form="frames", short_side=256, workers=1, qualit
                 jobs.append((src, dst, form, short_side, quality, gop))
         progress = _Progress(len(jobs), f"prepare {dataset} -> {shown_path(out)} ({skipped} done "
                                         f"before)")
-        failed = []
-        for src, error in _run_jobs(jobs, workers):
+        failed, damaged = [], []
+        for src, error, is_damaged in _run_jobs(jobs, workers):
             progress.update(error is not None)
             if error:
                 failed.append(src)
                 log.warning("prepare: %s", error)
-        counts = {"converted": len(jobs) - len(failed), "skipped": skipped, "failed": failed}
+            if is_damaged:
+                damaged.append(src)
+        counts = {"converted": len(jobs) - len(failed), "skipped": skipped, "failed": failed,
+                  "damaged": damaged}
         _write_json(os.path.join(out, PREPARED_RECORD), {**settings, **counts})
-        return len(jobs) - len(failed), skipped, failed
+        return len(jobs) - len(failed), skipped, failed, damaged
 
 
 # --- CLI ------------------------------------------------------------------------------------------
@@ -2382,13 +2392,13 @@ def main(argv=None):
                             ("classnames_file", args.classnames_file),
                             ("videos_dir", args.videos_dir)) if v}
     try:
-        converted, skipped, failed = prepare(args.dataset, args.root, args.out, args.form,
-                                             args.short_side, args.workers, args.quality, args.gop,
-                                             **kw)
+        converted, skipped, failed, damaged = prepare(
+            args.dataset, args.root, args.out, args.form, args.short_side, args.workers,
+            args.quality, args.gop, **kw)
     except (OSError, ValueError) as e:  # a missing or unreadable root, annotation file or --out
         raise SystemExit(f"error: {e}") from None
     print(f"prepared {converted} videos into {shown_path(args.out)} ({skipped} were done "
-          f"before); {unreadable_report(len(failed), converted + len(failed))}")
+          f"before); {unreadable_report(len(failed), converted + len(failed), len(damaged))}")
     return 1 if failed and not (converted or skipped) else 0  # fail only if none could be prepared
 
 

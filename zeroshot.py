@@ -109,11 +109,12 @@ def describe_zeroshot_model(args, model):
             f"{model.config['num_frames']} frame features are averaged (meanP)")
 
 
-def subset_predictions(features, targets, ok, text_feats, logit_scale, classes):
+def subset_predictions(features, targets, ok, text_feats, logit_scale, classes, damaged=None):
     """Scores of the videos of `classes` with only those classes as candidates [Sec. 4.4],
     targets renumbered.
 
     features (videos, V, E) from evaluate.encode_videos; text_feats (K, C, E); classes: ids into C.
+    damaged (videos,): as encode_videos gives it, or None.
     """
     classes = torch.as_tensor(classes)
     position = torch.full((text_feats.shape[1],), -1)
@@ -125,7 +126,8 @@ def subset_predictions(features, targets, ok, text_feats, logit_scale, classes):
                             for chunk in features[keep].split(4096)])
     else:
         scores = torch.zeros(0, len(classes))
-    return evaluate.Predictions(scores, position[targets[keep]], ok[keep])
+    return evaluate.Predictions(scores, position[targets[keep]], ok[keep],
+                                None if damaged is None else damaged[keep])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -205,10 +207,10 @@ def union_split(args, names):
 def run_subsets(ctx, split, subsets, names):
     """Encode the videos of `split` once, then score each subset of classes with only its
     classes."""
-    features, targets, ok = ctx.encode(split, "encode")
+    features, targets, ok, damaged = ctx.encode(split, "encode")
     text_feats, scale = ctx.text_features(split.classnames).cpu(), ctx.logit_scale()
     return [(name, [split.classnames[c] for c in classes],
-             subset_predictions(features, targets, ok, text_feats, scale, classes))
+             subset_predictions(features, targets, ok, text_feats, scale, classes, damaged))
             for name, classes in zip(names, subsets)]
 
 
@@ -388,7 +390,7 @@ def format_benchmark(header, results, summary):
         top5 = f"top-5 {score(r['top5'])}   " if "top5" in r else ""
         lines.append(f"  {r['name']:<{width}}  top-1 {score(r['top1'])}  {top5}"
                      f"{r['num_classes']} classes, {r['evaluated']} videos; "
-                     f"{video_data.unreadable_report(r['unreadable'], r['total'])}")
+                     f"{video_data.unreadable_report(r['unreadable'], r['total'], r['damaged'])}")
     if len(results) > 1:
         mean, std = summary["mean"], summary["std"]
         top5 = (f"  top-5 {score(mean['top5'])} +- {score(std['top5']).strip()}"
@@ -797,12 +799,13 @@ def rank_videos(args, ctx, labels):
           f"{evaluate.views_text(args.clips, args.crops)}\n")
     print("\n\n".join(format_ranking(path, scores, labels, ok, args.top)
                       for path, scores, ok in zip(args.video, preds.scores, preds.ok)))
-    if not preds.ok.all():
-        print("\n" + video_data.unreadable_report(int((~preds.ok).sum()), len(preds.ok)))
+    if not preds.ok.all() or preds.damaged.any():
+        print("\n" + video_data.unreadable_report(int((~preds.ok).sum()), len(preds.ok),
+                                                  int(preds.damaged.sum())))
     write_json(args.json, {"labels": labels, "model": model, "videos": [
-        {"path": path, "ok": bool(ok),
+        {"path": path, "ok": bool(ok), "damaged": bool(damaged),
          "probabilities": dict(zip(labels, scores.tolist())) if ok else None}
-        for path, scores, ok in zip(args.video, preds.scores, preds.ok)]})
+        for path, scores, ok, damaged in zip(args.video, preds.scores, preds.ok, preds.damaged)]})
     if not preds.ok.any():
         raise SystemExit(f"error: none of the {len(preds.ok)} videos could be read (the warnings "
                          f"above say why): nothing was ranked")

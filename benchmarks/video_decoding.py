@@ -186,7 +186,7 @@ def prepared_paths(folder, clips, form):
         dst = os.path.join(folder, "prepared", os.path.splitext(os.path.basename(src))[0]) + (
             ".mp4" if form == "video" else "")
         if not os.path.exists(dst):
-            _, error = video_data._prepare_one((src, dst, form, 256, 90, video_data.PREPARED_GOP))
+            _, error, _ = video_data._prepare_one((src, dst, form, 256, 90, video_data.PREPARED_GOP))
             assert error is None, error
         out.append(dst)
     return out

@@ -71,7 +71,7 @@ def test_the_stream_a_player_picks_is_read_everywhere(tmp_path, caplog, default)
     said = [r.getMessage() for r in caplog.records if path in r.getMessage()]
     assert len(said) == 1 and "2 video streams; reading stream 1 (64x48" in said[0]  # once a file
     dst = str(tmp_path / "prepared")
-    assert video_data._prepare_one((path, dst, "frames", 256, 95, 4)) == (path, None)
+    assert video_data._prepare_one((path, dst, "frames", 256, 95, 4)) == (path, None, False)
     assert video_data.count_frames(dst) == 32
 
 
@@ -137,9 +137,9 @@ def test_a_corrupt_keyframe_skips_what_cannot_be_decoded(tmp_path, caplog, ext, 
         with caplog.at_level(logging.WARNING, logger="video_data"):
             dataset = video_data.VideoDataset(records, 8, mode, video_data.test_transform(32),
                                               strict=True)
-            assert all(dataset[0][3] and dataset[0][2] == 0 for _ in range(2))
+            assert all(dataset[0][3] and dataset[0][2] == 0 and dataset[0][4] for _ in range(2))
         said = [r.getMessage() for r in caplog.records if path in r.getMessage()]
         assert len(said) == 1 and "could not be decoded" in said[0]  # once a run, not silently
     dst = str(tmp_path / "prepared")
-    assert video_data._prepare_one((path, dst, "frames", 256, 95, 4)) == (path, None)
+    assert video_data._prepare_one((path, dst, "frames", 256, 95, 4)) == (path, None, True)
     assert video_data.count_frames(dst) == n

@@ -116,7 +116,7 @@ class PixelModel(nn.Module):
 
 
 class ListDataset(torch.utils.data.Dataset):
-    """VideoDataset's test items, (video (V, T, 3, S, S), target, index, ok), from a list of videos."""
+    """VideoDataset's test items, (video (V, T, 3, S, S), target, index, ok, damaged), from a list of videos."""
 
     def __init__(self, videos, targets):
         self.videos, self.targets = videos, targets
@@ -125,7 +125,7 @@ class ListDataset(torch.utils.data.Dataset):
         return len(self.videos)
 
     def __getitem__(self, i):
-        return self.videos[i], torch.tensor(self.targets[i]), i, True
+        return self.videos[i], torch.tensor(self.targets[i]), i, True, False
 
 
 def views(*features, S=4):

@@ -247,7 +247,7 @@ def test_prepare_writes_rotated_videos_upright(tmp_path, form):
     plain = write_rotated(str(tmp_path / "plain.mp4"), frames, 0)
     rotated = write_rotated(str(tmp_path / "phone.mp4"), frames, -90)
     dst = str(tmp_path / "prepared") + (".mp4" if form == "video" else "")
-    assert video_data._prepare_one((rotated, dst, form, 256, 95, 4)) == (rotated, None)
+    assert video_data._prepare_one((rotated, dst, form, 256, 95, 4)) == (rotated, None, False)
     upright = np.rot90(video_data.read_frames(plain, range(12)).numpy(), -1, axes=(1, 2))
     copy = video_data.read_frames(dst, range(12)).numpy()
     assert copy.shape == upright.shape == (12, W, H, 3)
@@ -583,7 +583,7 @@ def test_charades_multi_hot(tmp_path):
         assert got.classnames[0] == "holding some clothes" and len(got.classnames) == 5
     dataset = video_data.VideoDataset(got, 4, "test", video_data.test_transform(32))
     for i, (path, labels) in enumerate(expected["test"]):
-        video, target, index, ok = dataset[i]
+        video, target, index, ok, _ = dataset[i]
         assert ok and index == i and target.dtype == torch.float32
         assert target.tolist() == [1.0 if c in labels else 0.0 for c in range(5)]
     assert dataset[len(expected["test"]) - 1][1].sum() == 0  # a video with no action
@@ -644,10 +644,10 @@ def test_unknown_dataset_and_split(tmp_path):
 def test_dataset_items_train_and_test(ucf101):
     split = video_data.load_split("ucf101", ucf101["root"], "train", 1)
     train = video_data.VideoDataset(split, 8, "train", video_data.train_transform(32))
-    video, target, index, ok = train[0]
+    video, target, index, ok, _ = train[0]
     assert video.shape == (8, 3, 32, 32) and target.dtype == torch.int64 and index == 0 and ok
     test = video_data.VideoDataset(split, 8, "test", video_data.test_transform(32, 3), num_clips=2, num_crops=3)
-    video, target, index, ok = test[1]
+    video, target, index, ok, _ = test[1]
     assert video.shape == (6, 8, 3, 32, 32) and int(target) == split.records[1].label and ok
     single = video_data.VideoDataset(split, 8, "test", video_data.test_transform(32))
     assert single[0][0].shape == (1, 8, 3, 32, 32)
@@ -685,7 +685,7 @@ def test_dataloader_workers_pinned_persistent_distributed(ucf101, tmp_path):
     for epoch in range(2):
         sampler.set_epoch(epoch)
         seen = []
-        for video, target, index, ok in loader:
+        for video, target, index, ok, _ in loader:
             assert video.shape[1:] == (4, 3, 32, 32) and ok.all()
             seen += index.tolist()
         assert sorted(seen) == sorted(list(sampler))
@@ -774,7 +774,7 @@ def test_too_few_frames(videos):
 def test_short_video_gives_a_full_clip(tmp_path):
     path = video_data.write_video(str(tmp_path / "three.mp4"), [index_frame(i) for i in range(3)])
     dataset = video_data.VideoDataset([video_data.VideoRecord(path, 0)], 8, "test", video_data.test_transform(32))
-    video, _, _, ok = dataset[0]
+    video, _, _, ok, _ = dataset[0]
     assert ok and video.shape == (1, 8, 3, 32, 32)
 
 
@@ -789,7 +789,7 @@ def test_training_replaces_bad_videos_and_logs_each_once(bad_files, videos, capl
     with caplog.at_level(logging.WARNING, logger="video_data"):
         for _ in range(2):
             for i in range(len(records)):
-                video, target, index, ok = dataset[i]
+                video, target, index, ok, _ = dataset[i]
                 assert ok and index == len(records) - 1 and int(target) == 1 and video.shape == (4, 3, 32, 32)
     for case in ("missing", "empty", "random bytes", "truncated", "audio only"):
         assert sum(bad_files[case] in r.getMessage() for r in caplog.records) == 1
@@ -853,8 +853,8 @@ def test_evaluation_counts_failures_and_strict_raises(bad_files, videos):
     records = bad_records(bad_files, videos["mp4-h264-bframes"])
     dataset = video_data.VideoDataset(records, 4, "test", video_data.test_transform(32, 3), num_clips=2, num_crops=3)
     results = [dataset[i] for i in range(len(records))]
-    assert [ok for *_, ok in results] == [False] * 5 + [True]
-    for video, target, index, ok in results:
+    assert [ok for _, _, _, ok, _ in results] == [False] * 5 + [True]
+    for video, target, index, ok, _ in results:
         assert video.shape == (6, 4, 3, 32, 32)
         if not ok:
             assert not video.any()
@@ -935,8 +935,8 @@ def test_write_video_needs_even_sizes(tmp_path):
 @pytest.mark.parametrize("form", ["frames", "video"])
 def test_prepare_then_read_the_prepared_form(ucf101, tmp_path, form):
     out = str(tmp_path / "prepared")
-    converted, skipped, failed = video_data.prepare("ucf101", ucf101["root"], out, form, short_side=24, workers=1)
-    assert (converted, skipped, failed) == (9, 0, [])
+    converted, skipped, failed, damaged = video_data.prepare("ucf101", ucf101["root"], out, form, short_side=24, workers=1)
+    assert (converted, skipped, failed, damaged) == (9, 0, [], [])
     split = video_data.load_split("ucf101", ucf101["root"], "train", 2, prepared=out)
     original = video_data.load_split("ucf101", ucf101["root"], "train", 2)
     assert [r.label for r in split.records] == [r.label for r in original.records]
@@ -944,16 +944,16 @@ def test_prepare_then_read_the_prepared_form(ucf101, tmp_path, form):
         assert r.path.startswith(out) and (os.path.isdir(r.path) if form == "frames" else r.path.endswith(".mp4"))
         assert video_data.count_frames(r.path) == video_data.count_frames(o.path) == dataset_fixtures.FRAMES
         assert video_data.read_frames(r.path, [0]).shape == (1, 24, 24, 3)  # 32 -> short side 24
-    video, _, _, ok = video_data.VideoDataset(split, 8, "test", video_data.test_transform(32))[0]
+    video, _, _, ok, _ = video_data.VideoDataset(split, 8, "test", video_data.test_transform(32))[0]
     assert ok and video.shape == (1, 8, 3, 32, 32)
-    assert video_data.prepare("ucf101", ucf101["root"], out, form, short_side=24, workers=1) == (0, 9, [])
+    assert video_data.prepare("ucf101", ucf101["root"], out, form, short_side=24, workers=1) == (0, 9, [], [])
     with pytest.raises(FileNotFoundError, match="prepared folder .* not found: expected .*prepraed"):  # a typo
         video_data.load_split("ucf101", ucf101["root"], "train", 2, prepared=str(tmp_path / "prepraed"))
 
 
 def test_prepared_video_has_a_short_keyframe_interval(tmp_path, videos):
     dst = str(tmp_path / "short_gop.mp4")
-    src, error = video_data._prepare_one((videos["mp4-h264-bframes"], dst, "video", 256, 90, 8))
+    src, error, _ = video_data._prepare_one((videos["mp4-h264-bframes"], dst, "video", 256, 90, 8))
     assert error is None and src == videos["mp4-h264-bframes"]
     index = video_data._video_index(dst)
     assert max(np.diff(index.keyframes)) <= 8 and index.num_frames == NUM_FRAMES
