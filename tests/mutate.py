@@ -213,6 +213,25 @@ MUTATIONS = [
              "return x * torch.sigmoid(1.702 * x)",
              "return x * torch.sigmoid(1.5 * x)",
              (t("test_matches_open_clip_on_the_same_weights", "test_clip_model"),)),
+    # --- survivors of mutmut (benchmarks/mutation.py), closed by the tests named
+    Mutation("three-crop-centre-off-centre", "video_data.py",
+             "return [(x, top) for x in (0, (image_w - size) // 2, image_w - size)]",
+             "return [(x, top) for x in (0, (image_w - size) // 3, image_w - size)]",
+             (t("test_three_crops_sit_at_the_ends_and_the_centre_of_the_long_side",
+                "test_three_crop_positions"),)),
+    Mutation("few-shot-counts-second-class", "train.py",
+             "label = label[0] if isinstance(label, list) else label",
+             "label = label[-1] if isinstance(label, list) else label",
+             (t("test_a_multi_label_video_counts_for_its_first_class_only", "test_few_shot"),)),
+    Mutation("average-precision-unstable-ties", "evaluate.py",
+             "scores.argsort(descending=True, stable=True)",
+             "scores.argsort(descending=True)",
+             (t("test_tied_scores_rank_in_video_order", "test_average_precision_edges"),)),
+    Mutation("view-scores-in-bf16-under-autocast", "evaluate.py",
+             "with torch.autocast(features.device.type, enabled=False):",
+             "with torch.autocast(features.device.type, enabled=True):",
+             (t("test_view_averaged_scores_under_bf16_autocast_equal_fp32",
+                "test_scores_under_autocast"),)),
 ]
 
 
