@@ -55,7 +55,7 @@ def mutant_prefix(file, function):
 
 
 def report():
-    rows, total = [], collections.Counter()
+    rows, total, tested = [], collections.Counter(), []
     for file, functions in SCOPE.items():
         meta = os.path.join(REPO, "mutants", file + ".meta")
         if not os.path.exists(meta):
@@ -66,11 +66,17 @@ def report():
                                      for name, code in codes.items() if name.startswith(prefixes))
         rows.append((file, counts))
         total += counts
+        for function in functions:
+            mine = [code for name, code in codes.items()
+                    if name.startswith(mutant_prefix(file, function))]
+            if None not in mine:                     # every mutant of the function was tested
+                tested.append(f"{file[:-3]}.{function}")
     columns = ["mutants", "killed", "survived", "timeout", "suspicious", "no tests", "not checked"]
     print(f"| file | {' | '.join(columns)} |\n|---|{'---|' * len(columns)}")
     for file, counts in rows + [("all", total)]:
         cells = [sum(counts.values())] + [counts[c] for c in columns[1:]]
         print(f"| {file} | {' | '.join(str(c) for c in cells)} |")
+    print(f"\nfunctions whose mutants were all tested: {', '.join(tested) or 'none'}")
     others = set(total) - set(columns)
     if others:
         print("other:", {k: total[k] for k in others})
