@@ -46,7 +46,8 @@ SCOPE = {
 }
 
 def mutant_prefix(file, function):
-    """mutmut's name of a function's mutants: train.x_lr_at__mutmut_3, prompts.xǁLSTMǁforward__..."""
+    """The start of mutmut's names of a function's mutants: train.x_lr_at__mutmut_,
+    prompts.xǁLSTMǁforward__mutmut_."""
     module = file[:-3]
     if "." in function:
         cls, method = function.split(".")

@@ -20,7 +20,8 @@ def test_tied_scores_rank_in_video_order():
     assert evaluate.average_precision(scores, positives) == pytest.approx(100.0)
     positives = torch.zeros(50, dtype=torch.bool)
     positives[[10, 49]] = True                          # ranks 11 and 50: (1/11 + 2/50) / 2
-    assert evaluate.average_precision(scores, positives) == pytest.approx(100 * (1 / 11 + 2 / 50) / 2)
+    expected = 100 * (1 / 11 + 2 / 50) / 2
+    assert evaluate.average_precision(scores, positives) == pytest.approx(expected)
 
 
 def test_map_without_any_positive_is_undefined_not_an_error():

@@ -10,11 +10,12 @@ import evaluate
 
 def test_view_averaged_scores_under_bf16_autocast_equal_fp32():
     g = torch.Generator().manual_seed(0)
-    features = torch.nn.functional.normalize(torch.randn(8, 2, 64, generator=g), dim=-1)  # (B, V, E)
-    text = torch.nn.functional.normalize(torch.randn(16, 10, 64, generator=g), dim=-1)    # (K, C, E)
+    normalize = torch.nn.functional.normalize
+    features = normalize(torch.randn(8, 2, 64, generator=g), dim=-1)        # (B, V, E)
+    text = normalize(torch.randn(16, 10, 64, generator=g), dim=-1)          # (K, C, E)
     scale = torch.tensor(100.0)
-    v = features.double()                                  # by hand, in fp64: softmax per template,
-    logits = 100.0 * torch.einsum("bve,kce->bvkc", v, text.double())  # mean over templates and views
+    # by hand, in fp64: a softmax per template, then the mean over templates and views
+    logits = 100.0 * torch.einsum("bve,kce->bvkc", features.double(), text.double())
     expected = logits.softmax(dim=-1).mean(dim=(1, 2))
     plain = evaluate.view_averaged_scores(features, text, scale)
     with torch.autocast("cpu", dtype=torch.bfloat16):
