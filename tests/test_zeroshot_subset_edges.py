@@ -32,4 +32,5 @@ def test_a_subset_without_videos_has_no_predictions_and_undefined_accuracy():
                                         torch.ones(3, dtype=torch.bool), text, 50.0, [2, 3])
     assert preds.scores.shape == (0, 2) and preds.targets.numel() == 0 and preds.ok.numel() == 0
     result = evaluate.summarize(preds, ["c", "d"])
-    assert result["evaluated"] == 0 and result["top1"] is None and result["top5"] is None
+    assert result["evaluated"] == 0 and result["top1"] is None
+    assert "top5" not in result and "top5_omitted" in result          # 2 classes: no top-5
