@@ -186,7 +186,8 @@ def prepared_paths(folder, clips, form):
         dst = os.path.join(folder, "prepared", os.path.splitext(os.path.basename(src))[0]) + (
             ".mp4" if form == "video" else "")
         if not os.path.exists(dst):
-            _, error, _ = video_data._prepare_one((src, dst, form, 256, 90, video_data.PREPARED_GOP))
+            job = (src, dst, form, 256, 90, video_data.PREPARED_GOP)
+            _, error, _ = video_data._prepare_one(job)
             assert error is None, error
         out.append(dst)
     return out

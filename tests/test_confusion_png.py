@@ -61,7 +61,8 @@ def luminance(colour):
 
 
 def confusions(C, per_class, seed=0):
-    """(C, C) counts of a plausible classifier: most videos right, a few spread over other classes."""
+    """(C, C) counts of a plausible classifier: most videos right, a few spread over other
+    classes."""
     generator = torch.Generator().manual_seed(seed)
     targets = torch.arange(C).repeat_interleave(per_class)
     scores = 3 * torch.eye(C)[targets] + torch.randn(len(targets), C, generator=generator)
@@ -118,7 +119,8 @@ def test_beyond_the_count_limit_cells_are_colour_only_and_the_title_says_so(tmp_
     assert f"no numbers at {C} classes" in saved[-1].get_suptitle()
 
 
-def test_the_title_names_the_run_the_split_and_its_scores(ucf101, tmp_path, saved, one_thread):  # noqa: F811
+def test_the_title_names_the_run_the_split_and_its_scores(  # noqa: F811 (fixtures)
+        ucf101, tmp_path, saved, one_thread):
     checkpoint = save_checkpoint(tmp_path / "ckpt.pt")
     png = tmp_path / "confusion.png"
     result, _ = run_main(["--checkpoint", checkpoint, "--dataset", "ucf101", "--root",

@@ -1,9 +1,10 @@
-"""Damaged videos (issue #23, item 11) are counted in each run's summary, once per video: evaluate.py's
-report and JSON (with DataLoader workers, and gathered from 2 gloo processes), zeroshot.py's reports,
-train.py's validation line and metrics.jsonl, and `video_data.py prepare`'s closing line.
+"""Damaged videos (issue #23, item 11) are counted in each run's summary, once per video:
+evaluate.py's report and JSON (with DataLoader workers, and gathered from 2 gloo processes),
+zeroshot.py's reports, train.py's validation line and metrics.jsonl, and `video_data.py prepare`'s
+closing line.
 
-The fixture: UCF101's layout, fold 1's 3 test videos being one damaged (a corrupt keyframe: read as a
-player shows it), one that cannot be read (not a video) and one intact. The reference count is 1
+The fixture: UCF101's layout, fold 1's 3 test videos being one damaged (a corrupt keyframe: read as
+a player shows it), one that cannot be read (not a video) and one intact. The reference count is 1
 damaged, 1 unreadable, by construction.
 """
 
@@ -49,17 +50,19 @@ def test_evaluate_counts_a_damaged_video_in_its_report_and_json(ucf, tmp_path, c
                    "--clips", "2", "--workers", "1", "--device", "cpu", "--json", out])
     assert COUNTS in capsys.readouterr().out            # read in a DataLoader worker, counted here
     result = json.load(open(out))
-    assert (result["total"], result["unreadable"], result["damaged"], result["evaluated"]) == (3, 1, 1, 2)
+    counts = result["total"], result["unreadable"], result["damaged"], result["evaluated"]
+    assert counts == (3, 1, 1, 2)
 
 
 def test_two_processes_count_a_damaged_video_once(ucf, tmp_path, one_thread):
     checkpoint = save_checkpoint(tmp_path / "ckpt.pt")
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([REPO, os.environ.get("PYTHONPATH", "")]))
+    path = os.pathsep.join([REPO, os.environ.get("PYTHONPATH", "")])
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=path)
     out = str(tmp_path / "two.json")
     run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-                          f"--master_port={free_port()}", os.path.join(REPO, "evaluate.py"), "--checkpoint", checkpoint,
-                          "--dataset", "ucf101", "--root", ucf["root"], "--batch-size", "1", "--workers", "0",
-                          "--device", "cpu", "--json", out],
+                          f"--master_port={free_port()}", os.path.join(REPO, "evaluate.py"),
+                          "--checkpoint", checkpoint, "--dataset", "ucf101", "--root", ucf["root"],
+                          "--batch-size", "1", "--workers", "0", "--device", "cpu", "--json", out],
                          env=env, cwd=str(tmp_path), capture_output=True, text=True, timeout=180)
     assert run.returncode == 0, run.stderr[-3000:]
     result = json.load(open(out))
@@ -78,26 +81,33 @@ def test_zeroshot_reports_count_a_damaged_video(ucf, tmp_path, capsys, one_threa
     assert [(r["unreadable"], r["damaged"]) for r in runs] == [(1, 1), (0, 0), (0, 0)]  # in split 1
     assert COUNTS in [line for line in printed.splitlines() if "split 1" in line][-1]
     intact = ucf["test"][2][0][0]
-    zeroshot.main(["--checkpoint", checkpoint, "--video", ucf["damaged"], intact, "--labels", "a", "b",
-                   "--workers", "0", "--device", "cpu", "--json", out])
-    assert "0 of 2 videos could not be read; 1 damaged, read as a player shows them" in capsys.readouterr().out
-    assert [(v["ok"], v["damaged"]) for v in json.load(open(out))["videos"]] == [(True, True), (True, False)]
+    zeroshot.main(["--checkpoint", checkpoint, "--video", ucf["damaged"], intact, "--labels", "a",
+                   "b", "--workers", "0", "--device", "cpu", "--json", out])
+    said = capsys.readouterr().out
+    assert "0 of 2 videos could not be read; 1 damaged, read as a player shows them" in said
+    videos = json.load(open(out))["videos"]
+    assert [(v["ok"], v["damaged"]) for v in videos] == [(True, True), (True, False)]
 
 
 def test_train_validation_counts_a_damaged_video(ucf, tmp_path, capsys):
     clip = save_clip(tmp_path / "clip.pt", dict(TINY, image_resolution=32))
     out = tmp_path / "out"
-    train.train(train.parse_args(["--arch", clip, "--dataset", "ucf101", "--root", ucf["root"], "--val-split", "test",
-                                  "--frames", "2", "--epochs", "1", "--batch-size", "4", "--workers", "1",
-                                  "--augment", "crop", "--out", str(out)]))
-    assert COUNTS in [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch 1/1")][-1]
-    val = [record["val"] for record in map(json.loads, open(out / "metrics.jsonl")) if "val" in record]
+    train.train(train.parse_args(["--arch", clip, "--dataset", "ucf101", "--root", ucf["root"],
+                                  "--val-split", "test", "--frames", "2", "--epochs", "1",
+                                  "--batch-size", "4", "--workers", "1", "--augment", "crop",
+                                  "--out", str(out)]))
+    lines = capsys.readouterr().out.splitlines()
+    assert COUNTS in [line for line in lines if line.startswith("epoch 1/1")][-1]
+    records = map(json.loads, open(out / "metrics.jsonl"))
+    val = [record["val"] for record in records if "val" in record]
     assert [(v["unreadable"], v["damaged"]) for v in val] == [(1, 1)]
 
 
 def test_prepare_counts_a_damaged_video(ucf, tmp_path, capsys):
     out = str(tmp_path / "prepared")
-    assert video_data.main(["prepare", "--dataset", "ucf101", "--root", ucf["root"], "--out", out, "--workers", "2",
-                            "--short-side", "16"]) == 0
-    assert "1 of 9 videos could not be read; 1 damaged, read as a player shows them" in capsys.readouterr().out
-    assert json.load(open(os.path.join(out, video_data.PREPARED_RECORD)))["damaged"] == [ucf["damaged"]]
+    assert video_data.main(["prepare", "--dataset", "ucf101", "--root", ucf["root"], "--out", out,
+                            "--workers", "2", "--short-side", "16"]) == 0
+    said = capsys.readouterr().out
+    assert "1 of 9 videos could not be read; 1 damaged, read as a player shows them" in said
+    record = json.load(open(os.path.join(out, video_data.PREPARED_RECORD)))
+    assert record["damaged"] == [ucf["damaged"]]

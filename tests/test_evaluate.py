@@ -49,7 +49,7 @@ def save_checkpoint(path, visual_prompt="transf", num_frames=4, seed=0):
     return str(path)
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Metrics by hand
 
 
@@ -99,7 +99,7 @@ def test_summarize_leaves_unreadable_videos_out():
     json.dumps(result, allow_nan=False)                               # NaN-free: a missing class is null
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Views and batches, on a model whose features are written in the video
 
 
@@ -116,7 +116,8 @@ class PixelModel(nn.Module):
 
 
 class ListDataset(torch.utils.data.Dataset):
-    """VideoDataset's test items, (video (V, T, 3, S, S), target, index, ok, damaged), from a list of videos."""
+    """VideoDataset's test items, (video (V, T, 3, S, S), target, index, ok, damaged), from a list
+    of videos."""
 
     def __init__(self, videos, targets):
         self.videos, self.targets = videos, targets
@@ -162,7 +163,7 @@ def test_every_video_once_in_order_with_a_short_last_batch():
     assert preds.targets.tolist() == [0, 1, 2, 0, 1, 2, 0] and preds.ok.all()
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # End to end on fixture datasets in the official layouts
 
 
@@ -235,7 +236,8 @@ def test_two_processes_give_the_numbers_of_one(ucf101, tmp_path, one_thread):
     double, double_scores = json.load(open(out)), torch.load(scores)
     assert single["total"] == double["total"] == 9
     assert "processes: 2" in double["header"][-1]
-    for key in ("total", "unreadable", "evaluated", "top1", "top5_omitted", "mean_class_top1", "per_class"):
+    for key in ("total", "unreadable", "evaluated", "top1", "top5_omitted", "mean_class_top1",
+                "per_class"):
         assert double[key] == single[key], key
     assert double_scores["paths"] == single_scores["paths"]
     assert torch.equal(double_scores["targets"], single_scores["targets"])
@@ -421,7 +423,7 @@ def test_confusion_matrix_image_only_with_matplotlib(ucf101, tmp_path, capsys, o
     assert matrix.tolist() == [[1, 0, 0], [0, 1, 0], [0, 1, 0]]      # row: true class, column: predicted
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # What a checkpoint was trained with, an empty list, more frames than trained, top-5 of few classes
 
 

@@ -79,7 +79,7 @@ def clip_weights(path):
     return {f"clip.{k}": v for k, v in clip_model.read_state_dict(path).items()}
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # The loss [Sec. 3.1, Eq. 4]
 
 
@@ -142,7 +142,7 @@ def test_multi_hot_videos_match_every_text_of_their_classes():
                           train.kl_video_text_loss(logits, texts, texts))
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Optimiser and schedule [Sec. 4.1]
 
 
@@ -190,7 +190,7 @@ def test_new_modules_get_ten_times_the_lr_and_matrices_alone_are_decayed(data):
     assert optimizer.defaults["betas"] == (0.9, 0.98) and optimizer.defaults["eps"] == 1e-8
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # The global batch under DDP
 
 
@@ -236,7 +236,7 @@ def test_each_process_sees_its_share_of_every_global_batch(data, tmp_path):
             sorted(whole[8 * step:8 * step + 8])
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Runs that survive
 
 
@@ -404,7 +404,7 @@ def test_help_explains_every_flag_with_the_papers_value():
         assert "paper" in help_text or "Table" in help_text, flag
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Every ablation is a flag, and acts
 
 
@@ -514,7 +514,7 @@ def test_finetune_from_an_actionclip_checkpoint(data, tmp_path):   # UCF101/HMDB
                           "--visual-prompt", "transf"])
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Memory and speed options
 
 
@@ -576,7 +576,7 @@ def test_bf16_autocast_runs_on_the_cpu(data, tmp_path):
     assert result.dtype == torch.bfloat16 and not result.scaler.is_enabled()
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # The demo
 
 
@@ -625,7 +625,7 @@ def test_demo_left_right_weighs_a_video_s_class_against_its_mirror():
     assert train.top1(predictions, moving) == 0
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # What the log shows and what the weights do (issue #24)
 
 

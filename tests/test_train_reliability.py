@@ -483,7 +483,7 @@ def test_a_sigint_that_reaches_the_loader_workers_costs_no_step(data, tmp_path, 
                 os.kill(worker.pid, signal.SIGINT)
         return loss
     monkeypatch.setattr(train, "train_step", then_interrupt_the_workers)
-    extra = ("--epochs", "2", "--batch-size", "4")                    # 8 steps: more than prefetched
+    extra = ("--epochs", "2", "--batch-size", "4")               # 8 steps: more than prefetched
     run(data, tmp_path / "workers", *extra, "--workers", "2")
     assert len(signalled) == 2 and logged_steps(tmp_path / "workers") == list(range(1, 9))
     run(data, tmp_path / "plain", *extra, "--workers", "0")

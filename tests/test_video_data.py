@@ -935,7 +935,8 @@ def test_write_video_needs_even_sizes(tmp_path):
 @pytest.mark.parametrize("form", ["frames", "video"])
 def test_prepare_then_read_the_prepared_form(ucf101, tmp_path, form):
     out = str(tmp_path / "prepared")
-    converted, skipped, failed, damaged = video_data.prepare("ucf101", ucf101["root"], out, form, short_side=24, workers=1)
+    converted, skipped, failed, damaged = video_data.prepare("ucf101", ucf101["root"], out, form,
+                                                             short_side=24, workers=1)
     assert (converted, skipped, failed, damaged) == (9, 0, [], [])
     split = video_data.load_split("ucf101", ucf101["root"], "train", 2, prepared=out)
     original = video_data.load_split("ucf101", ucf101["root"], "train", 2)
@@ -946,7 +947,8 @@ def test_prepare_then_read_the_prepared_form(ucf101, tmp_path, form):
         assert video_data.read_frames(r.path, [0]).shape == (1, 24, 24, 3)  # 32 -> short side 24
     video, _, _, ok, _ = video_data.VideoDataset(split, 8, "test", video_data.test_transform(32))[0]
     assert ok and video.shape == (1, 8, 3, 32, 32)
-    assert video_data.prepare("ucf101", ucf101["root"], out, form, short_side=24, workers=1) == (0, 9, [], [])
+    again = video_data.prepare("ucf101", ucf101["root"], out, form, short_side=24, workers=1)
+    assert again == (0, 9, [], [])
     with pytest.raises(FileNotFoundError, match="prepared folder .* not found: expected .*prepraed"):  # a typo
         video_data.load_split("ucf101", ucf101["root"], "train", 2, prepared=str(tmp_path / "prepraed"))
 
@@ -1064,7 +1066,7 @@ def test_packets_numbered_otherwise_after_a_seek_are_noticed(videos, monkeypatch
     video_data._INDEX_CACHE.clear()
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Issue #24: the crop's aspect, and what PREPARED.json must record
 
 

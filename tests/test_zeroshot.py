@@ -188,7 +188,7 @@ def test_benchmark_mean_and_std_over_runs_by_hand():
     assert summary["mean"]["top1"] == pytest.approx(50.0)
     assert summary["std"]["top1"] == pytest.approx(math.sqrt((50 ** 2 + 0 + 50 ** 2) / 3))  # 40.82
     assert summary["std_sample"]["top1"] == pytest.approx(50.0)
-    assert "top5" not in summary["std"]                                 # top-5 of 2 classes: always 100
+    assert "top5" not in summary["std"]                         # top-5 of 2 classes: always 100
 
 
 def zeroshot_json(argv, tmp_path, name="zs"):
