@@ -468,6 +468,19 @@ def forkserver_workers():
     multiprocessing.set_start_method(previous, force=True)
 
 
+def wait_until_started(pid, timeout=60):
+    """Until the worker runs its worker_init_fn (SIGINT ignored, in /proc's SigIgn mask): a worker
+    still starting (importing, under a loaded machine) has Python's own SIGINT handler yet."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open(f"/proc/{pid}/status") as status:
+            ignored = next(line for line in status if line.startswith("SigIgn:"))
+        if int(ignored.split()[1], 16) >> (signal.SIGINT - 1) & 1:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"loader worker {pid} never ignored SIGINT")
+
+
 def test_a_sigint_that_reaches_the_loader_workers_costs_no_step(data, tmp_path, monkeypatch,
                                                                forkserver_workers):
     """Ctrl-C reaches the loader workers too. Here, after step 1, each training worker gets a
@@ -480,6 +493,7 @@ def test_a_sigint_that_reaches_the_loader_workers_costs_no_step(data, tmp_path, 
         if run_.step == 1 and run_.args.workers:
             signalled.extend(multiprocessing.active_children())
             for worker in signalled:
+                wait_until_started(worker.pid)
                 os.kill(worker.pid, signal.SIGINT)
         return loss
     monkeypatch.setattr(train, "train_step", then_interrupt_the_workers)
